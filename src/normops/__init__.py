@@ -1,0 +1,31 @@
+"""normops: Batch Normalization and Batch Renormalization, forward and backward, with
+running-statistics updates, behind one runtime backend registry."""
+# The subpackage normops.backends is imported first: the name `backends` below must end
+# up bound to the listing function, not to the subpackage.
+from .backends import register_builtins as _register_builtins  # isort: skip
+from ._backend import Backend
+from ._registry import (
+    BackendError,
+    BackendInfo,
+    BackendUnavailableError,
+    InvalidBackendError,
+    UnknownBackendError,
+    backends,
+    get_backend,
+    register_backend,
+    set_backend,
+    unregister_backend,
+    use_backend,
+)
+from ._saved import BatchNormSaved, BatchRenormSaved
+from ._version import __version__
+from .ops import batch_norm, batch_norm_backward, batch_renorm, batch_renorm_backward
+
+_register_builtins()
+
+__all__ = [
+    "Backend", "BackendError", "BackendInfo", "BackendUnavailableError", "BatchNormSaved",
+    "BatchRenormSaved", "InvalidBackendError", "UnknownBackendError", "__version__",
+    "backends", "batch_norm", "batch_norm_backward", "batch_renorm", "batch_renorm_backward",
+    "get_backend", "register_backend", "set_backend", "unregister_backend", "use_backend",
+]

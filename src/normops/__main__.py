@@ -1,0 +1,44 @@
+"""Command line: ``python -m normops backends``."""
+import argparse
+import platform
+import sys
+
+import numpy
+
+import normops
+from normops import _registry
+
+
+def _table(rows, header):
+    widths = [max(len(str(v)) for v in col) for col in zip(header, *rows)]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def cmd_backends(args):
+    infos = normops.backends()
+    rows = [(i.name, "yes" if i.available else "no", i.device or "-", i.auto_for or "-",
+             i.source, i.reason or "") for i in infos]
+    print(_table(rows, ("backend", "available", "device", "auto for", "source", "reason unavailable")))
+    print()
+    try:
+        default = _registry.selected_name()
+    except normops.BackendError as exc:
+        default = f"none ({exc})"
+    print(f"normops {normops.__version__}  python {platform.python_version()}  "
+          f"numpy {numpy.__version__}  {platform.system()} {platform.machine()}")
+    print(f"backend for numpy arrays now: {default}")
+    return 0 if any(i.available for i in infos) else 1
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m normops", description=normops.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("backends", help="list the backends and the build configuration").set_defaults(run=cmd_backends)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

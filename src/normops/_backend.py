@@ -1,0 +1,52 @@
+"""What a backend is: four per-channel kernels over a canonical (outer, C, inner) view,
+and optionally whole ops that replace the composition of those kernels.
+
+Kernel contract (every array argument is 3-D, shaped (outer, C, inner), float32 or
+float64; per-channel arguments are 1-D float64 arrays of length C):
+
+``batch_stats(x)``
+    -> ``(count, mean, m2)``: ``count`` the int number of values per channel
+    (outer * inner), ``mean`` and ``m2 = sum((x - mean) ** 2)`` float64 arrays of shape
+    (C,), computed stably (never E[x^2] - E[x]^2 in working precision).
+``scale_shift(x, a, b)``
+    -> ``y = a[c] * x + b[c]``, a new (outer, C, inner) array of x's dtype.
+``grad_stats(dy, x, mean)``
+    -> ``(sum(dy), sum(dy * (x - mean)))``, two float64 arrays of shape (C,).
+``grad_input(dy, x, p, q, s)``
+    -> ``dx = p[c] * dy + q[c] * x + s[c]``, a new (outer, C, inner) array of x's dtype.
+
+Whole ops (optional) have the public signatures of ``normops.batch_norm`` and friends,
+minus ``backend``; they receive validated arguments with ``axis`` already normalized
+to a non-negative int, must update running statistics in place when training, and
+return what the public op returns.
+"""
+import numpy
+
+KERNELS = ("batch_stats", "scale_shift", "grad_stats", "grad_input")
+WHOLE_OPS = ("batch_norm", "batch_norm_backward", "batch_renorm", "batch_renorm_backward")
+
+
+class Backend:
+    """Convenience base class for backends; subclassing it is optional.
+
+    A backend is any object with the four callables named in ``KERNELS``. The attributes
+    below have these defaults when a backend does not set them.
+    """
+
+    #: array namespace used for the per-channel math and for validating arguments
+    xp = numpy
+    #: the kind of device the arrays live on, shown by ``normops.backends()``
+    device = "cpu"
+
+
+def missing_kernels(backend):
+    """Names of the required kernels that ``backend`` (an instance or a class) lacks."""
+    return [name for name in KERNELS if not callable(getattr(backend, name, None))]
+
+
+def array_namespace(backend):
+    return getattr(backend, "xp", numpy)
+
+
+def device_of(backend):
+    return getattr(backend, "device", "cpu")

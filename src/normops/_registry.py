@@ -1,0 +1,309 @@
+"""Backend registry: names -> lazily loaded backends, entry-point discovery, selection.
+
+Selection order for an op call: the call's ``backend=``, then the innermost
+``use_backend()`` of the current context, then ``set_backend()`` (initialised from the
+``NORMOPS_BACKEND`` environment variable at import), then the highest-priority available
+backend registered for the array's library (numpy arrays -> "cpu" if built, else
+"reference"; cupy arrays -> "cupy").
+"""
+import contextlib
+import contextvars
+import importlib
+import importlib.metadata
+import inspect
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Optional
+
+from ._backend import array_namespace, device_of, missing_kernels
+
+ENTRY_POINT_GROUP = "normops.backends"
+ENV_VAR = "NORMOPS_BACKEND"
+
+
+class BackendError(Exception):
+    """Base class of the registry's errors."""
+
+
+class UnknownBackendError(BackendError, ValueError):
+    """No backend of that name is registered or discoverable."""
+
+
+class BackendUnavailableError(BackendError, RuntimeError):
+    """The backend is known but cannot run here. Factories raise it to say why."""
+
+
+class InvalidBackendError(BackendError, TypeError):
+    """The object offered as a backend lacks a required kernel."""
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    available: bool
+    reason: Optional[str]  # why it is unavailable; None when available
+    device: Optional[str]
+    source: str  # "built-in", "registered" or "entry point <dist>"
+    auto_for: Optional[str]  # array library this backend is picked for by default
+
+
+class _Entry:
+    def __init__(self, name, factory, source, array_module, priority, install_hint):
+        self.name = name
+        self.factory = factory
+        self.source = source
+        self.array_module = array_module
+        self.priority = priority
+        self.install_hint = install_hint
+        self.backend = None
+        self.failure = None  # (exception class, message) once loading failed
+
+    @property
+    def loaded(self):
+        return self.backend is not None or self.failure is not None
+
+
+_lock = threading.RLock()
+_entries = {}
+_discovered = False
+_default = os.environ.get(ENV_VAR) or None
+_default_origin = f"the {ENV_VAR} environment variable" if _default else None
+_context = contextvars.ContextVar("normops_backend", default=None)
+
+
+def _check_kernels(name, obj):
+    missing = missing_kernels(obj)
+    if missing:
+        raise InvalidBackendError(
+            f"backend {name!r} is refused: it lacks the required kernel(s) "
+            f"{', '.join(missing)} (every backend provides batch_stats, scale_shift, "
+            f"grad_stats and grad_input)"
+        )
+
+
+def _looks_like_backend(obj):
+    return inspect.isclass(obj) or any(hasattr(obj, k) for k in ("batch_stats", "scale_shift", "grad_stats", "grad_input"))
+
+
+def _import_target(spec):
+    module, _, attr = spec.partition(":")
+    obj = importlib.import_module(module)
+    for part in filter(None, attr.split(".")):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _instantiate(name, target):
+    """Turn what was registered (a 'module:attr' string, a class, an instance or a
+    zero-argument factory) into a checked backend instance."""
+    if isinstance(target, str):
+        target = _import_target(target)
+    if inspect.isclass(target):
+        _check_kernels(name, target)
+        backend = target()
+    elif _looks_like_backend(target):
+        backend = target
+    elif callable(target):
+        backend = target()
+    else:
+        raise InvalidBackendError(
+            f"backend {name!r} is refused: {target!r} is neither a backend nor a callable returning one"
+        )
+    _check_kernels(name, backend)
+    return backend
+
+
+def register_backend(name, factory, *, array_module=None, priority=None, install_hint=None,
+                     replace=False, _source="registered"):
+    """Register a backend under ``name``.
+
+    ``factory`` is a backend instance, a backend class, a zero-argument callable returning
+    a backend, or a ``"module:attr"`` string naming one of those (imported on first use).
+    Instances and classes are checked at once; the others when first loaded. A factory
+    raises ImportError or BackendUnavailableError to say the backend cannot run here.
+
+    ``array_module`` ("numpy", "cupy", ...) with an int ``priority`` makes the backend a
+    candidate for automatic selection on that library's arrays (higher wins).
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a backend name must be a non-empty str, got {name!r}")
+    if (array_module is None) != (priority is None):
+        raise TypeError("array_module and priority are given together or not at all")
+    if not isinstance(factory, str) and _looks_like_backend(factory):
+        _check_kernels(name, factory)
+    with _lock:
+        if name in _entries and not replace:
+            raise ValueError(f"a backend named {name!r} is already registered (pass replace=True)")
+        _entries[name] = _Entry(name, factory, _source, array_module, priority, install_hint)
+
+
+def unregister_backend(name):
+    """Remove a registered backend; the current default falls back to automatic."""
+    global _default, _default_origin
+    with _lock:
+        _entry(name)
+        del _entries[name]
+        if _default == name:
+            _default = _default_origin = None
+
+
+def _discover():
+    global _discovered
+    with _lock:
+        if _discovered:
+            return
+        _discovered = True
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in _entries:
+                warnings.warn(
+                    f"ignoring entry point {ep.value!r} for backend {ep.name!r}: that name is taken",
+                    RuntimeWarning, stacklevel=3,
+                )
+                continue
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist is not None else ep.value.partition(":")[0]
+            _entries[ep.name] = _Entry(
+                ep.name, ep.load, f"entry point ({dist_name})", None, None,
+                f"reinstall the package that provides it ({dist_name})",
+            )
+
+
+def _entry(name):
+    with _lock:
+        if name not in _entries:
+            _discover()
+        if name not in _entries:
+            known = ", ".join(sorted(_entries)) or "none"
+            raise UnknownBackendError(f"unknown backend {name!r}; known backends: {known}")
+        return _entries[name]
+
+
+def _load(entry):
+    with _lock:
+        if not entry.loaded:
+            try:
+                entry.backend = _instantiate(entry.name, entry.factory)
+            except InvalidBackendError as exc:
+                entry.failure = (InvalidBackendError, str(exc))
+            except (ImportError, BackendUnavailableError) as exc:
+                entry.failure = (BackendUnavailableError, str(exc) or type(exc).__name__)
+            except Exception as exc:  # a broken plugin must not break listing the others
+                entry.failure = (BackendUnavailableError, f"loading it raised {type(exc).__name__}: {exc}")
+        return entry
+
+
+def load_backend(name):
+    """The backend object registered as ``name``; raises if unknown or unavailable."""
+    entry = _load(_entry(name))
+    if entry.failure is not None:
+        cls, reason = entry.failure
+        if cls is InvalidBackendError:
+            raise InvalidBackendError(reason)
+        hint = f" To use it: {entry.install_hint}." if entry.install_hint else ""
+        raise BackendUnavailableError(f"backend {name!r} is not available: {reason}.{hint}")
+    return entry.backend
+
+
+def backends():
+    """Every known backend (registered or discoverable) as a list of BackendInfo."""
+    _discover()
+    with _lock:
+        entries = list(_entries.values())
+    infos = []
+    for entry in entries:
+        _load(entry)
+        infos.append(BackendInfo(
+            name=entry.name,
+            available=entry.failure is None,
+            reason=None if entry.failure is None else entry.failure[1],
+            device=device_of(entry.backend) if entry.backend is not None else None,
+            source=entry.source,
+            auto_for=entry.array_module,
+        ))
+    return infos
+
+
+def set_backend(name):
+    """Make ``name`` the process-wide default backend (None: automatic by array type)."""
+    global _default, _default_origin
+    if name is not None:
+        load_backend(name)
+    with _lock:
+        _default, _default_origin = name, (None if name is None else "set_backend()")
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Use ``name`` for op calls in this context (thread / task) until the block ends."""
+    load_backend(name)
+    token = _context.set(name)
+    try:
+        yield load_backend(name)
+    finally:
+        _context.reset(token)
+
+
+def _auto_modules():
+    with _lock:
+        return {e.array_module for e in _entries.values() if e.array_module is not None}
+
+
+def array_module_of(x):
+    """The array library of ``x`` among those with auto-selected backends ("numpy" else)."""
+    modules = _auto_modules()
+    for cls in type(x).__mro__:
+        root = cls.__module__.partition(".")[0]
+        if root in modules:
+            return root
+    return "numpy"
+
+
+def _auto_backend(module):
+    with _lock:
+        candidates = sorted(
+            (e for e in _entries.values() if e.array_module == module),
+            key=lambda e: -e.priority,
+        )
+    for entry in candidates:
+        if _load(entry).failure is None:
+            return entry.name
+    reasons = "; ".join(f"{e.name}: {e.failure[1]}" for e in candidates) or "none is registered"
+    raise BackendUnavailableError(f"no backend is available for {module} arrays ({reasons})")
+
+
+def selected_name(requested=None, x=None):
+    """The name of the backend an op call on ``x`` uses, with ``requested`` from backend=."""
+    if requested is not None:
+        return requested
+    name = _context.get()
+    if name is not None:
+        return name
+    with _lock:
+        name, origin = _default, _default_origin
+    if name is not None:
+        try:
+            _entry(name)
+        except UnknownBackendError as exc:
+            raise UnknownBackendError(f"{exc}; {name!r} was made the default by {origin}") from None
+        return name
+    return _auto_backend(array_module_of(x) if x is not None else "numpy")
+
+
+def get_backend(name=None):
+    """The backend object for ``name``, or the one an op call on a numpy array would use."""
+    return load_backend(selected_name(name))
+
+
+def backend_for(x, requested=None):
+    """Resolve the backend for an op call on ``x`` and check it accepts x's array type."""
+    name = selected_name(requested, x)
+    backend = load_backend(name)
+    xp = array_namespace(backend)
+    if not isinstance(x, xp.ndarray) and hasattr(x, "shape") and hasattr(x, "dtype"):
+        raise TypeError(
+            f"backend {name!r} works on {xp.__name__} arrays, got a "
+            f"{type(x).__module__}.{type(x).__qualname__}; select a backend for it or convert the array"
+        )
+    return backend

@@ -1,0 +1,140 @@
+"""The "reference" backend: the formulas of Ioffe & Szegedy (2015) and Ioffe (2017)
+transcribed literally in NumPy, in float64 whatever the input dtype, then cast back.
+
+It is the oracle every other backend is tested against, so it favours being obviously
+right over being fast: the whole ops below follow the papers' forward equations and
+their chain-rule backward term by term, and do not use the four-kernel split. The four
+kernels are provided too (plain NumPy, float64) so that the composition can be tested
+against these whole ops.
+"""
+import math
+
+import numpy as np
+
+from .._saved import BatchNormSaved, BatchRenormSaved
+
+F64 = np.float64
+
+
+class _Channels:
+    """Reductions over every axis but the channel axis, and per-channel broadcasting."""
+
+    def __init__(self, x, axis):
+        self.axes = tuple(i for i in range(x.ndim) if i != axis)
+        self.shape = tuple(n if i == axis else 1 for i, n in enumerate(x.shape))
+        self.m = math.prod(x.shape) // x.shape[axis]
+
+    def sum(self, v):
+        return v.sum(axis=self.axes)
+
+    def mean(self, v):
+        return v.mean(axis=self.axes)
+
+    def bc(self, v, default=None):
+        """A per-channel vector shaped to broadcast against x (``default`` when None)."""
+        return default if v is None else np.asarray(v, dtype=F64).reshape(self.shape)
+
+
+def _update(running, batch, momentum):
+    running[...] = (1 - momentum) * running.astype(F64) + momentum * batch
+
+
+class ReferenceBackend:
+    xp = np
+    device = "cpu"
+
+    # --- whole ops: literal transcriptions -------------------------------------------
+
+    def batch_norm(self, x, gamma, beta, running_mean, running_var, *, training, momentum,
+                   eps, axis, convention):
+        ch = _Channels(x, axis)
+        dtype, x = x.dtype, x.astype(F64)
+        if training:
+            mu_B = ch.mean(x)                                  # mu_B = 1/m sum x_i
+            var_B = ch.mean((x - ch.bc(mu_B)) ** 2)            # sigma_B^2 = 1/m sum (x_i - mu_B)^2
+        else:
+            mu_B, var_B = running_mean.astype(F64), running_var.astype(F64)
+        x_hat = (x - ch.bc(mu_B)) / np.sqrt(ch.bc(var_B) + eps)
+        y = ch.bc(gamma, 1.0) * x_hat + ch.bc(beta, 0.0)     # y_i = gamma x_hat_i + beta
+        if training and running_mean is not None:
+            # test-time variance: the unbiased m/(m-1) sigma_B^2 (PyTorch) or sigma_B^2 (Keras)
+            var_running = var_B * ch.m / (ch.m - 1) if convention == "pytorch" else var_B
+            _update(running_mean, mu_B, momentum)
+            _update(running_var, var_running, momentum)
+        saved = BatchNormSaved(mu_B, 1.0 / np.sqrt(var_B + eps), training, axis)
+        return y.astype(dtype), saved
+
+    def batch_norm_backward(self, dy, x, saved, gamma):
+        ch = _Channels(x, saved.axis)
+        dtype, x, dy = x.dtype, x.astype(F64), dy.astype(F64)
+        mu_B = ch.bc(saved.mean)
+        var_eps = ch.bc(1.0 / saved.invstd ** 2)               # sigma_B^2 + eps
+        x_hat = (x - mu_B) / np.sqrt(var_eps)
+        dgamma = ch.sum(dy * x_hat)                            # dL/dgamma = sum dy_i x_hat_i
+        dbeta = ch.sum(dy)                                     # dL/dbeta = sum dy_i
+        dx_hat = dy * ch.bc(gamma, 1.0)                        # dL/dx_hat_i = dy_i gamma
+        if not saved.training:
+            dx = dx_hat / np.sqrt(var_eps)
+        else:
+            m = ch.m
+            dvar = ch.bc(ch.sum(dx_hat * (x - mu_B) * -0.5 * var_eps ** -1.5))
+            dmu = ch.bc(ch.sum(dx_hat * -1.0 / np.sqrt(var_eps))) + dvar * ch.bc(ch.sum(-2.0 * (x - mu_B))) / m
+            dx = dx_hat / np.sqrt(var_eps) + dvar * 2.0 * (x - mu_B) / m + dmu / m
+        return dx.astype(dtype), dgamma.astype(dtype), dbeta.astype(dtype)
+
+    def batch_renorm(self, x, gamma, beta, running_mean, running_std, *, training, rmax, dmax,
+                     momentum, eps, axis):
+        ch = _Channels(x, axis)
+        dtype, x = x.dtype, x.astype(F64)
+        mu, sigma = running_mean.astype(F64), running_std.astype(F64)
+        g, b = ch.bc(gamma, 1.0), ch.bc(beta, 0.0)
+        if not training:
+            y = g * (x - ch.bc(mu)) / ch.bc(sigma) + b         # y = gamma (x - mu) / sigma + beta
+            return y.astype(dtype), BatchRenormSaved(mu, 1.0 / sigma, None, None, False, axis)
+        mu_B = ch.mean(x)                                      # mu_B = 1/m sum x_i
+        sigma_B = np.sqrt(eps + ch.mean((x - ch.bc(mu_B)) ** 2))
+        r = np.clip(sigma_B / sigma, 1.0 / rmax, rmax)          # stop_gradient(clip(sigma_B / sigma))
+        d = np.clip((mu_B - mu) / sigma, -dmax, dmax)           # stop_gradient(clip((mu_B - mu) / sigma))
+        x_hat = (x - ch.bc(mu_B)) / ch.bc(sigma_B) * ch.bc(r) + ch.bc(d)
+        y = g * x_hat + b
+        _update(running_mean, mu_B, momentum)                  # mu += alpha (mu_B - mu)
+        _update(running_std, sigma_B, momentum)                # sigma += alpha (sigma_B - sigma)
+        return y.astype(dtype), BatchRenormSaved(mu_B, 1.0 / sigma_B, r, d, True, axis)
+
+    def batch_renorm_backward(self, dy, x, saved, gamma):
+        ch = _Channels(x, saved.axis)
+        dtype, x, dy = x.dtype, x.astype(F64), dy.astype(F64)
+        mu_B, sigma_B = ch.bc(saved.mean), ch.bc(1.0 / saved.invstd)
+        dx_hat = dy * ch.bc(gamma, 1.0)                        # dL/dx_hat_i = dy_i gamma
+        dbeta = ch.sum(dy)
+        if not saved.training:
+            dgamma = ch.sum(dy * (x - mu_B) / sigma_B)
+            return (dx_hat / sigma_B).astype(dtype), dgamma.astype(dtype), dbeta.astype(dtype)
+        r, d, m = ch.bc(saved.r), ch.bc(saved.d), ch.m
+        dgamma = ch.sum(dy * ((x - mu_B) / sigma_B * r + d))
+        dsigma_B = ch.bc(ch.sum(dx_hat * -r * (x - mu_B) / sigma_B ** 2))
+        dmu_B = ch.bc(ch.sum(dx_hat * -r / sigma_B))
+        dx = dx_hat * r / sigma_B + dsigma_B * (x - mu_B) / (m * sigma_B) + dmu_B / m
+        return dx.astype(dtype), dgamma.astype(dtype), dbeta.astype(dtype)
+
+    # --- the four kernels, on the (outer, C, inner) view, in float64 ------------------
+
+    @staticmethod
+    def _col(v):
+        return np.asarray(v, dtype=F64)[None, :, None]
+
+    def batch_stats(self, x):
+        x = x.astype(F64)
+        mean = x.mean(axis=(0, 2))
+        return x.shape[0] * x.shape[2], mean, ((x - self._col(mean)) ** 2).sum(axis=(0, 2))
+
+    def scale_shift(self, x, a, b):
+        return (self._col(a) * x.astype(F64) + self._col(b)).astype(x.dtype)
+
+    def grad_stats(self, dy, x, mean):
+        dy = dy.astype(F64)
+        return dy.sum(axis=(0, 2)), (dy * (x.astype(F64) - self._col(mean))).sum(axis=(0, 2))
+
+    def grad_input(self, dy, x, p, q, s):
+        out = self._col(p) * dy.astype(F64) + self._col(q) * x.astype(F64) + self._col(s)
+        return out.astype(x.dtype)

@@ -1,0 +1,88 @@
+"""The public BN/BRN ops: pick the backend, validate, then run the backend's whole op or
+the composition of its kernels."""
+from functools import partial
+
+from . import _composed
+from . import _validation as check
+from ._backend import array_namespace
+from ._registry import backend_for
+from ._saved import BatchNormSaved, BatchRenormSaved
+
+
+def _op(backend, name):
+    """The backend's own whole op ``name``, else the one composed from its kernels."""
+    own = getattr(backend, name, None)
+    return own if callable(own) else partial(getattr(_composed, name), backend)
+
+
+def batch_norm(x, gamma=None, beta=None, running_mean=None, running_var=None, *, training=True,
+               momentum=0.1, eps=1e-5, axis=1, convention="pytorch", backend=None):
+    """Batch normalization over every axis but the channel axis ``axis``.
+
+    Training normalizes with the batch mean and biased variance and, when running
+    statistics are given, updates them in place:
+    ``running = (1 - momentum) * running + momentum * batch``, where running_var receives
+    the unbiased variance (convention="pytorch") or the biased one (convention="keras",
+    whose ``decay``/``momentum`` is ``1 - momentum`` here). ``training=False``
+    normalizes with the running statistics. NaN/inf in x propagate to the output.
+
+    Returns ``(y, saved)``: y has x's shape and dtype; saved feeds batch_norm_backward.
+    """
+    be = backend_for(x, backend)
+    xp = array_namespace(be)
+    x, gamma, beta, (running_mean, running_var), training, momentum, eps, axis = check.forward_args(
+        xp, x, gamma, beta, (running_mean, running_var), ("running_mean", "running_var"),
+        training=training, momentum=momentum, eps=eps, axis=axis, stats_required=False)
+    convention = check.convention(convention)
+    return _op(be, "batch_norm")(x, gamma, beta, running_mean, running_var, training=training,
+                                 momentum=momentum, eps=eps, axis=axis, convention=convention)
+
+
+def batch_renorm(x, gamma, beta, running_mean, running_std, *, training=True, rmax=3.0,
+                 dmax=5.0, momentum=0.01, eps=1e-5, axis=1, backend=None):
+    """Batch renormalization (Ioffe, 2017) with running mean ``mu`` and running standard
+    deviation ``sigma`` (both required).
+
+    Training: sigma_B = sqrt(var_B + eps), r = clip(sigma_B / sigma, 1/rmax, rmax),
+    d = clip((mu_B - mu) / sigma, -dmax, dmax) from the running statistics before this
+    step, y = gamma * ((x - mu_B) / sigma_B * r + d) + beta; then, in place,
+    mu += momentum * (mu_B - mu) and sigma += momentum * (sigma_B - sigma).
+    Eval: y = gamma * (x - mu) / sigma + beta. rmax=1, dmax=0 is batch_norm.
+    """
+    be = backend_for(x, backend)
+    xp = array_namespace(be)
+    x, gamma, beta, (running_mean, running_std), training, momentum, eps, axis = check.forward_args(
+        xp, x, gamma, beta, (running_mean, running_std), ("running_mean", "running_std"),
+        training=training, momentum=momentum, eps=eps, axis=axis, stats_required=True)
+    rmax = check.number(rmax, "rmax", low=1.0)
+    dmax = check.number(dmax, "dmax", low=0.0)
+    return _op(be, "batch_renorm")(x, gamma, beta, running_mean, running_std, training=training,
+                                   rmax=rmax, dmax=dmax, momentum=momentum, eps=eps, axis=axis)
+
+
+def _backward_args(be, dy, x, saved, gamma, axis, saved_type, forward_name):
+    xp = array_namespace(be)
+    x = check.as_input(xp, x)
+    dy = check.gradient(xp, dy, x)
+    axis = check.saved_state(saved, saved_type, forward_name, x, axis)
+    gamma = check.per_channel(xp, gamma, "gamma", x.shape[axis], x.dtype)
+    return dy, x, gamma
+
+
+def batch_norm_backward(dy, x, saved, gamma=None, *, axis=None, backend=None):
+    """Gradients of batch_norm: ``(dx, dgamma, dbeta)`` for the upstream gradient ``dy``.
+
+    Pass the forward's ``x``, ``saved`` and ``gamma``. ``axis`` defaults to the forward's.
+    Eval mode (saved.training False): dx = dy * gamma * invstd. dgamma and dbeta are
+    always returned (for gamma=None/beta=None they are the gradients at gamma=1/beta=0).
+    """
+    be = backend_for(x, backend)
+    dy, x, gamma = _backward_args(be, dy, x, saved, gamma, axis, BatchNormSaved, "batch_norm")
+    return _op(be, "batch_norm_backward")(dy, x, saved, gamma)
+
+
+def batch_renorm_backward(dy, x, saved, gamma, *, axis=None, backend=None):
+    """Gradients of batch_renorm, with r and d held constant: ``(dx, dgamma, dbeta)``."""
+    be = backend_for(x, backend)
+    dy, x, gamma = _backward_args(be, dy, x, saved, gamma, axis, BatchRenormSaved, "batch_renorm")
+    return _op(be, "batch_renorm_backward")(dy, x, saved, gamma)
