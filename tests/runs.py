@@ -1,0 +1,34 @@
+"""One forward + backward step through the public API, collected for comparison."""
+import normops
+
+
+def bn_step(case, backend, *, training=True, convention="pytorch", with_running=True):
+    rm, rv = case.running() if with_running else (None, None)
+    y, saved = normops.batch_norm(case.x, case.gamma, case.beta, rm, rv, training=training,
+                                  momentum=case.momentum, eps=case.eps, axis=case.axis,
+                                  convention=convention, backend=backend)
+    dx, dgamma, dbeta = normops.batch_norm_backward(case.dy, case.x, saved, case.gamma,
+                                                    backend=backend)
+    return dict(y=y, running_mean=rm, running_var=rv, dx=dx, dgamma=dgamma, dbeta=dbeta,
+                saved=saved)
+
+
+def brn_step(case, backend, *, training=True, rmax=3.0, dmax=5.0):
+    rm, rs = case.running()
+    y, saved = normops.batch_renorm(case.x, case.gamma, case.beta, rm, rs, training=training,
+                                    rmax=rmax, dmax=dmax, momentum=case.momentum, eps=case.eps,
+                                    axis=case.axis, backend=backend)
+    dx, dgamma, dbeta = normops.batch_renorm_backward(case.dy, case.x, saved, case.gamma,
+                                                      backend=backend)
+    return dict(y=y, running_mean=rm, running_std=rs, dx=dx, dgamma=dgamma, dbeta=dbeta,
+                saved=saved)
+
+
+ARRAYS = ("y", "running_mean", "running_var", "running_std", "dx", "dgamma", "dbeta")
+
+
+def assert_steps_close(actual, expected, dtype, assert_close):
+    for key in ARRAYS:
+        if key in expected and expected[key] is not None:
+            assert actual[key].dtype == expected[key].dtype, key
+            assert_close(actual[key], expected[key], dtype, what=key)
