@@ -250,14 +250,17 @@ def _auto_modules():
         return {e.array_module for e in _entries.values() if e.array_module is not None}
 
 
+def _library_of(x, among=None):
+    """The top-level module defining x's type (or its nearest base class in ``among``)."""
+    roots = [cls.__module__.partition(".")[0] for cls in type(x).__mro__]
+    if among is not None:
+        roots = [root for root in roots if root in among]
+    return roots[0] if roots else None
+
+
 def array_module_of(x):
     """The array library of ``x`` among those with auto-selected backends ("numpy" else)."""
-    modules = _auto_modules()
-    for cls in type(x).__mro__:
-        root = cls.__module__.partition(".")[0]
-        if root in modules:
-            return root
-    return "numpy"
+    return _library_of(x, _auto_modules()) or "numpy"
 
 
 def _auto_backend(module):
@@ -301,7 +304,8 @@ def backend_for(x, requested=None):
     name = selected_name(requested, x)
     backend = load_backend(name)
     xp = array_namespace(backend)
-    if not isinstance(x, xp.ndarray) and hasattr(x, "shape") and hasattr(x, "dtype"):
+    foreign = _library_of(x) not in ("builtins", xp.__name__.partition(".")[0])
+    if not isinstance(x, xp.ndarray) and foreign and hasattr(x, "shape") and hasattr(x, "dtype"):
         raise TypeError(
             f"backend {name!r} works on {xp.__name__} arrays, got a "
             f"{type(x).__module__}.{type(x).__qualname__}; select a backend for it or convert the array"
