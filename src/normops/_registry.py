@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Optional
 
-from ._backend import array_namespace, device_of, missing_kernels
+from ._backend import KERNELS, array_namespace, device_of, missing_kernels
 
 ENTRY_POINT_GROUP = "normops.backends"
 ENV_VAR = "NORMOPS_BACKEND"
@@ -84,7 +84,8 @@ def _check_kernels(name, obj):
 
 
 def _looks_like_backend(obj):
-    return inspect.isclass(obj) or any(hasattr(obj, k) for k in ("batch_stats", "scale_shift", "grad_stats", "grad_input"))
+    """An instance offering any kernel is taken as a backend (classes are factories)."""
+    return not inspect.isclass(obj) and any(hasattr(obj, k) for k in KERNELS)
 
 
 def _import_target(spec):
@@ -96,14 +97,13 @@ def _import_target(spec):
 
 
 def _instantiate(name, target):
-    """Turn what was registered (a 'module:attr' string, a class, an instance or a
-    zero-argument factory) into a checked backend instance."""
+    """Turn what was registered (a 'module:attr' string, an entry point, an instance or
+    a zero-argument factory such as a class) into a checked backend instance."""
     if isinstance(target, str):
         target = _import_target(target)
-    if inspect.isclass(target):
-        _check_kernels(name, target)
-        backend = target()
-    elif _looks_like_backend(target):
+    elif isinstance(target, importlib.metadata.EntryPoint):
+        target = target.load()
+    if _looks_like_backend(target):
         backend = target
     elif callable(target):
         backend = target()
@@ -119,10 +119,11 @@ def register_backend(name, factory, *, array_module=None, priority=None, install
                      replace=False, _source="registered"):
     """Register a backend under ``name``.
 
-    ``factory`` is a backend instance, a backend class, a zero-argument callable returning
-    a backend, or a ``"module:attr"`` string naming one of those (imported on first use).
-    Instances and classes are checked at once; the others when first loaded. A factory
-    raises ImportError or BackendUnavailableError to say the backend cannot run here.
+    ``factory`` is a backend instance, or a zero-argument callable returning one (a
+    backend class is such a callable), or a ``"module:attr"`` string naming either
+    (imported on first use). An instance is checked for the four kernels at once, the
+    others when first loaded. A factory raises ImportError or BackendUnavailableError to
+    say the backend cannot run here; ``install_hint`` then tells users what to do.
 
     ``array_module`` ("numpy", "cupy", ...) with an int ``priority`` makes the backend a
     candidate for automatic selection on that library's arrays (higher wins).
@@ -165,7 +166,7 @@ def _discover():
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else ep.value.partition(":")[0]
             _entries[ep.name] = _Entry(
-                ep.name, ep.load, f"entry point ({dist_name})", None, None,
+                ep.name, ep, f"entry point ({dist_name})", None, None,
                 f"reinstall the package that provides it ({dist_name})",
             )
 
