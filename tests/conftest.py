@@ -8,7 +8,7 @@ import normops
 from kernels_only import KernelsOnly
 
 hypothesis.settings.register_profile(
-    "ci", derandomize=True, deadline=None, max_examples=25, print_blob=True,
+    "ci", derandomize=True, deadline=None, max_examples=60, print_blob=True,
     suppress_health_check=[hypothesis.HealthCheck.too_slow])
 hypothesis.settings.register_profile("dev", deadline=None, max_examples=60, print_blob=True)
 hypothesis.settings.register_profile(

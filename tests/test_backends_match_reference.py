@@ -15,14 +15,14 @@ from tolerances import assert_close
 def test_batch_norm_matches_reference(backend, case, training, convention):
     expected = bn_step(case, "reference", training=training, convention=convention)
     actual = bn_step(case, backend, training=training, convention=convention)
-    assert_steps_close(actual, expected, case.x.dtype, assert_close)
+    assert_steps_close(actual, expected, case)
 
 
 @given(case=cases(training=True))
 def test_batch_norm_without_running_stats_matches_reference(backend, case):
     expected = bn_step(case, "reference", with_running=False)
     actual = bn_step(case, backend, with_running=False)
-    assert_steps_close(actual, expected, case.x.dtype, assert_close)
+    assert_steps_close(actual, expected, case)
 
 
 @given(case=cases(renorm=True), training=st.booleans(),
@@ -31,7 +31,7 @@ def test_batch_renorm_matches_reference(backend, case, training, clip):
     rmax, dmax = clip
     expected = brn_step(case, "reference", training=training, rmax=rmax, dmax=dmax)
     actual = brn_step(case, backend, training=training, rmax=rmax, dmax=dmax)
-    assert_steps_close(actual, expected, case.x.dtype, assert_close)
+    assert_steps_close(actual, expected, case)
 
 
 @pytest.mark.parametrize("op", ["bn", "brn"])

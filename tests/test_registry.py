@@ -64,6 +64,8 @@ def test_unknown_backend_is_a_value_error_naming_the_known_ones():
         normops.set_backend("nope")
     with pytest.raises(ValueError):
         normops.batch_norm(x_batch(), backend="nope")
+    with pytest.raises(TypeError, match=r"a backend is selected by its name \(a str\), got 3"):
+        normops.batch_norm(x_batch(), backend=3)
 
 
 def test_unavailable_backend_says_why_and_what_to_install(register):

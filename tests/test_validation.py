@@ -108,6 +108,7 @@ def test_one_value_per_channel_is_refused_in_training(shape, axis):
     (dict(momentum=-0.1), ValueError, "momentum must be in"),
     (dict(momentum=float("nan")), ValueError, "momentum must be in"),
     (dict(momentum=None), TypeError, "momentum must be a real number"),
+    (dict(momentum=np.complex128(0.1)), TypeError, "momentum must be a real number"),
     (dict(eps=0.0), ValueError, r"eps must be in \(0.0, inf\]"),
     (dict(eps=-1e-5), ValueError, "eps must be in"),
     (dict(eps="1e-5"), TypeError, "eps must be a real number"),

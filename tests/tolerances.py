@@ -5,12 +5,14 @@ import numpy as np
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
 
 
-def assert_close(actual, expected, dtype=None, *, tol=None, what=""):
-    """|actual - expected| <= tol * (|expected| + max|expected|): relative, with the
-    absolute part scaled by the array's magnitude so values near 0 are not held to 0."""
+def assert_close(actual, expected, dtype=None, *, tol=None, scale=None, what=""):
+    """|actual - expected| <= tol * (|expected| + scale): relative, plus an absolute part
+    scaled by ``scale``, the size of the terms the result was computed from (default
+    max|expected|), so results that cancel to near 0 are not held to 0."""
     actual, expected = np.asarray(actual), np.asarray(expected)
     tol = tol if tol is not None else TOL[np.dtype(dtype or expected.dtype)]
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    scale = float(np.max(np.abs(expected), initial=0.0)) if expected.size else 0.0
+    largest = float(np.max(np.abs(expected), initial=0.0))
+    scale = largest if scale is None else max(scale, largest)
     np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * max(scale, 1e-30),
                                err_msg=what, equal_nan=True)

@@ -172,6 +172,8 @@ def _discover():
 
 
 def _entry(name):
+    if not isinstance(name, str):
+        raise TypeError(f"a backend is selected by its name (a str), got {name!r}")
     with _lock:
         if name not in _entries:
             _discover()

@@ -1,6 +1,7 @@
 """Argument checks shared by every op: bad input gets a clear exception here, before
 any backend sees it (backends may assume what these functions guarantee)."""
 import math
+import numbers
 import operator
 
 import numpy
@@ -48,7 +49,7 @@ def flag(value, name):
 
 def number(value, name, *, low, high=math.inf, low_open=False):
     """A real number in [low, high] (or (low, high] with low_open), NaN refused."""
-    if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, (int, float, numpy.number)):
+    if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)
     too_low = value <= low if low_open else value < low
