@@ -15,10 +15,12 @@ float64; per-channel arguments are 1-D float64 arrays of length C):
 ``grad_input(dy, x, p, q, s)``
     -> ``dx = p[c] * dy + q[c] * x + s[c]``, a new (outer, C, inner) array of x's dtype.
 
-Whole ops (optional) have the public signatures of ``normops.batch_norm`` and friends,
-minus ``backend``; they receive validated arguments with ``axis`` already normalized
-to a non-negative int, must update running statistics in place when training, and
-return what the public op returns.
+Whole ops (optional) replace the composition of the kernels. They receive validated
+arguments: the forward ops ``batch_norm`` and ``batch_renorm`` take the public
+signature minus ``backend``, with ``axis`` a non-negative int, update the running
+statistics in place when training and return ``(y, saved)``; the backward ops
+``batch_norm_backward`` and ``batch_renorm_backward`` take ``(dy, x, saved, gamma)``
+(the channel axis is ``saved.axis``) and return ``(dx, dgamma, dbeta)``.
 """
 import numpy
 
