@@ -1,5 +1,5 @@
 """A backend that exposes only another backend's four kernels (no whole ops)."""
-from normops._backend import KERNELS
+from normops._interface import KERNELS
 
 
 class KernelsOnly:

@@ -1,5 +1,4 @@
 """The backend registry: listing, errors, selection order, contexts, entry points."""
-import importlib
 import os
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 
 import normops
+from normops import _registry as registry
 from kernels_only import KernelsOnly
 
 REFERENCE = normops.get_backend("reference")
@@ -39,10 +39,12 @@ def register():
         normops.register_backend(name, factory, **kwargs)
         names.append(name)
 
+    default = registry._default, registry._default_origin
     yield _register
-    normops.set_backend(None)
     for name in names:
-        normops.unregister_backend(name)
+        if name in registry._entries:
+            normops.unregister_backend(name)
+    registry._default, registry._default_origin = default
 
 
 def x_batch():
@@ -54,8 +56,9 @@ def test_builtin_reference_is_listed_and_available():
     ref = infos["reference"]
     assert ref.available and ref.reason is None
     assert ref.device == "cpu" and ref.source == "built-in" and ref.auto_for == "numpy"
-    # the listing function is not shadowed by the normops.backends subpackage
-    importlib.import_module("normops.backends.reference")
+    # importing a backend module leaves the listing function in place
+    import normops._backends.reference as reference_module
+    assert isinstance(normops.get_backend("reference"), reference_module.ReferenceBackend)
     assert callable(normops.backends)
 
 
@@ -119,7 +122,51 @@ def test_duplicate_names_need_replace(register):
     register("dup", Recording())
     with pytest.raises(ValueError, match="already registered"):
         normops.register_backend("dup", Recording())
-    normops.register_backend("dup", Recording(), replace=True)
+    replacement = Recording()
+    normops.register_backend("dup", replacement, replace=True)
+    assert normops.get_backend("dup") is replacement
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(array_module="numpy", priority="high"), "priority must be an int, got 'high'"),
+    (dict(array_module="numpy", priority=True), "priority must be an int, got True"),
+    (dict(array_module=np, priority=1), "array_module is the array library's top-level module name"),
+    (dict(array_module="numpy"), "array_module and priority are given together"),
+])
+def test_registration_arguments_are_checked(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        normops.register_backend("badargs", Recording(), **kwargs)
+    assert "badargs" not in {i.name for i in normops.backends()}
+
+
+def test_a_factory_returning_a_class_is_refused(register):
+    register("returns-class", lambda: Recording)
+    with pytest.raises(normops.InvalidBackendError, match="its factory returned the class Recording, not an instance"):
+        normops.batch_norm(x_batch(), backend="returns-class")
+
+
+def test_a_slow_factory_does_not_block_other_backends(register):
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow():
+        started.set()
+        release.wait(10)
+        return Recording()
+
+    register("slow", slow)
+    loader = threading.Thread(target=normops.get_backend, args=("slow",))
+    loader.start()
+    try:
+        assert started.wait(10)
+        done = []
+        caller = threading.Thread(target=lambda: done.append(normops.batch_norm(x_batch(), backend="reference")))
+        caller.start()
+        caller.join(5)
+        assert done, "an op on another backend waited for a factory to finish"
+    finally:
+        release.set()
+        loader.join()
 
 
 def test_selection_order(register):
@@ -224,6 +271,21 @@ def test_environment_variable_sets_the_default():
     assert bad.returncode != 0
     assert "unknown backend 'nope'" in bad.stderr
     assert "made the default by the NORMOPS_BACKEND environment variable" in bad.stderr
+    cli = subprocess.run([sys.executable, "-m", "normops", "backends"], capture_output=True,
+                         text=True, env={**os.environ, "NORMOPS_BACKEND": "nope"}, timeout=120)
+    assert cli.returncode == 1
+    assert "backend for numpy arrays now: none: unknown backend 'nope'" in cli.stdout
+
+
+def test_an_unavailable_default_says_who_chose_it(register):
+    def no_gpu():
+        raise normops.BackendUnavailableError("no GPU")
+
+    register("nogpu", no_gpu)
+    registry._default, registry._default_origin = "nogpu", "the NORMOPS_BACKEND environment variable"
+    with pytest.raises(normops.BackendUnavailableError,
+                       match=r"backend 'nogpu' is not available: no GPU\. \('nogpu' was made the default by the NORMOPS_BACKEND"):
+        normops.batch_norm(x_batch())
 
 
 PLUGIN = '''
@@ -276,5 +338,5 @@ def test_entry_point_backends_are_discovered_lazily(tmp_path):
     assert lines[0] == "True entry point (demoplugin)"
     assert lines[1].startswith("False backend 'demo-partial' is refused") and "grad_input" in lines[1]
     assert lines[2] == "ReferenceBackend"  # a plugin cannot take a built-in name
-    assert "backend 'reference': that name is taken" in lines[3]
+    assert "backend 'reference' from the entry point (demoplugin) is shadowed by one registered in code" in lines[3]
     assert lines[4] == "True"

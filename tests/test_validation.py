@@ -75,6 +75,13 @@ def test_running_stats_are_checked_for_in_place_updates():
     shared = np.zeros(C)
     with pytest.raises(ValueError, match="running_mean shares memory with running_var"):
         bn(x, g, b, shared, shared)
+    # interleaved views of one buffer share no element: allowed, and updated in place
+    buf = np.zeros(2 * C)
+    buf[1::2] = 1.0
+    bn(x, g, b, buf[0::2], buf[1::2], momentum=1.0)
+    mean = x.mean(axis=(0, 2))
+    np.testing.assert_allclose(buf[0::2], mean, rtol=1e-12)
+    np.testing.assert_allclose(buf[1::2], x.var(axis=(0, 2), ddof=1), rtol=1e-12)
     x2 = np.random.default_rng(1).normal(size=(4, C))
     with pytest.raises(ValueError, match="running_mean shares memory with x"):
         bn(x2, None, None, x2[0], np.ones(C))
@@ -110,6 +117,7 @@ def test_one_value_per_channel_is_refused_in_training(shape, axis):
     (dict(momentum=None), TypeError, "momentum must be a real number"),
     (dict(momentum=np.complex128(0.1)), TypeError, "momentum must be a real number"),
     (dict(eps=0.0), ValueError, r"eps must be in \(0.0, inf\]"),
+    (dict(eps=float("inf")), ValueError, "eps must be finite"),
     (dict(eps=-1e-5), ValueError, "eps must be in"),
     (dict(eps="1e-5"), TypeError, "eps must be a real number"),
     (dict(convention="tf"), ValueError, "convention must be one of 'pytorch', 'keras', got 'tf'"),
@@ -151,8 +159,14 @@ def test_backward_arguments():
         normops.batch_norm_backward(dy, x, brn_saved, g)
     with pytest.raises(ValueError, match="axis=2 differs from the forward call's channel axis 1"):
         normops.batch_norm_backward(dy, x, saved, g, axis=2)
-    with pytest.raises(ValueError, match=r"saved holds statistics for 3 channels on axis 1, which does not fit x of shape \(4, 5, 2\)"):
+    with pytest.raises(ValueError, match=r"x has shape \(4, 5, 2\) but the forward call's x had shape \(4, 3, 2\)"):
         normops.batch_norm_backward(np.ones((4, 5, 2)), np.ones((4, 5, 2)), saved, None)
+    # same channels, another batch: the gradient would silently use the wrong statistics
+    with pytest.raises(ValueError, match=r"x has shape \(6, 3, 2\) but the forward call's x had shape \(4, 3, 2\)"):
+        normops.batch_norm_backward(np.ones((6, 3, 2)), np.ones((6, 3, 2)), saved, g)
+    forged = normops.BatchNormSaved(saved.mean, saved.invstd, True, -1, saved.shape)
+    with pytest.raises(ValueError, match=r"saved.axis=-1 is not a channel axis"):
+        normops.batch_norm_backward(dy, x, forged, g)
     with pytest.raises(ValueError, match=r"gamma must have shape \(3,\)"):
         normops.batch_norm_backward(dy, x, saved, np.ones(2))
     # the forward's axis is the default, and naming it again (even negatively) is fine
@@ -178,3 +192,51 @@ def test_output_dtype_follows_input_dtype():
         dx, dg, db = normops.batch_norm_backward(np.ones_like(x), x, saved, g)
         assert y.dtype == dx.dtype == dg.dtype == db.dtype == dtype
         assert saved.mean.dtype == saved.invstd.dtype == np.float64
+
+
+def test_running_spreads_must_not_be_negative_where_they_are_used():
+    x, g, b, rm, rv = arrays()
+    with pytest.raises(ValueError, match=r"running_var must be non-negative, got \[-1.0\]... in channels \[1\]"):
+        bn(x, g, b, rm, np.array([1.0, -1.0, 1.0]), training=False)
+    # training only writes running_var; zero is a valid eval variance (eps keeps it finite)
+    bn(x, g, b, rm.copy(), np.array([1.0, -1.0, 1.0]))
+    bn(x, g, b, rm, np.array([1.0, 0.0, 1.0]), training=False)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="running_std must be positive"):
+            normops.batch_renorm(x, g, b, rm.copy(), np.array([1.0, bad, 1.0]))
+        with pytest.raises(ValueError, match="running_std must be positive"):
+            normops.batch_renorm(x, g, b, rm.copy(), np.array([1.0, bad, 1.0]), training=False)
+    # NaN is not refused: it propagates, visibly
+    y, _ = normops.batch_renorm(x, g, b, rm.copy(), np.array([1.0, np.nan, 1.0]), training=False)
+    assert np.isnan(y[:, 1]).all() and np.isfinite(y[:, 0]).all()
+
+
+def test_masked_arrays_are_refused():
+    x, g, b, rm, rv = arrays()
+    with pytest.raises(TypeError, match="x is a masked array"):
+        bn(np.ma.masked_less(x, 0.0))
+    with pytest.raises(TypeError, match="gamma is a masked array"):
+        bn(x, np.ma.masked_array(g), b)
+
+
+def test_scalars_may_be_numpy_scalars_or_0d_arrays():
+    x, g, b, rm, rv = arrays()
+    bn(x, g, b, rm, rv, momentum=np.array(0.5), eps=np.float32(1e-3))
+    expected = 0.5 * x.mean(axis=(0, 2))
+    np.testing.assert_allclose(rm, expected, rtol=1e-12)
+
+
+def test_list_parameters_take_x_dtype_but_arrays_must_match():
+    x = arrays(dtype=np.float32)[0]
+    y_list, _ = bn(x, [1.0, 2.0, 3.0], [0.0, 0.5, 1.0])
+    y_arr, _ = bn(x, np.array([1, 2, 3], np.float32), np.array([0, 0.5, 1], np.float32))
+    np.testing.assert_array_equal(y_list, y_arr)
+    with pytest.raises(TypeError, match="gamma has dtype float64 but x has dtype float32"):
+        bn(x, np.array([1.0, 2.0, 3.0]))
+
+
+def test_saved_state_is_hashable_and_compares_by_identity():
+    x, g, b, rm, rv = arrays()
+    _, saved = bn(x, g, b, rm, rv)
+    _, again = bn(x, g, b, rm, rv)
+    assert len({saved, again}) == 2 and saved == saved and saved != again

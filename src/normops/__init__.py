@@ -1,9 +1,7 @@
 """normops: Batch Normalization and Batch Renormalization, forward and backward, with
 running-statistics updates, behind one runtime backend registry."""
-# The subpackage normops.backends is imported first: the name `backends` below must end
-# up bound to the listing function, not to the subpackage.
-from .backends import register_builtins as _register_builtins  # isort: skip
-from ._backend import Backend
+from ._interface import Backend
+from ._backends import register_builtins as _register_builtins
 from ._registry import (
     BackendError,
     BackendInfo,

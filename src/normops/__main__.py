@@ -22,14 +22,14 @@ def cmd_backends(args):
              i.source, i.reason or "") for i in infos]
     print(_table(rows, ("backend", "available", "device", "auto for", "source", "reason unavailable")))
     print()
-    try:
-        default = _registry.selected_name()
-    except normops.BackendError as exc:
-        default = f"none ({exc})"
     print(f"normops {normops.__version__}  python {platform.python_version()}  "
           f"numpy {numpy.__version__}  {platform.system()} {platform.machine()}")
-    print(f"backend for numpy arrays now: {default}")
-    return 0 if any(i.available for i in infos) else 1
+    try:
+        print(f"backend for numpy arrays now: {_registry.selected_name()}")
+    except normops.BackendError as exc:
+        print(f"backend for numpy arrays now: none: {exc}")
+        return 1
+    return 0
 
 
 def main(argv=None):

@@ -11,7 +11,7 @@ With scale = r * invstd (r = 1 for BN, d = 0) and g = gamma (1 when None):
 """
 import math
 
-from ._backend import array_namespace
+from ._interface import array_namespace
 from ._saved import BatchNormSaved, BatchRenormSaved
 
 
@@ -61,7 +61,7 @@ def batch_norm(backend, x, gamma, beta, running_mean, running_var, *, training, 
     if training and running_mean is not None:
         _blend(running_mean, mean, momentum)
         _blend(running_var, m2 / (count - 1 if convention == "pytorch" else count), momentum)
-    return y, BatchNormSaved(mean, invstd, training, axis)
+    return y, BatchNormSaved(mean, invstd, training, axis, x.shape)
 
 
 def batch_renorm(backend, x, gamma, beta, running_mean, running_std, *, training, rmax, dmax,
@@ -72,7 +72,7 @@ def batch_renorm(backend, x, gamma, beta, running_mean, running_std, *, training
     if not training:
         a, b = _forward_affine(xp, gamma, beta, mu, 1.0 / sigma)
         y = backend.scale_shift(x3, a, b).reshape(x.shape)
-        return y, BatchRenormSaved(mu, 1.0 / sigma, None, None, False, axis)
+        return y, BatchRenormSaved(mu, 1.0 / sigma, None, None, False, axis, x.shape)
     count, mean, m2, invstd = _batch_moments(backend, xp, x3, eps)
     sigma_batch = xp.sqrt(m2 / count + eps)
     # r and d are constants for the gradient, taken from the running stats before the update
@@ -82,7 +82,7 @@ def batch_renorm(backend, x, gamma, beta, running_mean, running_std, *, training
     y = backend.scale_shift(x3, a, b).reshape(x.shape)
     _blend(running_mean, mean, momentum)
     _blend(running_std, sigma_batch, momentum)
-    return y, BatchRenormSaved(mean, invstd, r, d, True, axis)
+    return y, BatchRenormSaved(mean, invstd, r, d, True, axis, x.shape)
 
 
 def _backward(backend, dy, x, gamma, saved, r=None, d=None):

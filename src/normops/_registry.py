@@ -3,8 +3,8 @@
 Selection order for an op call: the call's ``backend=``, then the innermost
 ``use_backend()`` of the current context, then ``set_backend()`` (initialised from the
 ``NORMOPS_BACKEND`` environment variable at import), then the highest-priority available
-backend registered for the array's library (numpy arrays -> "cpu" if built, else
-"reference"; cupy arrays -> "cupy").
+backend registered for the array's library (numpy arrays -> "reference" until a faster
+built-in exists; cupy arrays -> "cupy"). Entry-point backends are used by name only.
 """
 import contextlib
 import contextvars
@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Optional
 
-from ._backend import KERNELS, array_namespace, device_of, missing_kernels
+from ._interface import KERNELS, array_namespace, device_of, missing_kernels
 
 ENTRY_POINT_GROUP = "normops.backends"
 ENV_VAR = "NORMOPS_BACKEND"
@@ -45,7 +45,7 @@ class BackendInfo:
     available: bool
     reason: Optional[str]  # why it is unavailable; None when available
     device: Optional[str]
-    source: str  # "built-in", "registered" or "entry point <dist>"
+    source: str  # "built-in", "registered" or "entry point (<distribution>)"
     auto_for: Optional[str]  # array library this backend is picked for by default
 
 
@@ -59,13 +59,14 @@ class _Entry:
         self.install_hint = install_hint
         self.backend = None
         self.failure = None  # (exception class, message) once loading failed
+        self.lock = threading.Lock()  # a slow factory blocks only users of this entry
 
     @property
     def loaded(self):
         return self.backend is not None or self.failure is not None
 
 
-_lock = threading.RLock()
+_lock = threading.RLock()  # guards the table below; never held while a factory runs
 _entries = {}
 _discovered = False
 _default = os.environ.get(ENV_VAR) or None
@@ -74,12 +75,14 @@ _context = contextvars.ContextVar("normops_backend", default=None)
 
 
 def _check_kernels(name, obj):
+    if inspect.isclass(obj):
+        raise InvalidBackendError(f"backend {name!r} is refused: its factory returned the class "
+                                  f"{obj.__qualname__}, not an instance")
     missing = missing_kernels(obj)
     if missing:
         raise InvalidBackendError(
             f"backend {name!r} is refused: it lacks the required kernel(s) "
-            f"{', '.join(missing)} (every backend provides batch_stats, scale_shift, "
-            f"grad_stats and grad_input)"
+            f"{', '.join(missing)} (every backend provides {', '.join(KERNELS)})"
         )
 
 
@@ -127,16 +130,25 @@ def register_backend(name, factory, *, array_module=None, priority=None, install
 
     ``array_module`` ("numpy", "cupy", ...) with an int ``priority`` makes the backend a
     candidate for automatic selection on that library's arrays (higher wins).
+    A name registered in code takes precedence over an entry point of the same name.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"a backend name must be a non-empty str, got {name!r}")
     if (array_module is None) != (priority is None):
         raise TypeError("array_module and priority are given together or not at all")
+    if array_module is not None and not isinstance(array_module, str):
+        raise TypeError(f"array_module is the array library's top-level module name, such as "
+                        f"'numpy', got {array_module!r}")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise TypeError(f"priority must be an int, got {priority!r}")
     if not isinstance(factory, str) and _looks_like_backend(factory):
         _check_kernels(name, factory)
     with _lock:
-        if name in _entries and not replace:
+        taken = _entries.get(name)
+        if taken is not None and not replace and not taken.source.startswith("entry point"):
             raise ValueError(f"a backend named {name!r} is already registered (pass replace=True)")
+        if taken is not None and taken.source.startswith("entry point") and not replace:
+            _warn_shadowed(name, taken.source)
         _entries[name] = _Entry(name, factory, _source, array_module, priority, install_hint)
 
 
@@ -150,25 +162,27 @@ def unregister_backend(name):
             _default = _default_origin = None
 
 
+def _warn_shadowed(name, source):
+    warnings.warn(f"backend {name!r} from the {source} is shadowed by one registered in code",
+                  RuntimeWarning, stacklevel=4)
+
+
 def _discover():
     global _discovered
     with _lock:
         if _discovered:
             return
-        _discovered = True
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in _entries:
-                warnings.warn(
-                    f"ignoring entry point {ep.value!r} for backend {ep.name!r}: that name is taken",
-                    RuntimeWarning, stacklevel=3,
-                )
-                continue
+        found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        for ep in found:
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else ep.value.partition(":")[0]
-            _entries[ep.name] = _Entry(
-                ep.name, ep, f"entry point ({dist_name})", None, None,
-                f"reinstall the package that provides it ({dist_name})",
-            )
+            source = f"entry point ({dist_name})"
+            if ep.name in _entries:
+                _warn_shadowed(ep.name, source)
+                continue
+            _entries[ep.name] = _Entry(ep.name, ep, source, None, None,
+                                       f"reinstall the package that provides it ({dist_name})")
+        _discovered = True
 
 
 def _entry(name):
@@ -184,7 +198,9 @@ def _entry(name):
 
 
 def _load(entry):
-    with _lock:
+    if entry.loaded:  # the fast path of every op call: no lock
+        return entry
+    with entry.lock:
         if not entry.loaded:
             try:
                 entry.backend = _instantiate(entry.name, entry.factory)
@@ -194,7 +210,7 @@ def _load(entry):
                 entry.failure = (BackendUnavailableError, str(exc) or type(exc).__name__)
             except Exception as exc:  # a broken plugin must not break listing the others
                 entry.failure = (BackendUnavailableError, f"loading it raised {type(exc).__name__}: {exc}")
-        return entry
+    return entry
 
 
 def load_backend(name):
@@ -210,7 +226,8 @@ def load_backend(name):
 
 
 def backends():
-    """Every known backend (registered or discoverable) as a list of BackendInfo."""
+    """Every known backend (registered or discoverable) as a list of BackendInfo. Each
+    is loaded to learn whether it can run here."""
     _discover()
     with _lock:
         entries = list(_entries.values())
@@ -240,10 +257,10 @@ def set_backend(name):
 @contextlib.contextmanager
 def use_backend(name):
     """Use ``name`` for op calls in this context (thread / task) until the block ends."""
-    load_backend(name)
+    backend = load_backend(name)
     token = _context.set(name)
     try:
-        yield load_backend(name)
+        yield backend
     finally:
         _context.reset(token)
 
@@ -274,38 +291,40 @@ def _auto_backend(module):
         )
     for entry in candidates:
         if _load(entry).failure is None:
-            return entry.name
+            return entry
     reasons = "; ".join(f"{e.name}: {e.failure[1]}" for e in candidates) or "none is registered"
     raise BackendUnavailableError(f"no backend is available for {module} arrays ({reasons})")
 
 
-def selected_name(requested=None, x=None):
-    """The name of the backend an op call on ``x`` uses, with ``requested`` from backend=."""
-    if requested is not None:
-        return requested
-    name = _context.get()
+def _selected(requested, x):
+    """(backend, name) for an op call on ``x`` with ``requested`` from backend=."""
+    name = requested if requested is not None else _context.get()
     if name is not None:
-        return name
+        return load_backend(name), name
     with _lock:
         name, origin = _default, _default_origin
     if name is not None:
         try:
-            _entry(name)
-        except UnknownBackendError as exc:
-            raise UnknownBackendError(f"{exc}; {name!r} was made the default by {origin}") from None
-        return name
-    return _auto_backend(array_module_of(x) if x is not None else "numpy")
+            return load_backend(name), name
+        except BackendError as exc:
+            raise type(exc)(f"{exc} ({name!r} was made the default by {origin})") from None
+    entry = _auto_backend(array_module_of(x) if x is not None else "numpy")
+    return entry.backend, entry.name
+
+
+def selected_name():
+    """The name of the backend an op call on a numpy array would use now."""
+    return _selected(None, None)[1]
 
 
 def get_backend(name=None):
     """The backend object for ``name``, or the one an op call on a numpy array would use."""
-    return load_backend(selected_name(name))
+    return _selected(name, None)[0]
 
 
 def backend_for(x, requested=None):
     """Resolve the backend for an op call on ``x`` and check it accepts x's array type."""
-    name = selected_name(requested, x)
-    backend = load_backend(name)
+    backend, name = _selected(requested, x)
     xp = array_namespace(backend)
     foreign = _library_of(x) not in ("builtins", xp.__name__.partition(".")[0])
     if not isinstance(x, xp.ndarray) and foreign and hasattr(x, "shape") and hasattr(x, "dtype"):

@@ -7,18 +7,21 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass(frozen=True)
+# eq=False: fields are arrays, so identity is the only meaningful equality
+@dataclass(frozen=True, eq=False)
 class BatchNormSaved:
     """``mean``/``invstd``: the statistics x was normalized with (batch statistics when
-    training, running statistics in eval mode); ``axis``: the channel axis, >= 0."""
+    training, running statistics in eval mode); ``axis``: the channel axis, >= 0;
+    ``shape``: x's shape, which the backward call must repeat."""
 
     mean: Any
     invstd: Any
     training: bool
     axis: int
+    shape: tuple
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BatchRenormSaved:
     """As BatchNormSaved, plus the renormalization constants ``r`` and ``d`` of the
     training step (None in eval mode, where y = gamma * (x - mu) / sigma + beta)."""
@@ -29,3 +32,4 @@ class BatchRenormSaved:
     d: Any
     training: bool
     axis: int
+    shape: tuple

@@ -13,8 +13,15 @@ def _describe(arr):
     return f"shape {tuple(arr.shape)} and dtype {arr.dtype}"
 
 
+def _no_mask(arr, name):
+    if isinstance(arr, numpy.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array; normops has no notion of a mask "
+                        f"(pass {name}.filled(...) or the unmasked values)")
+
+
 def as_input(xp, x, name="x"):
     """An array of dtype float32/float64 with ndim >= 2 and at least one element."""
+    _no_mask(x, name)
     arr = xp.asarray(x)
     if arr.dtype not in (xp.float32, xp.float64):
         raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
@@ -47,8 +54,10 @@ def flag(value, name):
     return bool(value)
 
 
-def number(value, name, *, low, high=math.inf, low_open=False):
+def number(value, name, *, low, high=math.inf, low_open=False, finite=False):
     """A real number in [low, high] (or (low, high] with low_open), NaN refused."""
+    if isinstance(value, numpy.ndarray) and value.ndim == 0:
+        value = value[()]
     if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)
@@ -56,6 +65,8 @@ def number(value, name, *, low, high=math.inf, low_open=False):
     if math.isnan(value) or too_low or value > high:
         bracket = "(" if low_open else "["
         raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value}")
+    if finite and math.isinf(value):
+        raise ValueError(f"{name} must be finite, got {value}")
     return value
 
 
@@ -66,10 +77,12 @@ def convention(value):
 
 
 def per_channel(xp, arr, name, channels, dtype):
-    """gamma/beta: None, or an array of shape (C,) and x's dtype (never modified)."""
+    """gamma/beta (and running statistics that are only read): None, or shape (C,).
+    An array must have x's dtype; anything else (a list, say) is converted to it."""
     if arr is None:
         return None
-    arr = xp.asarray(arr)
+    _no_mask(arr, name)
+    arr = xp.asarray(arr) if hasattr(arr, "dtype") else xp.asarray(arr, dtype=dtype)
     _check_channel_array(arr, name, channels, dtype)
     return arr
 
@@ -80,8 +93,7 @@ def running_stat(xp, arr, name, channels, dtype, *, written):
     if written and not isinstance(arr, xp.ndarray):
         raise TypeError(f"{name} must be a {xp.__name__}.ndarray (it is updated in place), "
                         f"got {type(arr).__name__}")
-    arr = xp.asarray(arr)
-    _check_channel_array(arr, name, channels, dtype)
+    arr = per_channel(xp, arr, name, channels, dtype)
     if written and not getattr(arr.flags, "writeable", True):
         raise ValueError(f"{name} is read-only; running statistics are updated in place "
                          f"when training, so pass a writeable array")
@@ -111,9 +123,30 @@ def no_overlap(xp, written, read):
     for i, (name, arr) in enumerate(items):
         others = items[i + 1:] + [(n, a) for n, a in read.items() if a is not None]
         for other_name, other in others:
-            if may_share(arr, other):
+            # bounds first (cheap); then the exact test, so interleaved views are allowed
+            if may_share(arr, other) and _shares(xp, arr, other):
                 raise ValueError(f"{name} shares memory with {other_name}; running statistics are "
                                  f"updated in place, so give them their own arrays")
+
+
+def _shares(xp, a, b):
+    exact = getattr(xp, "shares_memory", None)
+    if exact is None:
+        return True
+    try:
+        return bool(exact(a, b, max_work=10_000))
+    except numpy.exceptions.TooHardError:
+        return True
+
+
+def positive_stats(xp, arr, name, *, allow_zero):
+    """Running spreads divide (std) or sit under a square root (var): a negative one
+    would give a silently wrong or NaN result. NaN passes and propagates."""
+    bad = arr < 0 if allow_zero else arr <= 0
+    if bool(xp.any(bad)):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be {kind}, got {arr[bad][:3].tolist()}... in channels "
+                         f"{xp.nonzero(bad)[0][:3].tolist()}")
 
 
 def values_per_channel(shape, axis):
@@ -143,9 +176,11 @@ def saved_state(saved, expected_type, op_name, x, axis):
                         f"{op_name}, got {type(saved).__name__}")
     if axis is not None and channel_axis(axis, x.ndim) != saved.axis:
         raise ValueError(f"axis={axis} differs from the forward call's channel axis {saved.axis}")
-    if saved.axis >= x.ndim or tuple(saved.mean.shape) != (x.shape[saved.axis],):
-        raise ValueError(f"saved holds statistics for {saved.mean.shape[0]} channels on axis "
-                         f"{saved.axis}, which does not fit x of shape {tuple(x.shape)}")
+    if not 0 <= saved.axis < len(saved.shape):
+        raise ValueError(f"saved.axis={saved.axis} is not a channel axis of shape {saved.shape}")
+    if tuple(x.shape) != tuple(saved.shape):
+        raise ValueError(f"x has shape {tuple(x.shape)} but the forward call's x had shape "
+                         f"{tuple(saved.shape)}; pass the forward's x")
     return saved.axis
 
 
@@ -178,5 +213,5 @@ def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, e
     if training:
         training_batch(x.shape, axis)
     momentum = number(momentum, "momentum", low=0.0, high=1.0)
-    eps = number(eps, "eps", low=0.0, low_open=True)
+    eps = number(eps, "eps", low=0.0, low_open=True, finite=True)
     return x, gamma, beta, stats, training, momentum, eps, axis

@@ -4,7 +4,7 @@ from functools import partial
 
 from . import _composed
 from . import _validation as check
-from ._backend import array_namespace
+from ._interface import array_namespace
 from ._registry import backend_for
 from ._saved import BatchNormSaved, BatchRenormSaved
 
@@ -34,6 +34,8 @@ def batch_norm(x, gamma=None, beta=None, running_mean=None, running_var=None, *,
         xp, x, gamma, beta, (running_mean, running_var), ("running_mean", "running_var"),
         training=training, momentum=momentum, eps=eps, axis=axis, stats_required=False)
     convention = check.convention(convention)
+    if not training:
+        check.positive_stats(xp, running_var, "running_var", allow_zero=True)
     return _op(be, "batch_norm")(x, gamma, beta, running_mean, running_var, training=training,
                                  momentum=momentum, eps=eps, axis=axis, convention=convention)
 
@@ -54,6 +56,7 @@ def batch_renorm(x, gamma, beta, running_mean, running_std, *, training=True, rm
     x, gamma, beta, (running_mean, running_std), training, momentum, eps, axis = check.forward_args(
         xp, x, gamma, beta, (running_mean, running_std), ("running_mean", "running_std"),
         training=training, momentum=momentum, eps=eps, axis=axis, stats_required=True)
+    check.positive_stats(xp, running_std, "running_std", allow_zero=False)
     rmax = check.number(rmax, "rmax", low=1.0)
     dmax = check.number(dmax, "dmax", low=0.0)
     return _op(be, "batch_renorm")(x, gamma, beta, running_mean, running_std, training=training,

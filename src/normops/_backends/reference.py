@@ -61,7 +61,7 @@ class ReferenceBackend:
             var_running = var_B * ch.m / (ch.m - 1) if convention == "pytorch" else var_B
             _update(running_mean, mu_B, momentum)
             _update(running_var, var_running, momentum)
-        saved = BatchNormSaved(mu_B, 1.0 / np.sqrt(var_B + eps), training, axis)
+        saved = BatchNormSaved(mu_B, 1.0 / np.sqrt(var_B + eps), training, axis, x.shape)
         return y.astype(dtype), saved
 
     def batch_norm_backward(self, dy, x, saved, gamma):
@@ -90,7 +90,7 @@ class ReferenceBackend:
         g, b = ch.bc(gamma, 1.0), ch.bc(beta, 0.0)
         if not training:
             y = g * (x - ch.bc(mu)) / ch.bc(sigma) + b         # y = gamma (x - mu) / sigma + beta
-            return y.astype(dtype), BatchRenormSaved(mu, 1.0 / sigma, None, None, False, axis)
+            return y.astype(dtype), BatchRenormSaved(mu, 1.0 / sigma, None, None, False, axis, x.shape)
         mu_B = ch.mean(x)                                      # mu_B = 1/m sum x_i
         sigma_B = np.sqrt(eps + ch.mean((x - ch.bc(mu_B)) ** 2))
         r = np.clip(sigma_B / sigma, 1.0 / rmax, rmax)          # stop_gradient(clip(sigma_B / sigma))
@@ -99,7 +99,7 @@ class ReferenceBackend:
         y = g * x_hat + b
         _update(running_mean, mu_B, momentum)                  # mu += alpha (mu_B - mu)
         _update(running_std, sigma_B, momentum)                # sigma += alpha (sigma_B - sigma)
-        return y.astype(dtype), BatchRenormSaved(mu_B, 1.0 / sigma_B, r, d, True, axis)
+        return y.astype(dtype), BatchRenormSaved(mu_B, 1.0 / sigma_B, r, d, True, axis, x.shape)
 
     def batch_renorm_backward(self, dy, x, saved, gamma):
         ch = _Channels(x, saved.axis)

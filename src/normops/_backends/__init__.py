@@ -1,9 +1,11 @@
-"""Built-in backends, registered by name and imported only when first used."""
+"""Built-in backends, registered by name and imported only when first used. (The
+package is private: users reach backends through the registry, and the public name
+``normops.backends`` is the listing function.)"""
 from .._registry import register_backend
 
 # (name, "module:attr", array library it is picked for automatically, priority, install hint)
 BUILTINS = (
-    ("reference", "normops.backends.reference:ReferenceBackend", "numpy", 0, None),
+    ("reference", "normops._backends.reference:ReferenceBackend", "numpy", 0, None),
 )
 
 
