@@ -5,8 +5,10 @@ import normops
 from tolerances import assert_close
 
 
-def bn_step(case, backend, *, training=True, convention="pytorch", with_running=True):
-    rm, rv = case.running() if with_running else (None, None)
+def bn_step(case, backend, *, training=True, convention="pytorch", with_running=True,
+            running=None):
+    """``running``: the arrays to update in place (default: fresh copies of the case's)."""
+    rm, rv = running or (case.running() if with_running else (None, None))
     y, saved = normops.batch_norm(case.x, case.gamma, case.beta, rm, rv, training=training,
                                   momentum=case.momentum, eps=case.eps, axis=case.axis,
                                   convention=convention, backend=backend)
@@ -16,8 +18,8 @@ def bn_step(case, backend, *, training=True, convention="pytorch", with_running=
                 saved=saved)
 
 
-def brn_step(case, backend, *, training=True, rmax=3.0, dmax=5.0):
-    rm, rs = case.running()
+def brn_step(case, backend, *, training=True, rmax=3.0, dmax=5.0, running=None):
+    rm, rs = running or case.running()
     y, saved = normops.batch_renorm(case.x, case.gamma, case.beta, rm, rs, training=training,
                                     rmax=rmax, dmax=dmax, momentum=case.momentum, eps=case.eps,
                                     axis=case.axis, backend=backend)
@@ -31,13 +33,17 @@ ARRAYS = ("y", "running_mean", "running_var", "running_std", "dx", "dgamma", "db
 
 
 def term_scales(case, step):
-    """The size of the terms y = a*x + b and dx = p*dy + ... are made of: both may cancel
-    to far below it (a large offset in x; m = 2), and rounding is relative to it."""
+    """Per channel, the size of the terms y = a*x + b and dx = p*dy + q*x + s are made of:
+    both may cancel to far below it (a large offset in x; m = 2), and rounding is
+    relative to it. Shaped to broadcast against x."""
     saved = step["saved"]
-    gain = np.max(np.abs(saved.invstd * (1.0 if getattr(saved, "r", None) is None else saved.r)))
-    gain *= 1.0 if case.gamma is None else np.max(np.abs(case.gamma))
-    shift = 0.0 if case.beta is None else np.max(np.abs(case.beta))
-    return dict(y=gain * np.max(np.abs(case.x)) + shift, dx=gain * np.max(np.abs(case.dy)))
+    gain = np.abs(saved.invstd * (1.0 if getattr(saved, "r", None) is None else saved.r))
+    if case.gamma is not None:
+        gain = gain * np.abs(case.gamma.astype(np.float64))
+    shift = 0.0 if case.beta is None else np.abs(case.beta.astype(np.float64))
+    x_max = np.abs(case.x).max(axis=case.reduce_axes)
+    dy_max = np.abs(case.dy).max(axis=case.reduce_axes)
+    return dict(y=case.bc(gain * x_max + shift), dx=case.bc(gain * dy_max))
 
 
 def assert_steps_close(actual, expected, case, keys=ARRAYS):

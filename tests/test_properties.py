@@ -97,6 +97,8 @@ def test_batch_renorm_eval_formulas(backend, case):
     x_hat = (case.x - case.bc(mu)) / case.bc(sigma)
     assert_close(step["y"], case.bc(g) * x_hat + case.bc(b), case.x.dtype, what="y")
     assert_close(step["dx"], case.dy * case.bc(g / sigma), case.x.dtype, what="dx")
+    assert_close(step["dgamma"], channel_sum(case, case.dy * x_hat), case.x.dtype, what="dgamma")
+    assert_close(step["dbeta"], channel_sum(case, case.dy), case.x.dtype, what="dbeta")
     np.testing.assert_array_equal(step["running_mean"], case.running_mean)
     np.testing.assert_array_equal(step["running_std"], case.running_second)
 
@@ -199,12 +201,37 @@ def test_nan_and_inf_propagate_to_their_channel(backend):
     assert np.isfinite(np.delete(y_eval.ravel(), [1 * 15 + 1 * 5 + 2, 2 * 15 + 2 * 5 + 0])).all()
 
 
-def test_constant_channel_normalizes_to_beta(backend):
-    x = np.full((5, 2, 3), 7.25)
-    x[:, 1] = np.arange(15.0).reshape(5, 3)
-    beta = np.array([0.5, -1.0])
-    y, saved = normops.batch_norm(x, np.array([2.0, 3.0]), beta, backend=backend)
-    assert_close(y[:, 0], np.full_like(y[:, 0], 0.5), what="constant channel")
-    dx, _, _ = normops.batch_norm_backward(np.ones_like(x), x, saved, np.array([2.0, 3.0]),
-                                           backend=backend)
-    assert np.all(np.isfinite(dx))
+@given(case=cases(), renorm=st.booleans(), data=st.data())
+def test_strided_parameters_and_running_stats_work_and_are_updated_in_place(backend, case, renorm, data):
+    if renorm:
+        case = type(case)(**{**case.__dict__, "running_second": np.abs(case.running_second) + 0.5})
+    step = brn_step if renorm else bn_step
+    reverse = data.draw(st.booleans())
+
+    def strided(v):
+        if v is None:
+            return None
+        buf = np.zeros(2 * v.size, v.dtype)
+        view = buf[::-2] if reverse else buf[::2]
+        view[...] = v
+        return view
+
+    expected = step(case, backend)
+    strided_case = type(case)(**{**case.__dict__, **{k: strided(getattr(case, k)) for k in
+                                 ("gamma", "beta", "running_mean", "running_second")}})
+    running = (strided_case.running_mean, strided_case.running_second)
+    actual = step(strided_case, backend, running=running)
+    assert actual["running_mean"] is running[0]
+    assert_steps_close(actual, expected, case)
+
+
+@given(case=cases(affine=False), renorm=st.booleans(), training=st.booleans())
+def test_absent_gamma_and_beta_mean_one_and_zero(backend, case, renorm, training):
+    if renorm:
+        case = type(case)(**{**case.__dict__, "running_second": np.abs(case.running_second) + 0.5})
+    step = brn_step if renorm else bn_step
+    channels = case.x.shape[case.axis]
+    ones = type(case)(**{**case.__dict__, "gamma": np.ones(channels, case.x.dtype),
+                         "beta": np.zeros(channels, case.x.dtype)})
+    assert_steps_close(step(case, backend, training=training),
+                       step(ones, backend, training=training), case)

@@ -332,6 +332,12 @@ def test_entry_point_backends_are_discovered_lazily(tmp_path):
         print([str(w.message) for w in caught])
         y, saved = normops.batch_norm(np.arange(12.0).reshape(4, 3), backend="demo")
         print(np.allclose(y.mean(axis=0), 0))
+        # code registration after discovery also wins over the entry point, with a warning
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mine = normops.get_backend("reference")
+            normops.register_backend("demo", mine)
+        print(normops.get_backend("demo") is mine, [str(w.message) for w in caught])
         """, PYTHONPATH=str(tmp_path))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -340,3 +346,4 @@ def test_entry_point_backends_are_discovered_lazily(tmp_path):
     assert lines[2] == "ReferenceBackend"  # a plugin cannot take a built-in name
     assert "backend 'reference' from the entry point (demoplugin) is shadowed by one registered in code" in lines[3]
     assert lines[4] == "True"
+    assert lines[5].startswith("True") and "'demo' from the entry point (demoplugin) is shadowed" in lines[5]

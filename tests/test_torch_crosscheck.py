@@ -93,3 +93,56 @@ def test_running_statistics_follow_torch_over_many_steps(backend):
         normops.batch_norm(x, None, None, rm, rv, momentum=0.3, backend=backend)
     np.testing.assert_allclose(rm, rm_t.numpy(), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(rv, rv_t.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def torch_batch_renorm(a, perm, training, rmax, dmax, momentum, eps):
+    """BRN written in torch from the paper, r and d detached; autograd gives the gradients."""
+    inverse = np.argsort(perm)
+    x = torch.from_numpy(a["x"]).permute(*perm).requires_grad_(True)
+    weight = torch.from_numpy(a["gamma"]).requires_grad_(True)
+    bias = torch.from_numpy(a["beta"]).requires_grad_(True)
+    mu, sigma = torch.from_numpy(a["running_mean"]), torch.from_numpy(a["running_std"])
+    dims = [d for d in range(x.dim()) if d != 1]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+
+    def bc(v):
+        return v.reshape(shape)
+
+    if training:
+        mu_b = x.mean(dim=dims)
+        sigma_b = torch.sqrt(x.var(dim=dims, unbiased=False) + eps)
+        r = (sigma_b / sigma).clamp(1 / rmax, rmax).detach()
+        d = ((mu_b - mu) / sigma).clamp(-dmax, dmax).detach()
+        y = bc(weight) * ((x - bc(mu_b)) / bc(sigma_b) * bc(r) + bc(d)) + bc(bias)
+        new_mu = mu + momentum * (mu_b.detach() - mu)
+        new_sigma = sigma + momentum * (sigma_b.detach() - sigma)
+    else:
+        y = bc(weight) * (x - bc(mu)) / bc(sigma) + bc(bias)
+        new_mu, new_sigma = mu, sigma
+    y.backward(torch.from_numpy(a["dy"]).permute(*perm))
+    return dict(y=y.detach().permute(*inverse).numpy(), dx=x.grad.permute(*inverse).numpy(),
+                dgamma=weight.grad.numpy(), dbeta=bias.grad.numpy(),
+                running_mean=new_mu.numpy(), running_std=new_sigma.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", LAYOUTS, ids=[layout[0] for layout in LAYOUTS])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("clip", [(3.0, 5.0), (1.1, 0.2)], ids=["wide", "tight"])
+def test_batch_renorm_matches_a_torch_transcription(backend, dtype, layout, training, clip):
+    _, shape, axis, perm = layout
+    rmax, dmax = clip
+    a = inputs(shape, axis, dtype)
+    a["running_std"] = np.sqrt(a.pop("running_var"))
+    expected = torch_batch_renorm(a, perm, training, rmax, dmax, momentum=0.1, eps=1e-5)
+    rm, rs = a["running_mean"].copy(), a["running_std"].copy()
+    y, saved = normops.batch_renorm(a["x"], a["gamma"], a["beta"], rm, rs, training=training,
+                                    rmax=rmax, dmax=dmax, momentum=0.1, eps=1e-5, axis=axis,
+                                    backend=backend)
+    dx, dgamma, dbeta = normops.batch_renorm_backward(a["dy"], a["x"], saved, a["gamma"],
+                                                      backend=backend)
+    actual = dict(y=y, dx=dx, dgamma=dgamma, dbeta=dbeta, running_mean=rm, running_std=rs)
+    for key, value in expected.items():
+        assert actual[key].dtype == value.dtype, key
+        np.testing.assert_allclose(actual[key], value, rtol=TOL[dtype], atol=TOL[dtype],
+                                   err_msg=f"{key} differs from torch")

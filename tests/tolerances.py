@@ -6,13 +6,26 @@ TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
 
 
 def assert_close(actual, expected, dtype=None, *, tol=None, scale=None, what=""):
-    """|actual - expected| <= tol * (|expected| + scale): relative, plus an absolute part
-    scaled by ``scale``, the size of the terms the result was computed from (default
-    max|expected|), so results that cancel to near 0 are not held to 0."""
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    tol = tol if tol is not None else TOL[np.dtype(dtype or expected.dtype)]
+    """|actual - expected| <= tol * (|expected| + scale) elementwise.
+
+    ``scale`` (broadcastable, e.g. per channel) is the size of the terms the result was
+    computed from; results that cancel to near 0 are held to it, not to 0. Its default
+    is max|expected|. NaNs must match; infinities must be equal.
+    """
+    if tol is None:
+        tol = TOL[np.dtype(dtype or np.asarray(expected).dtype)]
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    largest = float(np.max(np.abs(expected), initial=0.0))
-    scale = largest if scale is None else max(scale, largest)
-    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * max(scale, 1e-30),
-                               err_msg=what, equal_nan=True)
+    if scale is None:
+        scale = np.max(np.abs(expected), initial=0.0, where=np.isfinite(expected))
+    bound = tol * (np.abs(expected) + scale)
+    with np.errstate(invalid="ignore"):
+        ok = (np.abs(actual - expected) <= bound) | (actual == expected)
+    ok |= np.isnan(actual) & np.isnan(expected)
+    if not ok.all():
+        i = np.unravel_index(np.argmax(~ok), ok.shape)
+        raise AssertionError(
+            f"{what}: {np.count_nonzero(~ok)} of {ok.size} elements differ beyond tol={tol:g}; "
+            f"first at {tuple(map(int, i))}: actual {actual[i]!r}, expected {expected[i]!r}, "
+            f"allowed {np.broadcast_to(bound, ok.shape)[i]!r}")
