@@ -18,21 +18,28 @@ FD_TOL = 1e-6
 
 
 def central_differences(f, v):
-    """dL/dv for L = f(), perturbing ``v`` in place one element at a time, and the
-    rounding noise of that estimate (100 ulps of L over the step)."""
+    """dL/dv for (L, size) = f(), perturbing ``v`` in place one element at a time, and
+    the rounding noise of that estimate: 100 ulps of the size of the terms L sums (L
+    itself may cancel far below them), over the step."""
     grad = np.zeros_like(v)
     h = 1e-6 * max(1.0, float(np.max(np.abs(v))))
     largest = 0.0
     for i in np.ndindex(v.shape):
         orig = v[i]
         v[i] = orig + h
-        plus = f()
+        plus, size_plus = f()
         v[i] = orig - h
-        minus = f()
+        minus, size_minus = f()
         v[i] = orig
         grad[i] = (plus - minus) / (2 * h)
-        largest = max(largest, abs(plus), abs(minus))
+        largest = max(largest, size_plus, size_minus)
     return grad, 100 * np.finfo(np.float64).eps * largest / h
+
+
+def loss(y, dy):
+    """L = sum(y * dy), so dL/dy = dy; and the size of its terms."""
+    terms = y * dy
+    return float(np.sum(terms)), float(np.sum(np.abs(terms)))
 
 
 def assert_matches_differences(analytic, f, v, what):
@@ -46,7 +53,7 @@ def bn_loss(case, x, gamma, beta, training, backend):
     rm, rv = case.running()
     y, _ = normops.batch_norm(x, gamma, beta, rm, rv, training=training, eps=case.eps,
                               axis=case.axis, backend=backend)
-    return float(np.sum(y * case.dy))
+    return loss(y, case.dy)
 
 
 def brn_loss(case, x, gamma, beta, training, backend, rmax, dmax, running=None):
@@ -54,7 +61,7 @@ def brn_loss(case, x, gamma, beta, training, backend, rmax, dmax, running=None):
     y, _ = normops.batch_renorm(x, gamma, beta, rm.copy(), rs.copy(), training=training,
                                 rmax=rmax, dmax=dmax, eps=case.eps, axis=case.axis,
                                 backend=backend)
-    return float(np.sum(y * case.dy))
+    return loss(y, case.dy)
 
 
 def check_all(loss, case, got):

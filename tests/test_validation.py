@@ -48,7 +48,7 @@ def test_per_channel_parameter_shapes_and_dtypes():
     x, g, b, rm, rv = arrays()
     with pytest.raises(ValueError, match=r"gamma must have shape \(3,\).*got shape \(4,\)"):
         bn(x, np.ones(4), b)
-    with pytest.raises(ValueError, match=r"beta must have shape \(3,\).*got shape \(1, 3\)"):
+    with pytest.raises(ValueError, match=r"beta must have shape \(3,\) \(one value per channel\), got shape \(1, 3\)"):
         bn(x, g, np.zeros((1, 3)))
     with pytest.raises(TypeError, match=r"gamma has dtype float32 but x has dtype float64.*astype\('float64'\)"):
         bn(x, g.astype(np.float32), b)
@@ -196,7 +196,7 @@ def test_output_dtype_follows_input_dtype():
 
 def test_running_spreads_must_not_be_negative_where_they_are_used():
     x, g, b, rm, rv = arrays()
-    with pytest.raises(ValueError, match=r"running_var must be non-negative, got \[-1.0\]... in channels \[1\]"):
+    with pytest.raises(ValueError, match=r"running_var must be non-negative; channels \[1\] hold \[-1.0\]"):
         bn(x, g, b, rm, np.array([1.0, -1.0, 1.0]), training=False)
     # training only writes running_var; zero is a valid eval variance (eps keeps it finite)
     bn(x, g, b, rm.copy(), np.array([1.0, -1.0, 1.0]))

@@ -9,10 +9,6 @@ import numpy
 CONVENTIONS = ("pytorch", "keras")
 
 
-def _describe(arr):
-    return f"shape {tuple(arr.shape)} and dtype {arr.dtype}"
-
-
 def _no_mask(arr, name):
     if isinstance(arr, numpy.ma.MaskedArray):
         raise TypeError(f"{name} is a masked array; normops has no notion of a mask "
@@ -106,7 +102,7 @@ def _check_channel_array(arr, name, channels, dtype):
                         f"pass {name}.astype({dtype.name!r})")
     if tuple(arr.shape) != (channels,):
         raise ValueError(f"{name} must have shape ({channels},) (one value per channel), "
-                         f"got {_describe(arr)}")
+                         f"got shape {tuple(arr.shape)}")
 
 
 def paired(first, second, names):
@@ -145,8 +141,9 @@ def positive_stats(xp, arr, name, *, allow_zero):
     bad = arr < 0 if allow_zero else arr <= 0
     if bool(xp.any(bad)):
         kind = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"{name} must be {kind}, got {arr[bad][:3].tolist()}... in channels "
-                         f"{xp.nonzero(bad)[0][:3].tolist()}")
+        channels = xp.nonzero(bad)[0].tolist()
+        raise ValueError(f"{name} must be {kind}; channels {channels} hold "
+                         f"{arr[bad].tolist()}")
 
 
 def values_per_channel(shape, axis):
