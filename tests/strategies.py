@@ -3,6 +3,7 @@
 Arrays come from a NumPy generator seeded by Hypothesis, shaped by drawn regimes
 (per-channel offsets and scales); Hypothesis shrinks the shape, the regime and the seed.
 """
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -48,6 +49,13 @@ class Case:
     def running(self):
         """Fresh copies of the running statistics (they are updated in place)."""
         return self.running_mean.copy(), self.running_second.copy()
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def as_renorm(self):
+        """The case with its running spread usable as BRN's running std (positive)."""
+        return self.replace(running_second=np.abs(self.running_second) + 0.5)
 
 
 @st.composite
