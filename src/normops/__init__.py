@@ -1,6 +1,5 @@
 """normops: Batch Normalization and Batch Renormalization, forward and backward, with
 running-statistics updates, behind one runtime backend registry."""
-from ._interface import Backend
 from ._backends import register_builtins as _register_builtins
 from ._registry import (
     BackendError,
@@ -22,7 +21,7 @@ from .ops import batch_norm, batch_norm_backward, batch_renorm, batch_renorm_bac
 _register_builtins()
 
 __all__ = [
-    "Backend", "BackendError", "BackendInfo", "BackendUnavailableError", "BatchNormSaved",
+    "BackendError", "BackendInfo", "BackendUnavailableError", "BatchNormSaved",
     "BatchRenormSaved", "InvalidBackendError", "UnknownBackendError", "__version__",
     "backends", "batch_norm", "batch_norm_backward", "batch_renorm", "batch_renorm_backward",
     "get_backend", "register_backend", "set_backend", "unregister_backend", "use_backend",

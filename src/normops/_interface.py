@@ -25,20 +25,6 @@ statistics in place when training and return ``(y, saved)``; the backward ops
 import numpy
 
 KERNELS = ("batch_stats", "scale_shift", "grad_stats", "grad_input")
-WHOLE_OPS = ("batch_norm", "batch_norm_backward", "batch_renorm", "batch_renorm_backward")
-
-
-class Backend:
-    """Convenience base class for backends; subclassing it is optional.
-
-    A backend is any object with the four callables named in ``KERNELS``. The attributes
-    below have these defaults when a backend does not set them.
-    """
-
-    #: array namespace used for the per-channel math and for validating arguments
-    xp = numpy
-    #: the kind of device the arrays live on, shown by ``normops.backends()``
-    device = "cpu"
 
 
 def missing_kernels(backend):
@@ -47,8 +33,10 @@ def missing_kernels(backend):
 
 
 def array_namespace(backend):
+    """The array namespace for the per-channel math and validation (default: numpy)."""
     return getattr(backend, "xp", numpy)
 
 
 def device_of(backend):
+    """The kind of device the backend's arrays live on (default: "cpu")."""
     return getattr(backend, "device", "cpu")

@@ -145,9 +145,9 @@ def register_backend(name, factory, *, array_module=None, priority=None, install
         _check_kernels(name, factory)
     with _lock:
         taken = _entries.get(name)
-        if taken is not None and not replace and not taken.source.startswith("entry point"):
-            raise ValueError(f"a backend named {name!r} is already registered (pass replace=True)")
-        if taken is not None and taken.source.startswith("entry point") and not replace:
+        if taken is not None and not replace:
+            if not taken.source.startswith("entry point"):
+                raise ValueError(f"a backend named {name!r} is already registered (pass replace=True)")
             _warn_shadowed(name, taken.source)
         _entries[name] = _Entry(name, factory, _source, array_module, priority, install_hint)
 
