@@ -1,4 +1,4 @@
-"""Command line: ``python -m normops backends``."""
+"""Command line: ``python -m normops backends`` and ``python -m normops bench``."""
 import argparse
 import platform
 import sys
@@ -6,7 +6,7 @@ import sys
 import numpy
 
 import normops
-from normops import _registry
+from normops import _bench, _registry
 
 
 def _table(rows, header):
@@ -32,10 +32,17 @@ def cmd_backends(args):
     return 0
 
 
+def cmd_bench(args):
+    return _bench.main(args)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m normops", description=normops.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("backends", help="list the backends and the build configuration").set_defaults(run=cmd_backends)
+    bench = commands.add_parser("bench", help="time the ops on each backend against PyTorch and a memory copy",
+                                description=_bench.DESCRIPTION)
+    _bench.add_arguments(bench).set_defaults(run=cmd_bench)
     args = parser.parse_args(argv)
     return args.run(args)
 
