@@ -6,6 +6,9 @@ from .._registry import register_backend
 # (name, "module:attr", array library it is picked for automatically, priority, install hint)
 BUILTINS = (
     ("reference", "normops._backends.reference:ReferenceBackend", "numpy", 0, None),
+    ("cpu", "normops._backends.cpu:CpuBackend", "numpy", 10,
+     "the cpu backend's compiled extension is missing or failed to load: reinstall normops "
+     "from source with a C compiler (pip install --force-reinstall --no-deps .)"),
 )
 
 

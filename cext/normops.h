@@ -1,0 +1,98 @@
+/* normops C kernels: batch normalization and batch renormalization over a canonical
+ * (outer, C, inner) view, float32 and float64. Plain C99 with optional OpenMP; no Python.
+ *
+ * Contract (the caller, normops' Python layer, guarantees all of it; nothing is checked
+ * here):
+ *   - x, y, dy, dx are C-contiguous arrays of outer * channels * inner elements, with
+ *     outer >= 1, channels >= 1, inner >= 1; y and dx do not overlap any input.
+ *   - inner == 1 takes the "rows" path (NC, channels-last): each of the outer rows holds
+ *     the channels contiguously, and the loops vectorize across channels. inner > 1 takes
+ *     the "planes" path (NCHW): each (outer, channel) pair is a contiguous plane.
+ *   - nm_vec arrays hold `channels` elements of the data's dtype at data[c * stride]
+ *     (stride in elements, may be negative or zero only for arrays that are only read).
+ *     A NULL data pointer means "absent" (gamma 1, beta 0, no running statistics).
+ *   - double * per-channel arrays hold `channels` contiguous elements.
+ *   - Statistics need a count outer * inner >= 1 (>= 2 for unbiased running variance).
+ *
+ * Numerics: sums are accumulated in double for both dtypes. Means and M2 come from a
+ * two-pass computation with the first value of each block as shift, blocks merged with
+ * Chan's formula in a fixed order, so a constant channel has M2 == 0 and its exact mean,
+ * and the forward writes (x - mean) * a + b, which is exactly beta there.
+ * Determinism: every reduction order is fixed by the shape alone (blocks of NM_ROW_CHUNK
+ * rows, or whole channels), never by the thread count.
+ * Every function returns 0, or -1 when it could not allocate its scratch memory.
+ */
+#ifndef NORMOPS_H
+#define NORMOPS_H
+
+#include <stddef.h>
+
+/* Rows per block of the rows path: the unit of the fixed reduction order. */
+#define NM_ROW_CHUNK 64
+
+typedef struct {
+    ptrdiff_t outer, channels, inner;
+} nm_shape;
+
+typedef struct {
+    void *data;
+    ptrdiff_t stride;
+} nm_vec;
+
+typedef enum {
+    NM_FWD_STATS,      /* batch_stats: mean and m2 out, no y */
+    NM_FWD_AFFINE,     /* scale_shift: y = a * x + b from a_in, b_in */
+    NM_FWD_BN_TRAIN,   /* batch norm with batch statistics; running stats updated */
+    NM_FWD_BN_EVAL,    /* batch norm with running mean and variance */
+    NM_FWD_BRN_TRAIN,  /* batch renorm with batch statistics, r and d; running updated */
+    NM_FWD_BRN_EVAL    /* batch renorm with running mean and standard deviation */
+} nm_forward_mode;
+
+typedef struct {
+    nm_forward_mode mode;
+    nm_vec gamma, beta;
+    /* running mean and running variance (BN) or standard deviation (BRN); written in the
+     * train modes, read in the eval modes; may be absent in NM_FWD_BN_TRAIN only */
+    nm_vec running_mean, running_spread;
+    double eps, momentum, rmax, dmax;
+    int unbiased;                 /* BN train: running variance receives m2 / (count - 1) */
+    const double *a_in, *b_in;    /* NM_FWD_AFFINE only */
+    /* outputs, per channel: mean (all modes but AFFINE), m2 (STATS), invstd (BN/BRN
+     * modes; 1 / sigma for BRN eval), r and d (BRN train) */
+    double *mean, *m2, *invstd, *r, *d;
+} nm_forward_args;
+
+typedef enum {
+    NM_BWD_GRAD_STATS,  /* grad_stats: sum_dy and sum_dy_xmu out, no dx */
+    NM_BWD_GRAD_INPUT,  /* grad_input: dx = p * dy + q * x + s */
+    NM_BWD_FUSED        /* BN/BRN backward from the forward's saved state */
+} nm_backward_mode;
+
+typedef struct {
+    nm_backward_mode mode;
+    int training;
+    /* the forward's saved state (FUSED); mean also centres GRAD_STATS */
+    const double *mean, *invstd, *r, *d;   /* r and d NULL for batch norm */
+    nm_vec gamma;
+    void *dgamma, *dbeta;                  /* FUSED outputs: contiguous, data dtype */
+    double *sum_dy, *sum_dy_xmu;           /* GRAD_STATS outputs */
+    const double *p, *q, *s;               /* GRAD_INPUT inputs */
+} nm_backward_args;
+
+int nm_forward_f32(nm_shape shape, const float *x, float *y, const nm_forward_args *args);
+int nm_forward_f64(nm_shape shape, const double *x, double *y, const nm_forward_args *args);
+int nm_backward_f32(nm_shape shape, const float *dy, const float *x, float *dx,
+                    const nm_backward_args *args);
+int nm_backward_f64(nm_shape shape, const double *dy, const double *x, double *dx,
+                    const nm_backward_args *args);
+
+/* Threads: OpenMP when built with it, else everything runs serially. */
+int nm_openmp_enabled(void);
+int nm_get_num_threads(void);
+void nm_set_num_threads(int n);   /* n <= 0: back to OpenMP's default */
+/* memcpy split over the threads: the copy-bandwidth baseline of the benchmarks */
+void nm_copy(void *dst, const void *src, size_t nbytes);
+/* "<compiler and version>; flags: <compile flags>" */
+const char *nm_build_info(void);
+
+#endif

@@ -1,0 +1,13 @@
+/* Private: the pragmas every parallel loop uses, so that the team size and schedule are
+ * chosen in one place. Without OpenMP the pragmas are ignored and the loops run serially.
+ * Results never depend on the schedule: each iteration owns its outputs and every
+ * reduction is merged afterwards in a fixed order. */
+#ifndef NORMOPS_THREADS_H
+#define NORMOPS_THREADS_H
+
+#define NM_PRAGMA(text) _Pragma(#text)
+#define NM_PARALLEL_FOR NM_PRAGMA(omp parallel for schedule(static) num_threads(nm_get_num_threads()))
+#define NM_PARALLEL NM_PRAGMA(omp parallel num_threads(nm_get_num_threads()))
+#define NM_FOR NM_PRAGMA(omp for schedule(static))
+
+#endif

@@ -1,0 +1,132 @@
+"""The "cpu" backend: the C kernels of cext/ (OpenMP, GIL released) on NumPy arrays.
+
+The kernels take C-contiguous (outer, C, inner) arrays. An input whose memory already
+has that layout (C-contiguous, or channels-last: contiguous with the channel axis
+innermost in memory) is used in place and the output gets the same layout; any other
+input (a strided or negative-stride view, Fortran order) is copied once into a
+C-contiguous buffer, and the output is C-contiguous. Reductions run in double in an
+order fixed by the shape, so results do not depend on the thread count.
+"""
+import math
+
+import numpy as np
+
+from .._saved import BatchNormSaved, BatchRenormSaved
+from . import _cpu
+
+
+class _Arrangement:
+    """How an x-shaped array maps to the kernels' contiguous (outer, C, inner) view."""
+
+    def __init__(self, x, axis):
+        self.shape, self.axis = x.shape, axis
+        self.channels = x.shape[axis]
+        last = x.ndim - 1
+        # channels-last memory (NHWC, or a torch channels_last NCHW): channels innermost
+        self.moved = (axis != last and not x.flags.c_contiguous
+                      and np.moveaxis(x, axis, last).flags.c_contiguous)
+        if self.moved:
+            self.view_shape = (x.size // self.channels, self.channels, 1)
+        else:
+            self.view_shape = (math.prod(x.shape[:axis]), self.channels,
+                               math.prod(x.shape[axis + 1:]))
+
+    def view(self, arr):
+        """arr (x-shaped) as the kernels' view; a copy only if its memory does not fit."""
+        if self.moved:
+            arr = np.moveaxis(arr, self.axis, -1)
+        return np.ascontiguousarray(arr).reshape(self.view_shape)
+
+    def restore(self, arr3):
+        """A kernel output back in x's shape (a view, same memory layout as x)."""
+        if not self.moved:
+            return arr3.reshape(self.shape)
+        moved_shape = tuple(n for i, n in enumerate(self.shape) if i != self.axis) + (self.channels,)
+        return np.moveaxis(arr3.reshape(moved_shape), -1, self.axis)
+
+
+def _contiguous3(arr):
+    return np.ascontiguousarray(arr)
+
+
+class CpuBackend:
+    xp = np
+    device = "cpu"
+
+    # --- whole ops --------------------------------------------------------------------
+
+    def batch_norm(self, x, gamma, beta, running_mean, running_var, *, training, momentum,
+                   eps, axis, convention):
+        return self._forward("bn_train" if training else "bn_eval", x, gamma, beta,
+                             running_mean, running_var, axis, eps=eps, momentum=momentum,
+                             unbiased=convention == "pytorch")
+
+    def batch_renorm(self, x, gamma, beta, running_mean, running_std, *, training, rmax,
+                     dmax, momentum, eps, axis):
+        return self._forward("brn_train" if training else "brn_eval", x, gamma, beta,
+                             running_mean, running_std, axis, eps=eps, momentum=momentum,
+                             rmax=rmax, dmax=dmax)
+
+    def batch_norm_backward(self, dy, x, saved, gamma):
+        return self._backward(dy, x, saved, gamma, None, None)
+
+    def batch_renorm_backward(self, dy, x, saved, gamma):
+        return self._backward(dy, x, saved, gamma, saved.r, saved.d)
+
+    def _forward(self, mode, x, gamma, beta, running_mean, running_spread, axis, **scalars):
+        arrangement = _Arrangement(x, axis)
+        x3 = arrangement.view(x)
+        y3 = np.empty_like(x3)
+        channels = arrangement.channels
+        mean, invstd = np.empty(channels), np.empty(channels)
+        renorm_train = mode == "brn_train"
+        r = np.empty(channels) if renorm_train else None
+        d = np.empty(channels) if renorm_train else None
+        _cpu.forward(x3, y3, mode, gamma, beta, running_mean, running_spread, mean=mean,
+                     invstd=invstd, r=r, d=d, **scalars)
+        y = arrangement.restore(y3)
+        training = mode.endswith("_train")
+        if mode.startswith("brn"):
+            return y, BatchRenormSaved(mean, invstd, r, d, training, axis, x.shape)
+        return y, BatchNormSaved(mean, invstd, training, axis, x.shape)
+
+    def _backward(self, dy, x, saved, gamma, r, d):
+        arrangement = _Arrangement(x, saved.axis)
+        x3, dy3 = arrangement.view(x), arrangement.view(dy)
+        dx3 = np.empty_like(x3)
+        dgamma, dbeta = np.empty(arrangement.channels, x.dtype), np.empty(arrangement.channels, x.dtype)
+        _cpu.backward(dy3, x3, dx3, "fused", training=saved.training, mean=saved.mean,
+                      invstd=saved.invstd, r=r, d=d, gamma=gamma, dgamma=dgamma, dbeta=dbeta)
+        return arrangement.restore(dx3), dgamma, dbeta
+
+    # --- the four kernels (for the composition, and for plugin authors to compare) ----
+
+    def batch_stats(self, x):
+        x = _contiguous3(x)
+        mean, m2 = np.empty(x.shape[1]), np.empty(x.shape[1])
+        _cpu.forward(x, None, "stats", mean=mean, m2=m2)
+        return x.shape[0] * x.shape[2], mean, m2
+
+    def scale_shift(self, x, a, b):
+        x = _contiguous3(x)
+        y = np.empty_like(x)
+        _cpu.forward(x, y, "affine", a=_per_channel(a), b=_per_channel(b))
+        return y
+
+    def grad_stats(self, dy, x, mean):
+        x = _contiguous3(x)
+        sum_dy, sum_dy_xmu = np.empty(x.shape[1]), np.empty(x.shape[1])
+        _cpu.backward(_contiguous3(dy), x, None, "grad_stats", mean=_per_channel(mean),
+                      sum_dy=sum_dy, sum_dy_xmu=sum_dy_xmu)
+        return sum_dy, sum_dy_xmu
+
+    def grad_input(self, dy, x, p, q, s):
+        x = _contiguous3(x)
+        dx = np.empty_like(x)
+        _cpu.backward(_contiguous3(dy), x, dx, "grad_input", p=_per_channel(p),
+                      q=_per_channel(q), s=_per_channel(s))
+        return dx
+
+
+def _per_channel(v):
+    return np.ascontiguousarray(v, dtype=np.float64)
