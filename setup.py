@@ -32,14 +32,13 @@ def _flag(name):
     return os.environ.get(name, "") not in ("", "0")
 
 
-def _openmp_flags(compiler):
-    """The compile and link flags that give OpenMP, found by building a probe; None if none."""
-    candidates = [["/openmp"], ["-openmp"]] if compiler.compiler_type == "msvc" else [["-fopenmp"]]
-    tmp = tempfile.mkdtemp(prefix="normops-openmp-")
+def _first_working_flags(compiler, candidates, probe):
+    """The first candidate flag list with which ``probe`` compiles, links; None if none."""
+    tmp = tempfile.mkdtemp(prefix="normops-probe-")
     try:
         source = os.path.join(tmp, "probe.c")
         with open(source, "w") as f:
-            f.write(OPENMP_PROBE)
+            f.write(probe)
         for flags in candidates:
             try:
                 objects = compiler.compile([source], output_dir=tmp, extra_postargs=flags)
@@ -50,6 +49,18 @@ def _openmp_flags(compiler):
         return None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _openmp_flags(compiler):
+    candidates = [["/openmp"], ["-openmp"]] if compiler.compiler_type == "msvc" else [["-fopenmp"]]
+    return _first_working_flags(compiler, candidates, OPENMP_PROBE)
+
+
+def _simd_flags(compiler):
+    """Without OpenMP, the kernels' ``omp simd`` loops still vectorize with -fopenmp-simd."""
+    if compiler.compiler_type == "msvc":
+        return []
+    return _first_working_flags(compiler, [["-fopenmp-simd"]], "int main(void) { return 0; }\n") or []
 
 
 class BuildExt(build_ext):
@@ -66,6 +77,7 @@ class BuildExt(build_ext):
                 raise RuntimeError(message + " (NORMOPS_REQUIRE_OPENMP is set)")
             warnings.warn(message)
             print(message, file=sys.stderr)
+            compile_args += _simd_flags(self.compiler)
         else:
             compile_args += openmp
             link_args += [] if msvc else openmp

@@ -10,12 +10,25 @@
 /* Bytes of one column block of the rows path: small enough that the normalizing pass
  * finds the block in cache after the statistics pass has read it. Only speed depends on
  * it: each column's reduction order is set by NM_ROW_CHUNK alone. */
+/* Narrower blocks would cut each row into runs too short for the prefetcher. */
+#define NM_MIN_BLOCK_COLS 1024
+#ifndef NM_BLOCK_BYTES
 #define NM_BLOCK_BYTES ((double)(4 << 20))
-/* Columns of one tile of the rows path (the per-thread accumulators live on the stack). */
-#define NM_TILE_COLS 64
-/* Independent accumulators of the planes path's sums: lets the compiler vectorize
- * without reassociating, so the order is the same in every build. */
+#endif
+/* Independent accumulators of the planes path's sums, vectorized across the lanes
+ * (NM_VECTOR: no reassociation), so the summation order is the same in every build. */
 #define NM_LANES 8
+#define NM_VECTOR NM_PRAGMA(omp simd)
+
+/* Hot loops get an AVX2 clone picked at load time, so the default build runs on any
+ * x86-64 and still uses the wide vectors where they exist. -std=c99 keeps FMA
+ * contraction off, so both clones give bitwise the same results. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(NM_NO_CLONES) \
+    && (defined(__clang__) ? __clang_major__ >= 14 : __GNUC__ >= 6)
+#define NM_HOT __attribute__((target_clones("avx2", "default")))
+#else
+#define NM_HOT
+#endif
 
 typedef struct {
     double shift, a, b;       /* forward:  y = (x - shift) * a + b */
@@ -38,9 +51,9 @@ static double clip(double v, double lo, double hi)
 static ptrdiff_t block_width(ptrdiff_t rows, ptrdiff_t channels, size_t itemsize)
 {
     ptrdiff_t w = (ptrdiff_t)(NM_BLOCK_BYTES / ((double)rows * (double)itemsize));
-    w = w / NM_TILE_COLS * NM_TILE_COLS;
-    if (w < NM_TILE_COLS)
-        w = NM_TILE_COLS;
+    w = w / NM_MIN_BLOCK_COLS * NM_MIN_BLOCK_COLS;
+    if (w < NM_MIN_BLOCK_COLS)
+        w = NM_MIN_BLOCK_COLS;
     return w < channels ? w : channels;
 }
 
@@ -50,20 +63,26 @@ static ptrdiff_t chunk_rows(ptrdiff_t rows, ptrdiff_t k)
     return left < NM_ROW_CHUNK ? left : NM_ROW_CHUNK;
 }
 
+/* float32: single-pass shifted sums in double are exact to float32's own precision
+ * (see channel.inc); float64 needs the second pass. */
 #define NM_T float
 #define NM_SUF(name) name##_f32
+#define NM_TWO_PASS 0
 #include "channel.inc"
 #include "planes.inc"
 #include "rows.inc"
 #include "entry.inc"
 #undef NM_T
 #undef NM_SUF
+#undef NM_TWO_PASS
 
 #define NM_T double
 #define NM_SUF(name) name##_f64
+#define NM_TWO_PASS 1
 #include "channel.inc"
 #include "planes.inc"
 #include "rows.inc"
 #include "entry.inc"
 #undef NM_T
 #undef NM_SUF
+#undef NM_TWO_PASS
