@@ -14,6 +14,7 @@ from ._registry import (
     unregister_backend,
     use_backend,
 )
+from ._config import get_num_threads, set_num_threads, show_config
 from ._saved import BatchNormSaved, BatchRenormSaved
 from ._version import __version__
 from .ops import batch_norm, batch_norm_backward, batch_renorm, batch_renorm_backward
@@ -24,5 +25,6 @@ __all__ = [
     "BackendError", "BackendInfo", "BackendUnavailableError", "BatchNormSaved",
     "BatchRenormSaved", "InvalidBackendError", "UnknownBackendError", "__version__",
     "backends", "batch_norm", "batch_norm_backward", "batch_renorm", "batch_renorm_backward",
-    "get_backend", "register_backend", "set_backend", "unregister_backend", "use_backend",
+    "get_backend", "get_num_threads", "register_backend", "set_backend", "set_num_threads",
+    "show_config", "unregister_backend", "use_backend",
 ]

@@ -6,7 +6,7 @@ import sys
 import numpy
 
 import normops
-from normops import _bench, _registry
+from normops import _bench, _config, _registry
 
 
 def _table(rows, header):
@@ -24,6 +24,8 @@ def cmd_backends(args):
     print()
     print(f"normops {normops.__version__}  python {platform.python_version()}  "
           f"numpy {numpy.__version__}  {platform.system()} {platform.machine()}")
+    for key, value in _config.config().items():
+        print(f"{key}: {value}")
     try:
         print(f"backend for numpy arrays now: {_registry.selected_name()}")
     except normops.BackendError as exc:
