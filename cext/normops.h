@@ -14,10 +14,11 @@
  *   - double * per-channel arrays hold `channels` contiguous elements.
  *   - Statistics need a count outer * inner >= 1 (>= 2 for unbiased running variance).
  *
- * Numerics: sums are accumulated in double for both dtypes. Means and M2 come from a
- * two-pass computation with the first value of each block as shift, blocks merged with
- * Chan's formula in a fixed order, so a constant channel has M2 == 0 and its exact mean,
- * and the forward writes (x - mean) * a + b, which is exactly beta there.
+ * Numerics: sums are accumulated in double for both dtypes, shifted by the first value of
+ * each block (a channel, or a chunk of rows) and merged with Chan's formula in a fixed
+ * order: two passes (mean, then squares about it) for float64, one pass of shifted sums
+ * for float32. A constant channel has M2 == 0 and its exact mean, and the forward writes
+ * (x - mean) * a + b, which is exactly beta there.
  * Determinism: every reduction order is fixed by the shape alone (blocks of NM_ROW_CHUNK
  * rows, or whole channels), never by the thread count.
  * Every function returns 0, or -1 when it could not allocate its scratch memory.
