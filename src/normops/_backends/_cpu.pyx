@@ -85,6 +85,15 @@ cdef double *_f64(object arr) except? NULL:
     return <double *>&view[0]
 
 
+cdef floating *_out(object arr, floating *dtype_tag) except *:
+    """The data of an output array of the data's dtype (C-contiguous, 3-D), or NULL for None."""
+    cdef floating[:, :, ::1] view
+    if arr is None:
+        return NULL
+    view = arr
+    return &view[0, 0, 0]
+
+
 cdef nm_shape _shape(const floating[:, :, ::1] x):
     cdef nm_shape sh
     sh.outer, sh.channels, sh.inner = x.shape[0], x.shape[1], x.shape[2]
@@ -99,13 +108,9 @@ def forward(const floating[:, :, ::1] x, object y, str mode, object gamma=None,
     """Runs nm_forward: y (or None for mode "stats") has x's shape and dtype; the
     per-channel outputs mean, m2, invstd, r, d are contiguous float64 arrays."""
     cdef nm_forward_args A
-    cdef floating[:, :, ::1] out
-    cdef floating *out_ptr = NULL
+    cdef floating *out_ptr = _out(y, <floating *>NULL)
     cdef nm_shape sh = _shape(x)
     cdef int status
-    if y is not None:
-        out = y
-        out_ptr = &out[0, 0, 0]
     A.mode = FORWARD_MODES[mode]
     A.gamma = _vec(gamma, <floating *>NULL)
     A.beta = _vec(beta, <floating *>NULL)
@@ -131,14 +136,10 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x, object d
     """Runs nm_backward: dx (or None for mode "grad_stats") has x's shape and dtype;
     dgamma and dbeta are contiguous arrays of the data's dtype, the rest float64."""
     cdef nm_backward_args A
-    cdef floating[:, :, ::1] out
-    cdef floating *out_ptr = NULL
+    cdef floating *out_ptr = _out(dx, <floating *>NULL)
     cdef floating[::1] dgamma_view, dbeta_view
     cdef nm_shape sh = _shape(x)
     cdef int status
-    if dx is not None:
-        out = dx
-        out_ptr = &out[0, 0, 0]
     A.mode = BACKWARD_MODES[mode]
     A.training = training
     A.mean, A.invstd, A.r, A.d = _f64(mean), _f64(invstd), _f64(r), _f64(d)

@@ -45,10 +45,6 @@ class _Arrangement:
         return np.moveaxis(arr3.reshape(moved_shape), -1, self.axis)
 
 
-def _contiguous3(arr):
-    return np.ascontiguousarray(arr)
-
-
 class CpuBackend:
     xp = np
     device = "cpu"
@@ -102,28 +98,28 @@ class CpuBackend:
     # --- the four kernels (for the composition, and for plugin authors to compare) ----
 
     def batch_stats(self, x):
-        x = _contiguous3(x)
+        x = np.ascontiguousarray(x)
         mean, m2 = np.empty(x.shape[1]), np.empty(x.shape[1])
         _cpu.forward(x, None, "stats", mean=mean, m2=m2)
         return x.shape[0] * x.shape[2], mean, m2
 
     def scale_shift(self, x, a, b):
-        x = _contiguous3(x)
+        x = np.ascontiguousarray(x)
         y = np.empty_like(x)
         _cpu.forward(x, y, "affine", a=_per_channel(a), b=_per_channel(b))
         return y
 
     def grad_stats(self, dy, x, mean):
-        x = _contiguous3(x)
+        x = np.ascontiguousarray(x)
         sum_dy, sum_dy_xmu = np.empty(x.shape[1]), np.empty(x.shape[1])
-        _cpu.backward(_contiguous3(dy), x, None, "grad_stats", mean=_per_channel(mean),
+        _cpu.backward(np.ascontiguousarray(dy), x, None, "grad_stats", mean=_per_channel(mean),
                       sum_dy=sum_dy, sum_dy_xmu=sum_dy_xmu)
         return sum_dy, sum_dy_xmu
 
     def grad_input(self, dy, x, p, q, s):
-        x = _contiguous3(x)
+        x = np.ascontiguousarray(x)
         dx = np.empty_like(x)
-        _cpu.backward(_contiguous3(dy), x, dx, "grad_input", p=_per_channel(p),
+        _cpu.backward(np.ascontiguousarray(dy), x, dx, "grad_input", p=_per_channel(p),
                       q=_per_channel(q), s=_per_channel(s))
         return dx
 
