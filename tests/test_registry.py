@@ -237,6 +237,21 @@ def test_array_type_picks_the_backend_registered_for_its_library(register):
     assert fake.calls == 1
 
 
+def test_automatic_choice_follows_registering_and_unregistering(register):
+    """The per-type cache of the automatic choice is dropped whenever the table changes."""
+    x = x_batch()
+    normops.batch_norm(x)  # caches the automatic choice for numpy.ndarray
+    assert registry.backend_for(x) is AUTOMATIC
+    favourite = Recording()
+    register("favourite", favourite, array_module="numpy", priority=1000)
+    normops.batch_norm(x)
+    assert favourite.calls == 1
+    normops.unregister_backend("favourite")
+    assert registry.backend_for(x) is AUTOMATIC
+    normops.batch_norm(x)
+    assert favourite.calls == 1
+
+
 def test_no_available_backend_for_an_array_library(register):
     FakeArray = type("FakeArray", (np.ndarray,), {"__module__": "fakearrays2"})
 

@@ -72,6 +72,17 @@ _discovered = False
 _default = os.environ.get(ENV_VAR) or None
 _default_origin = f"the {ENV_VAR} environment variable" if _default else None
 _context = contextvars.ContextVar("normops_backend", default=None)
+# automatic choice per array type, so an op call need not re-rank the candidates; any
+# change to the table bumps the generation and empties it
+_auto_cache = {}
+_generation = 0
+
+
+def _table_changed():
+    """Call with _lock held after _entries changed."""
+    global _generation
+    _generation += 1
+    _auto_cache.clear()
 
 
 def _check_kernels(name, obj):
@@ -150,6 +161,7 @@ def register_backend(name, factory, *, array_module=None, priority=None, install
                 raise ValueError(f"a backend named {name!r} is already registered (pass replace=True)")
             _warn_shadowed(name, taken.source)
         _entries[name] = _Entry(name, factory, _source, array_module, priority, install_hint)
+        _table_changed()
 
 
 def unregister_backend(name):
@@ -158,6 +170,7 @@ def unregister_backend(name):
     with _lock:
         _entry(name)
         del _entries[name]
+        _table_changed()
         if _default == name:
             _default = _default_origin = None
 
@@ -324,6 +337,12 @@ def get_backend(name=None):
 
 def backend_for(x, requested=None):
     """Resolve the backend for an op call on ``x`` and check it accepts x's array type."""
+    automatic = requested is None and _context.get() is None and _default is None
+    if automatic:
+        cached = _auto_cache.get(type(x))
+        if cached is not None:
+            return cached
+        generation = _generation
     backend, name = _selected(requested, x)
     xp = array_namespace(backend)
     foreign = _library_of(x) not in ("builtins", xp.__name__.partition(".")[0])
@@ -332,4 +351,8 @@ def backend_for(x, requested=None):
             f"backend {name!r} works on {xp.__name__} arrays, got a "
             f"{type(x).__module__}.{type(x).__qualname__}; select a backend for it or convert the array"
         )
+    if automatic:
+        with _lock:
+            if generation == _generation:
+                _auto_cache[type(x)] = backend
     return backend

@@ -9,8 +9,11 @@ import numpy
 CONVENTIONS = ("pytorch", "keras")
 
 
+_FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+
+
 def _no_mask(arr, name):
-    if isinstance(arr, numpy.ma.MaskedArray):
+    if type(arr) is not numpy.ndarray and isinstance(arr, numpy.ma.MaskedArray):
         raise TypeError(f"{name} is a masked array; normops has no notion of a mask "
                         f"(pass {name}.filled(...) or the unmasked values)")
 
@@ -18,8 +21,8 @@ def _no_mask(arr, name):
 def as_input(xp, x, name="x"):
     """An array of dtype float32/float64 with ndim >= 2 and at least one element."""
     _no_mask(x, name)
-    arr = xp.asarray(x)
-    if arr.dtype not in (xp.float32, xp.float64):
+    arr = x if type(x) is xp.ndarray else xp.asarray(x)
+    if arr.dtype not in _FLOATS:
         raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
     if arr.ndim < 2:
         raise ValueError(
@@ -52,6 +55,8 @@ def flag(value, name):
 
 def number(value, name, *, low, high=math.inf, low_open=False, finite=False):
     """A real number in [low, high] (or (low, high] with low_open), NaN refused."""
+    if type(value) is float and low < value < high:  # the common case: strictly inside
+        return value
     if isinstance(value, numpy.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, numbers.Real):
@@ -78,7 +83,8 @@ def per_channel(xp, arr, name, channels, dtype):
     if arr is None:
         return None
     _no_mask(arr, name)
-    arr = xp.asarray(arr) if hasattr(arr, "dtype") else xp.asarray(arr, dtype=dtype)
+    if type(arr) is not xp.ndarray:
+        arr = xp.asarray(arr) if hasattr(arr, "dtype") else xp.asarray(arr, dtype=dtype)
     _check_channel_array(arr, name, channels, dtype)
     return arr
 
@@ -97,6 +103,8 @@ def running_stat(xp, arr, name, channels, dtype, *, written):
 
 
 def _check_channel_array(arr, name, channels, dtype):
+    if arr.dtype == dtype and arr.shape == (channels,):
+        return
     if arr.dtype != dtype:
         raise TypeError(f"{name} has dtype {arr.dtype} but x has dtype {dtype}; "
                         f"pass {name}.astype({dtype.name!r})")
@@ -138,6 +146,9 @@ def _shares(xp, a, b):
 def positive_stats(xp, arr, name, *, allow_zero):
     """Running spreads divide (std) or sit under a square root (var): a negative one
     would give a silently wrong or NaN result. NaN passes and propagates."""
+    lowest = arr.min()  # NaN is not below 0, so it passes
+    if not (lowest < 0 if allow_zero else lowest <= 0):
+        return
     bad = arr < 0 if allow_zero else arr <= 0
     if bool(xp.any(bad)):
         kind = "non-negative" if allow_zero else "positive"
