@@ -15,6 +15,9 @@
 #ifndef NM_BLOCK_BYTES
 #define NM_BLOCK_BYTES ((double)(4 << 20))
 #endif
+/* Columns merged together on the rows path: enough for a vector loop, few enough for
+ * the stack. */
+#define NM_MERGE_COLS 64
 /* Independent accumulators of the planes path's sums, vectorized across the lanes
  * (NM_VECTOR: no reassociation), so the summation order is the same in every build. */
 #define NM_LANES 8
