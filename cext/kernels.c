@@ -7,14 +7,6 @@
 #include "normops.h"
 #include "threads.h"
 
-/* Bytes of one column block of the rows path: small enough that the normalizing pass
- * finds the block in cache after the statistics pass has read it, but never narrower than
- * NM_MIN_BLOCK_COLS, which would cut rows into runs too short for the prefetcher. Only
- * speed depends on them: each column's reduction order is set by NM_ROW_CHUNK alone. */
-#define NM_MIN_BLOCK_COLS 1024
-#ifndef NM_BLOCK_BYTES
-#define NM_BLOCK_BYTES ((double)(4 << 20))
-#endif
 /* Columns merged together on the rows path: enough for a vector loop, few enough for
  * the stack. */
 #define NM_MERGE_COLS 64
@@ -49,15 +41,6 @@ static double lanes_total(const double *acc)
 static double clip(double v, double lo, double hi)
 {
     return v < lo ? lo : (v > hi ? hi : v);   /* NaN passes through, as numpy.clip */
-}
-
-static ptrdiff_t block_width(ptrdiff_t rows, ptrdiff_t channels, size_t itemsize)
-{
-    ptrdiff_t w = (ptrdiff_t)(NM_BLOCK_BYTES / ((double)rows * (double)itemsize));
-    w = w / NM_MIN_BLOCK_COLS * NM_MIN_BLOCK_COLS;
-    if (w < NM_MIN_BLOCK_COLS)
-        w = NM_MIN_BLOCK_COLS;
-    return w < channels ? w : channels;
 }
 
 static ptrdiff_t chunk_rows(ptrdiff_t rows, ptrdiff_t k)
