@@ -7,6 +7,9 @@
 #include "normops.h"
 #include "threads.h"
 
+/* Fewest values in one unit of the planes path's statistics: shorter planes are grouped,
+ * so the per-unit partials stay a small fraction of the data. */
+#define NM_UNIT_MIN 128
 /* Columns merged together on the rows path: enough for a vector loop, few enough for
  * the stack. */
 #define NM_MERGE_COLS 64
@@ -41,6 +44,25 @@ static double lanes_total(const double *acc)
 static double clip(double v, double lo, double hi)
 {
     return v < lo ? lo : (v > hi ? hi : v);   /* NaN passes through, as numpy.clip */
+}
+
+/* planes per unit of the planes path's statistics */
+static ptrdiff_t plane_group(ptrdiff_t inner)
+{
+    return inner >= NM_UNIT_MIN ? 1 : (NM_UNIT_MIN + inner - 1) / inner;
+}
+
+/* sums of channel c over the units (two per unit, starting at part[0] and part[1]) */
+static void unit_totals(const double *part, ptrdiff_t units, ptrdiff_t channels, ptrdiff_t c,
+                        double *t0, double *t1)
+{
+    double a = 0.0, b = 0.0;
+    ptrdiff_t g;
+    for (g = 0; g < units; g++) {
+        a += part[2 * (g * channels + c)];
+        b += part[2 * (g * channels + c) + 1];
+    }
+    *t0 = a, *t1 = b;
 }
 
 static ptrdiff_t chunk_rows(ptrdiff_t rows, ptrdiff_t k)
