@@ -105,7 +105,14 @@ kernels = Extension(
              "cext/rows.inc", "cext/entry.inc"],
 )
 
+buffers = Extension(
+    "normops._backends._buffers",
+    sources=["src/normops/_backends/_buffers.pyx", "cext/pages.c"],
+    include_dirs=["cext"],
+    depends=["cext/pages.h"],
+)
+
 setup(
-    ext_modules=cythonize([kernels], compiler_directives={"language_level": 3}),
+    ext_modules=cythonize([kernels, buffers], compiler_directives={"language_level": 3}),
     cmdclass={"build_ext": BuildExt},
 )

@@ -14,7 +14,7 @@ from ._registry import (
     unregister_backend,
     use_backend,
 )
-from ._config import get_num_threads, set_num_threads, show_config
+from ._config import get_num_threads, set_num_threads, set_output_cache, show_config
 from ._saved import BatchNormSaved, BatchRenormSaved
 from ._version import __version__
 from .ops import batch_norm, batch_norm_backward, batch_renorm, batch_renorm_backward
@@ -26,5 +26,5 @@ __all__ = [
     "BatchRenormSaved", "InvalidBackendError", "UnknownBackendError", "__version__",
     "backends", "batch_norm", "batch_norm_backward", "batch_renorm", "batch_renorm_backward",
     "get_backend", "get_num_threads", "register_backend", "set_backend", "set_num_threads",
-    "show_config", "unregister_backend", "use_backend",
+    "set_output_cache", "show_config", "unregister_backend", "use_backend",
 ]

@@ -1,15 +1,25 @@
-"""Build and threading configuration of the cpu backend: ``show_config`` and the thread
-count of its OpenMP kernels."""
+"""Build and run-time configuration of the cpu backend: ``show_config``, the thread count
+of its OpenMP kernels and its cache of large output buffers."""
+import importlib
 import operator
 
+MIB = 1 << 20
 
-def _extension():
-    """The compiled kernels, or None with the reason they could not be imported."""
+
+def _extension(name="_cpu"):
+    """A compiled module of the cpu backend, or None with the reason it could not be imported."""
     try:
-        from ._backends import _cpu
+        module = importlib.import_module(f"normops._backends.{name}")
     except ImportError as exc:
         return None, f"{type(exc).__name__}: {exc}"
-    return _cpu, None
+    return module, None
+
+
+def _required(name="_cpu"):
+    module, reason = _extension(name)
+    if module is None:
+        raise RuntimeError(f"the cpu backend is not available: {reason}")
+    return module
 
 
 def config():
@@ -17,12 +27,17 @@ def config():
     ext, reason = _extension()
     if ext is None:
         return {"cpu extension": f"not importable ({reason})"}
-    return {
+    info = {
         "cpu extension": "built",
         "build": ext.build_info(),
         "openmp": "on" if ext.openmp_enabled() else "off (serial build)",
         "threads": ext.get_num_threads(),
     }
+    buffers, _ = _extension("_buffers")
+    if buffers is not None:
+        info["output cache"] = (f"{buffers.idle_bytes_now() / MIB:g} MiB idle, limit "
+                                f"{buffers.idle_limit_bytes() / MIB:g} MiB")
+    return info
 
 
 def show_config():
@@ -37,15 +52,22 @@ def set_num_threads(n):
     n = 0 if n is None else operator.index(n)
     if n < 0:
         raise ValueError(f"set_num_threads takes a positive count, 0 or None, got {n}")
-    ext, reason = _extension()
-    if ext is None:
-        raise RuntimeError(f"the cpu backend is not available: {reason}")
-    ext.set_num_threads(n)
+    _required().set_num_threads(n)
 
 
 def get_num_threads():
     """Threads the cpu backend's kernels use now (1 when it was built without OpenMP)."""
-    ext, reason = _extension()
-    if ext is None:
-        raise RuntimeError(f"the cpu backend is not available: {reason}")
-    return ext.get_num_threads()
+    return _required().get_num_threads()
+
+
+def set_output_cache(max_bytes):
+    """Outputs of the cpu backend of 32 MiB and more (y, dx) reuse the memory of earlier
+    outputs of the same size once those arrays are gone, instead of fresh pages that the
+    operating system maps and zeroes on first touch. At most ``max_bytes`` of such idle
+    memory is kept (256 MiB at import); 0 frees it and turns reuse off."""
+    if isinstance(max_bytes, bool):
+        raise TypeError(f"max_bytes must be an int, got {max_bytes!r}")
+    max_bytes = operator.index(max_bytes)
+    if max_bytes < 0:
+        raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+    _required("_buffers").set_idle_limit(max_bytes)

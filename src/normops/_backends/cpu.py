@@ -12,7 +12,17 @@ import math
 import numpy as np
 
 from .._saved import BatchNormSaved, BatchRenormSaved
-from . import _cpu
+from . import _buffers, _cpu
+
+# Outputs at least this large take their memory from _buffers, which reuses the blocks
+# earlier outputs gave back; smaller ones are left to NumPy's allocator.
+POOLED_BYTES = 32 << 20
+
+
+def _empty_like(a):
+    if a.nbytes < POOLED_BYTES:
+        return np.empty_like(a)
+    return np.frombuffer(_buffers.Block(a.nbytes), dtype=a.dtype).reshape(a.shape)
 
 
 class _Arrangement:
@@ -72,7 +82,7 @@ class CpuBackend:
     def _forward(self, mode, x, gamma, beta, running_mean, running_spread, axis, **scalars):
         arrangement = _Arrangement(x, axis)
         x3 = arrangement.view(x)
-        y3 = np.empty_like(x3)
+        y3 = _empty_like(x3)
         channels = arrangement.channels
         mean, invstd = np.empty(channels), np.empty(channels)
         renorm_train = mode == "brn_train"
@@ -89,7 +99,7 @@ class CpuBackend:
     def _backward(self, dy, x, saved, gamma, r, d):
         arrangement = _Arrangement(x, saved.axis)
         x3, dy3 = arrangement.view(x), arrangement.view(dy)
-        dx3 = np.empty_like(x3)
+        dx3 = _empty_like(x3)
         dgamma, dbeta = np.empty(arrangement.channels, x.dtype), np.empty(arrangement.channels, x.dtype)
         _cpu.backward(dy3, x3, dx3, "fused", training=saved.training, mean=saved.mean,
                       invstd=saved.invstd, r=r, d=d, gamma=gamma, dgamma=dgamma, dbeta=dbeta)
@@ -105,7 +115,7 @@ class CpuBackend:
 
     def scale_shift(self, x, a, b):
         x = np.ascontiguousarray(x)
-        y = np.empty_like(x)
+        y = _empty_like(x)
         _cpu.forward(x, y, "affine", a=_per_channel(a), b=_per_channel(b))
         return y
 
@@ -118,7 +128,7 @@ class CpuBackend:
 
     def grad_input(self, dy, x, p, q, s):
         x = np.ascontiguousarray(x)
-        dx = np.empty_like(x)
+        dx = _empty_like(x)
         _cpu.backward(np.ascontiguousarray(dy), x, dx, "grad_input", p=_per_channel(p),
                       q=_per_channel(q), s=_per_channel(s))
         return dx
