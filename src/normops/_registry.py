@@ -72,9 +72,10 @@ _discovered = False
 _default = os.environ.get(ENV_VAR) or None
 _default_origin = f"the {ENV_VAR} environment variable" if _default else None
 _context = contextvars.ContextVar("normops_backend", default=None)
-# automatic choice per array type, so an op call need not re-rank the candidates; any
-# change to the table bumps the generation and empties it
-_auto_cache = {}
+# backend per (backend=, use_backend(), set_backend(), array type), so that an op call
+# need not look the name up under the lock or re-rank candidates; any change to the
+# table bumps the generation and empties it
+_choice_cache = {}
 _generation = 0
 
 
@@ -82,7 +83,7 @@ def _table_changed():
     """Call with _lock held after _entries changed."""
     global _generation
     _generation += 1
-    _auto_cache.clear()
+    _choice_cache.clear()
 
 
 def _check_kernels(name, obj):
@@ -337,9 +338,10 @@ def get_backend(name=None):
 
 def backend_for(x, requested=None):
     """Resolve the backend for an op call on ``x`` and check it accepts x's array type."""
-    automatic = requested is None and _context.get() is None and _default is None
-    if automatic:
-        cached = _auto_cache.get(type(x))
+    key = (requested, _context.get(), _default, type(x))
+    cacheable = requested is None or isinstance(requested, str)
+    if cacheable:
+        cached = _choice_cache.get(key)
         if cached is not None:
             return cached
         generation = _generation
@@ -351,8 +353,8 @@ def backend_for(x, requested=None):
             f"backend {name!r} works on {xp.__name__} arrays, got a "
             f"{type(x).__module__}.{type(x).__qualname__}; select a backend for it or convert the array"
         )
-    if automatic:
+    if cacheable:
         with _lock:
             if generation == _generation:
-                _auto_cache[type(x)] = backend
+                _choice_cache[key] = backend
     return backend
