@@ -252,6 +252,17 @@ def test_automatic_choice_follows_registering_and_unregistering(register):
     assert favourite.calls == 1
 
 
+def test_a_name_registered_again_gets_the_new_backend(register):
+    first, second = Recording(), Recording()
+    register("named", first)
+    normops.batch_norm(x_batch(), backend="named")   # caches the choice for this name
+    normops.register_backend("named", second, replace=True)
+    normops.batch_norm(x_batch(), backend="named")
+    with normops.use_backend("named"):
+        normops.batch_norm(x_batch())
+    assert (first.calls, second.calls) == (1, 2)
+
+
 def test_no_available_backend_for_an_array_library(register):
     FakeArray = type("FakeArray", (np.ndarray,), {"__module__": "fakearrays2"})
 
