@@ -263,6 +263,23 @@ def test_a_name_registered_again_gets_the_new_backend(register):
     assert (first.calls, second.calls) == (1, 2)
 
 
+def test_set_backend_between_key_and_resolution_is_not_cached(register, monkeypatch):
+    """A set_backend() racing an op call must not leave its choice under the old key."""
+    x = x_batch()
+    normops.set_backend(None)
+    real = registry._selected
+
+    def racing(requested, arr):
+        normops.set_backend("reference")   # another thread, between the key and the resolution
+        return real(requested, arr)
+
+    monkeypatch.setattr(registry, "_selected", racing)
+    assert registry.backend_for(x) is REFERENCE
+    monkeypatch.setattr(registry, "_selected", real)
+    registry._default = registry._default_origin = None   # back, without clearing the cache
+    assert registry.backend_for(x) is AUTOMATIC
+
+
 def test_no_available_backend_for_an_array_library(register):
     FakeArray = type("FakeArray", (np.ndarray,), {"__module__": "fakearrays2"})
 

@@ -206,9 +206,13 @@ def test_running_spreads_must_not_be_negative_where_they_are_used():
             normops.batch_renorm(x, g, b, rm.copy(), np.array([1.0, bad, 1.0]))
         with pytest.raises(ValueError, match="running_std must be positive"):
             normops.batch_renorm(x, g, b, rm.copy(), np.array([1.0, bad, 1.0]), training=False)
-    # NaN is not refused: it propagates, visibly
+    # NaN is not refused: it propagates, visibly; nor does it hide a bad value beside it
     y, _ = normops.batch_renorm(x, g, b, rm.copy(), np.array([1.0, np.nan, 1.0]), training=False)
     assert np.isnan(y[:, 1]).all() and np.isfinite(y[:, 0]).all()
+    with pytest.raises(ValueError, match=r"channels \[2\] hold \[-1.0\]"):
+        bn(x, g, b, rm, np.array([np.nan, 1.0, -1.0]), training=False)
+    with pytest.raises(ValueError, match=r"running_std must be positive; channels \[2\] hold \[0.0\]"):
+        normops.batch_renorm(x, g, b, rm.copy(), np.array([np.nan, 1.0, 0.0]))
 
 
 def test_masked_arrays_are_refused():

@@ -74,13 +74,14 @@ _default_origin = f"the {ENV_VAR} environment variable" if _default else None
 _context = contextvars.ContextVar("normops_backend", default=None)
 # backend per (backend=, use_backend(), set_backend(), array type), so that an op call
 # need not look the name up under the lock or re-rank candidates; any change to the
-# table bumps the generation and empties it
+# table or the default bumps the generation and empties it
 _choice_cache = {}
+_CHOICE_CACHE_SIZE = 256
 _generation = 0
 
 
 def _table_changed():
-    """Call with _lock held after _entries changed."""
+    """Call with _lock held after _entries or the default changed."""
     global _generation
     _generation += 1
     _choice_cache.clear()
@@ -266,6 +267,7 @@ def set_backend(name):
         load_backend(name)
     with _lock:
         _default, _default_origin = name, (None if name is None else "set_backend()")
+        _table_changed()
 
 
 @contextlib.contextmanager
@@ -338,13 +340,13 @@ def get_backend(name=None):
 
 def backend_for(x, requested=None):
     """Resolve the backend for an op call on ``x`` and check it accepts x's array type."""
+    generation = _generation  # read before the key: a change after it refuses the store
     key = (requested, _context.get(), _default, type(x))
     cacheable = requested is None or isinstance(requested, str)
     if cacheable:
         cached = _choice_cache.get(key)
         if cached is not None:
             return cached
-        generation = _generation
     backend, name = _selected(requested, x)
     xp = array_namespace(backend)
     foreign = _library_of(x) not in ("builtins", xp.__name__.partition(".")[0])
@@ -356,5 +358,7 @@ def backend_for(x, requested=None):
     if cacheable:
         with _lock:
             if generation == _generation:
+                if len(_choice_cache) >= _CHOICE_CACHE_SIZE:  # array types made on the fly
+                    _choice_cache.clear()
                 _choice_cache[key] = backend
     return backend

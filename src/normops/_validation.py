@@ -146,8 +146,8 @@ def _shares(xp, a, b):
 def positive_stats(xp, arr, name, *, allow_zero):
     """Running spreads divide (std) or sit under a square root (var): a negative one
     would give a silently wrong or NaN result. NaN passes and propagates."""
-    lowest = arr.min()  # NaN is not below 0, so it passes
-    if not (lowest < 0 if allow_zero else lowest <= 0):
+    lowest = arr.min()  # NaN when any value is NaN: then the exact test below decides
+    if lowest >= 0 if allow_zero else lowest > 0:
         return
     bad = arr < 0 if allow_zero else arr <= 0
     if bool(xp.any(bad)):
