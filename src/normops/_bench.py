@@ -2,7 +2,7 @@
 reference backends against PyTorch, and set each time against the copy bandwidth.
 
 Every cell (shape x op x backend) is the median of single-call timings after one warm-up
-call. The effective bandwidth of the cpu backend counts the array traffic an op cannot
+call; cpu, torch and the copy are timed in alternating blocks. The effective bandwidth of the cpu backend counts the array traffic an op cannot
 avoid (PASSES) and is compared with a plain copy of a buffer as large as x, measured per
 shape because caches make small and large buffers copy at different speeds.
 """
@@ -101,18 +101,38 @@ def _seconds(fn):
     return time.perf_counter() - start
 
 
-def time_callable(fn, policy):
-    """Median of single calls of ``fn`` after one warm-up call (which also sizes the
-    repeat count). The collector is paused so that a collection lands in no sample."""
+# Blocks per callable in time_in_rounds: a slow spell of this shared machine (seconds)
+# then lands on every backend's calls alike instead of on one backend's block.
+ROUNDS = 3
+
+
+def time_in_rounds(fns, policy, rounds=ROUNDS):
+    """Samples (seconds of single calls) of each callable in ``fns`` (name -> fn). Each is
+    warmed up once (which also sizes its repeat count); then its calls run back to back in
+    ``rounds`` blocks, which alternate with the other callables' blocks. The collector is
+    paused so that a collection lands in no sample."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        warmup_s = _seconds(fn)
-        samples = [_seconds(fn) for _ in range(policy.repeats(warmup_s))]
+        wanted = {name: policy.repeats(_seconds(fn)) for name, fn in fns.items()}
+        samples = {name: [] for name in fns}
+        for k in range(rounds):
+            for name, fn in fns.items():
+                share = wanted[name] * (k + 1) // rounds - wanted[name] * k // rounds
+                samples[name] += [_seconds(fn) for _ in range(share)]
     finally:
         if was_enabled:
             gc.enable()
+    return samples
+
+
+def timing_of(samples):
     return Timing(statistics.median(samples), min(samples), len(samples))
+
+
+def time_callable(fn, policy):
+    """Median of single calls of ``fn`` after one warm-up call, in one block."""
+    return timing_of(time_in_rounds({"fn": fn}, policy, rounds=1)["fn"])
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -162,10 +182,10 @@ def copy_kernels():
     return kernels
 
 
-def measure_copy(x, kernels, policy):
-    """Timing of each copy kernel on a buffer of x's byte size (src is x itself)."""
+def copy_calls(x, kernels):
+    """Zero-argument copies of x into a buffer of its size, one per copy kernel."""
     dst = numpy.empty_like(x)
-    return {name: time_callable(lambda k=kernel: k(dst, x), policy) for name, kernel in kernels.items()}
+    return {name: (lambda k=kernel: k(dst, x)) for name, kernel in kernels.items()}
 
 
 def copy_gbps(nbytes, timing):
@@ -283,15 +303,22 @@ def thread_count(n, torch):
 # ---------------------------------------------------------------------------- measuring
 
 def bench_shape(inp, available, torch, policy):
-    """Timings of one shape: {"copy": {kernel: Timing}, op: {backend: Timing}}."""
-    result = {"copy": measure_copy(inp.x, copy_kernels(), policy)}
+    """Timings of one shape: {"copy": {kernel: Timing}, op: {backend: Timing}}. For each
+    op, the copies, cpu and torch are timed in alternating blocks (time_in_rounds); the
+    copy samples of the three ops are pooled. The slow reference is timed on its own."""
+    copies = {("copy", name): fn for name, fn in copy_calls(inp.x, copy_kernels()).items()}
+    calls = {b: ops_for(b, torch, inp) for b in BACKENDS if available[b]}
+    copy_samples = {key: [] for key in copies}
+    result = {}
     for op in OPS:
-        result[op] = {}
-    for backend in BACKENDS:
-        if not available[backend]:
-            continue
-        for op, fn in ops_for(backend, torch, inp).items():
-            result[op][backend] = time_callable(fn, policy)
+        fast = {b: fns[op] for b, fns in calls.items() if b != "reference"}
+        samples = time_in_rounds({**copies, **fast}, policy)
+        for key in copies:
+            copy_samples[key] += samples[key]
+        result[op] = {b: timing_of(samples[b]) for b in fast}
+        if "reference" in calls:
+            result[op]["reference"] = time_callable(calls["reference"][op], policy)
+    result["copy"] = {name: timing_of(s) for (_, name), s in copy_samples.items()}
     return result
 
 
