@@ -3,8 +3,8 @@
 Selection order for an op call: the call's ``backend=``, then the innermost
 ``use_backend()`` of the current context, then ``set_backend()`` (initialised from the
 ``NORMOPS_BACKEND`` environment variable at import), then the highest-priority available
-backend registered for the array's library (numpy arrays -> "reference" until a faster
-built-in exists; cupy arrays -> "cupy"). Entry-point backends are used by name only.
+backend registered for the array's library (numpy arrays -> "cpu" when its extension
+loads, else "reference"; cupy arrays -> "cupy"). Entry-point backends are used by name only.
 """
 import contextlib
 import contextvars
