@@ -10,9 +10,9 @@
 /* Fewest values in one unit of the planes path's statistics: shorter planes are grouped,
  * so the per-unit partials stay a small fraction of the data. */
 #define NM_UNIT_MIN 128
-/* Columns merged together on the rows path: enough for a vector loop, few enough for
- * the stack. */
-#define NM_MERGE_COLS 64
+/* Channels whose per-channel math (and, on the rows path, whose merge of the chunk
+ * partials) runs as one loop: enough for the vector units, few enough for the stack. */
+#define NM_CHANNEL_BLOCK 64
 /* Independent accumulators of the planes path's sums, vectorized across the lanes
  * (NM_VECTOR: no reassociation), so the summation order is the same in every build. */
 #define NM_LANES 8
@@ -27,14 +27,6 @@
 #else
 #define NM_HOT
 #endif
-
-typedef struct {
-    double shift, a, b;       /* forward:  y = (x - shift) * a + b */
-} nm_affine;
-
-typedef struct {
-    double centre, p, q, s;   /* backward: dx = p * dy + q * (x - centre) + s */
-} nm_grad_affine;
 
 static double lanes_total(const double *acc)
 {
