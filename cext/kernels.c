@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "normops.h"
+#include "simd.h"
 #include "threads.h"
 
 /* Fewest values in one unit of the planes path's statistics: shorter planes are grouped,
@@ -13,9 +14,8 @@
 /* Channels whose per-channel math (and, on the rows path, whose merge of the chunk
  * partials) runs as one loop: enough for the vector units, few enough for the stack. */
 #define NM_CHANNEL_BLOCK 64
-/* Independent accumulators of the planes path's sums, vectorized across the lanes
- * (NM_VECTOR: no reassociation), so the summation order is the same in every build. */
-#define NM_LANES 8
+/* The lane loops vectorize across the lanes (no reassociation), so the summation order
+ * is the same in every build. */
 #define NM_VECTOR NM_PRAGMA(omp simd)
 
 /* Hot loops get an AVX2 clone picked at load time, so the default build runs on any
@@ -27,11 +27,6 @@
 #else
 #define NM_HOT
 #endif
-
-static double lanes_total(const double *acc)
-{
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
 
 static double clip(double v, double lo, double hi)
 {
@@ -70,6 +65,7 @@ static ptrdiff_t chunk_rows(ptrdiff_t rows, ptrdiff_t k)
 #define NM_T float
 #define NM_SUF(name) name##_f32
 #define NM_TWO_PASS 0
+#define NM_SIMD_F32 1   /* the statistics loops may hand their main part to simd.c */
 #include "channel.inc"
 #include "planes.inc"
 #include "rows.inc"
@@ -77,10 +73,12 @@ static ptrdiff_t chunk_rows(ptrdiff_t rows, ptrdiff_t k)
 #undef NM_T
 #undef NM_SUF
 #undef NM_TWO_PASS
+#undef NM_SIMD_F32
 
 #define NM_T double
 #define NM_SUF(name) name##_f64
 #define NM_TWO_PASS 1
+#define NM_SIMD_F32 0
 #include "channel.inc"
 #include "planes.inc"
 #include "rows.inc"
@@ -88,3 +86,4 @@ static ptrdiff_t chunk_rows(ptrdiff_t rows, ptrdiff_t k)
 #undef NM_T
 #undef NM_SUF
 #undef NM_TWO_PASS
+#undef NM_SIMD_F32

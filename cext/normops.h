@@ -91,6 +91,11 @@ int nm_backward_f64(nm_shape shape, const double *dy, const double *x, double *d
 int nm_openmp_enabled(void);
 int nm_get_num_threads(void);
 void nm_set_num_threads(int n);   /* n <= 0: back to OpenMP's default */
+/* The float32 statistics loops for AVX2 + FMA: used when the CPU has both (1), else 0,
+ * and always 0 in builds for other architectures. They give bitwise the results of the
+ * portable loops; nm_set_simd(0) turns them off (for tests that compare the two). */
+int nm_simd_enabled(void);
+void nm_set_simd(int on);
 /* memcpy split over the threads: the copy-bandwidth baseline of the benchmarks */
 void nm_copy(void *dst, const void *src, size_t nbytes);
 /* "<compiler and version>; flags: <compile flags>" */

@@ -32,6 +32,8 @@ def config():
         "build": ext.build_info(),
         "openmp": "on" if ext.openmp_enabled() else "off (serial build)",
         "threads": ext.get_num_threads(),
+        "simd": ("AVX2 + FMA statistics loops" if ext.simd_enabled()
+                 else "portable loops (no AVX2 + FMA on this CPU or build)"),
     }
     buffers, _ = _extension("_buffers")
     if buffers is not None:

@@ -49,6 +49,8 @@ cdef extern from "normops.h" nogil:
     int nm_openmp_enabled()
     int nm_get_num_threads()
     void nm_set_num_threads(int)
+    int nm_simd_enabled()
+    void nm_set_simd(int)
     void nm_copy(void *, const void *, size_t)
     const char *nm_build_info()
 
@@ -181,6 +183,17 @@ def get_num_threads():
 
 def set_num_threads(int n):
     nm_set_num_threads(n)
+
+
+def simd_enabled():
+    """Whether the float32 statistics run their AVX2 + FMA loops (same bits as the portable ones)."""
+    return bool(nm_simd_enabled())
+
+
+def _set_simd(bint on):
+    """Tests only: turn the AVX2 loops off (or back on where the CPU has them). Not
+    thread-safe against running kernels."""
+    nm_set_simd(on)
 
 
 def build_info():

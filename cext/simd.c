@@ -1,0 +1,252 @@
+/* The float32 statistics loops with AVX2 + FMA (see simd.h for what each computes and
+ * why they match the portable loops bit for bit). Compiled for any x86-64: only these
+ * functions are built for AVX2, and nothing calls them on a CPU without it. */
+#include "normops.h"
+#include "simd.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(NM_NO_SIMD) \
+    && (defined(__clang__) ? __clang_major__ >= 8 : __GNUC__ >= 6)
+
+#include <immintrin.h>
+
+#define NM_AVX2 __attribute__((target("avx2,fma")))
+
+/* -1: not asked yet; the race between threads asking at once is benign (same answer) */
+static volatile int simd_state = -1;
+
+int nm_simd_enabled(void)
+{
+    if (simd_state < 0) {
+        __builtin_cpu_init();
+        simd_state = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return simd_state;
+}
+
+void nm_set_simd(int on)
+{
+    simd_state = -1;
+    if (on)
+        (void)nm_simd_enabled();
+    else
+        simd_state = 0;
+}
+
+/* 1.0 hidden from the optimizer, which would otherwise turn fma(v, 1, acc) back into an
+ * addition on the adders */
+NM_AVX2 static __m256d opaque_one(void)
+{
+    __m256d one = _mm256_set1_pd(1.0);
+    __asm__("" : "+x"(one));
+    return one;
+}
+
+/* lanes 0 .. w-1 of four (0 < w < 4): the masks of the last columns of a row */
+NM_AVX2 static __m128i mask_ps(ptrdiff_t w)
+{
+    return _mm_cmpgt_epi32(_mm_set1_epi32((int)w), _mm_setr_epi32(0, 1, 2, 3));
+}
+
+NM_AVX2 static __m256i mask_pd(ptrdiff_t w)
+{
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(w), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+
+NM_AVX2 static __m256d load_f32(const float *p)
+{
+    return _mm256_cvtps_pd(_mm_loadu_ps(p));
+}
+
+/* the first w values of p (0 <= w <= 4) in double; the others 0 */
+NM_AVX2 static __m256d load_f32_part(const float *p, ptrdiff_t w)
+{
+    return w >= 4 ? load_f32(p) : _mm256_cvtps_pd(_mm_maskload_ps(p, mask_ps(w)));
+}
+
+/* lane-wise acc + v in the first w lanes, acc in the others */
+NM_AVX2 static __m256d add_part(__m256d acc, __m256d v, ptrdiff_t w)
+{
+    return _mm256_blendv_pd(acc, _mm256_add_pd(acc, v), _mm256_castsi256_pd(mask_pd(w)));
+}
+
+/* nm_lanes_total of the 16 lanes in s[0..3] (lane 4q + j in s[q][j]), the same tree of
+ * additions: pairs of neighbours, then pairs of those, and so on */
+NM_AVX2 static double lanes_total16(__m256d s0, __m256d s1, __m256d s2, __m256d s3)
+{
+    /* hadd gives (l0 + l1, l4 + l5, l2 + l3, l6 + l7); 0xd8 puts the pairs in order */
+    const __m256d p03 = _mm256_permute4x64_pd(_mm256_hadd_pd(s0, s1), 0xd8);
+    const __m256d p47 = _mm256_permute4x64_pd(_mm256_hadd_pd(s2, s3), 0xd8);
+    const __m256d q = _mm256_hadd_pd(p03, p47);   /* (P0, P2, P1, P3) */
+    const __m128d r = _mm_add_pd(_mm256_castpd256_pd128(q), _mm256_extractf128_pd(q, 1));
+    return _mm_cvtsd_f64(_mm_hadd_pd(r, r));
+}
+
+NM_AVX2 void nm_plane_moments_f32_simd(const float *x, ptrdiff_t n, double k, double *s1,
+                                       double *s2)
+{
+    const __m256d one = opaque_one(), kk = _mm256_set1_pd(k);
+    __m256d a[4], q[4];
+    ptrdiff_t i = 0;
+    int j;
+    for (j = 0; j < 4; j++)
+        a[j] = q[j] = _mm256_setzero_pd();
+    for (; i + NM_LANES <= n; i += NM_LANES)
+        for (j = 0; j < 4; j++) {
+            const __m256d d = _mm256_sub_pd(load_f32(x + i + 4 * j), kk);
+            a[j] = _mm256_fmadd_pd(d, one, a[j]);
+            q[j] = _mm256_add_pd(q[j], _mm256_mul_pd(d, d));
+        }
+    for (j = 0; j < 4; j++) {   /* the tail, in lanes 0 .. n - i - 1 (j constant once unrolled) */
+        const ptrdiff_t w = n - i - 4 * j;
+        if (w > 0) {
+            const __m256d d = _mm256_sub_pd(load_f32_part(x + i + 4 * j, w), kk);
+            a[j] = add_part(a[j], d, w);
+            q[j] = add_part(q[j], _mm256_mul_pd(d, d), w);
+        }
+    }
+    *s1 += lanes_total16(a[0], a[1], a[2], a[3]);
+    *s2 += lanes_total16(q[0], q[1], q[2], q[3]);
+}
+
+NM_AVX2 void nm_plane_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t n,
+                                         double centre, double *s0, double *s1)
+{
+    const __m256d one = opaque_one(), c = _mm256_set1_pd(centre);
+    __m256d a[4], t[4];
+    ptrdiff_t i = 0;
+    int j;
+    for (j = 0; j < 4; j++)
+        a[j] = t[j] = _mm256_setzero_pd();
+    for (; i + NM_LANES <= n; i += NM_LANES)
+        for (j = 0; j < 4; j++) {
+            const __m256d g = load_f32(dy + i + 4 * j);
+            const __m256d e = _mm256_sub_pd(load_f32(x + i + 4 * j), c);
+            a[j] = _mm256_fmadd_pd(g, one, a[j]);
+            t[j] = _mm256_add_pd(t[j], _mm256_mul_pd(g, e));
+        }
+    for (j = 0; j < 4; j++) {
+        const ptrdiff_t w = n - i - 4 * j;
+        if (w > 0) {
+            const __m256d g = load_f32_part(dy + i + 4 * j, w);
+            const __m256d e = _mm256_sub_pd(load_f32_part(x + i + 4 * j, w), c);
+            a[j] = add_part(a[j], g, w);
+            t[j] = add_part(t[j], _mm256_mul_pd(g, e), w);
+        }
+    }
+    *s0 += lanes_total16(a[0], a[1], a[2], a[3]);
+    *s1 += lanes_total16(t[0], t[1], t[2], t[3]);
+}
+
+/* one group of 4 columns (w of them valid) of 4 rows */
+NM_AVX2 static void moments_4x4(const float *x0, ptrdiff_t C, const float *first, ptrdiff_t w,
+                                __m256d one, double *s1, double *s2)
+{
+    const __m128i mf = mask_ps(w);
+    const __m256i md = mask_pd(w);
+    const int full = w == 4;
+#define NM_LOAD(p) _mm256_cvtps_pd(full ? _mm_loadu_ps(p) : _mm_maskload_ps((p), mf))
+    const __m256d k = NM_LOAD(first);
+    const __m256d d0 = _mm256_sub_pd(NM_LOAD(x0), k), d1 = _mm256_sub_pd(NM_LOAD(x0 + C), k);
+    const __m256d d2 = _mm256_sub_pd(NM_LOAD(x0 + 2 * C), k);
+    const __m256d d3 = _mm256_sub_pd(NM_LOAD(x0 + 3 * C), k);
+#undef NM_LOAD
+    const __m256d sum = _mm256_fmadd_pd(_mm256_add_pd(d0, d1), one, _mm256_add_pd(d2, d3));
+    const __m256d sq = _mm256_fmadd_pd(
+        _mm256_add_pd(_mm256_mul_pd(d0, d0), _mm256_mul_pd(d1, d1)), one,
+        _mm256_add_pd(_mm256_mul_pd(d2, d2), _mm256_mul_pd(d3, d3)));
+    if (full) {
+        _mm256_storeu_pd(s1, _mm256_fmadd_pd(sum, one, _mm256_loadu_pd(s1)));
+        _mm256_storeu_pd(s2, _mm256_fmadd_pd(sq, one, _mm256_loadu_pd(s2)));
+    } else {
+        _mm256_maskstore_pd(s1, md, _mm256_fmadd_pd(sum, one, _mm256_maskload_pd(s1, md)));
+        _mm256_maskstore_pd(s2, md, _mm256_fmadd_pd(sq, one, _mm256_maskload_pd(s2, md)));
+    }
+}
+
+NM_AVX2 ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff_t nrows,
+                                            double *s1, double *s2)
+{
+    const __m256d one = opaque_one();
+    ptrdiff_t r, j;
+    for (r = 0; r + 4 <= nrows; r += 4)
+        for (j = 0; j < C; j += 4)
+            moments_4x4(x + r * C + j, C, x + j, C - j < 4 ? C - j : 4, one, s1 + j, s2 + j);
+    return r;
+}
+
+/* one group of 4 columns (w of them valid) of 2 rows */
+NM_AVX2 static void grad_sums_2x4(const float *dy0, const float *x0, ptrdiff_t C,
+                                  const double *centre, ptrdiff_t w, __m256d one, double *s0,
+                                  double *s1)
+{
+    const __m128i mf = mask_ps(w);
+    const __m256i md = mask_pd(w);
+    const int full = w == 4;
+#define NM_LOAD(p) _mm256_cvtps_pd(full ? _mm_loadu_ps(p) : _mm_maskload_ps((p), mf))
+    const __m256d c = full ? _mm256_loadu_pd(centre) : _mm256_maskload_pd(centre, md);
+    const __m256d g0 = NM_LOAD(dy0), g1 = NM_LOAD(dy0 + C);
+    const __m256d e0 = _mm256_sub_pd(NM_LOAD(x0), c), e1 = _mm256_sub_pd(NM_LOAD(x0 + C), c);
+#undef NM_LOAD
+    const __m256d sum = _mm256_add_pd(g0, g1);
+    const __m256d dot = _mm256_add_pd(_mm256_mul_pd(g0, e0), _mm256_mul_pd(g1, e1));
+    if (full) {
+        _mm256_storeu_pd(s0, _mm256_fmadd_pd(sum, one, _mm256_loadu_pd(s0)));
+        _mm256_storeu_pd(s1, _mm256_fmadd_pd(dot, one, _mm256_loadu_pd(s1)));
+    } else {
+        _mm256_maskstore_pd(s0, md, _mm256_fmadd_pd(sum, one, _mm256_maskload_pd(s0, md)));
+        _mm256_maskstore_pd(s1, md, _mm256_fmadd_pd(dot, one, _mm256_maskload_pd(s1, md)));
+    }
+}
+
+NM_AVX2 ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t C,
+                                              ptrdiff_t nrows, const double *centre, double *s0,
+                                              double *s1)
+{
+    const __m256d one = opaque_one();
+    ptrdiff_t r, j;
+    for (r = 0; r + 2 <= nrows; r += 2)
+        for (j = 0; j < C; j += 4)
+            grad_sums_2x4(dy + r * C + j, x + r * C + j, C, centre + j, C - j < 4 ? C - j : 4,
+                          one, s0 + j, s1 + j);
+    return r;
+}
+
+#else /* no AVX2 build: the portable loops do everything */
+
+int nm_simd_enabled(void)
+{
+    return 0;
+}
+
+void nm_set_simd(int on)
+{
+    (void)on;
+}
+
+void nm_plane_moments_f32_simd(const float *x, ptrdiff_t n, double k, double *s1, double *s2)
+{
+    (void)x, (void)n, (void)k, (void)s1, (void)s2;
+}
+
+void nm_plane_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t n, double centre,
+                                 double *s0, double *s1)
+{
+    (void)dy, (void)x, (void)n, (void)centre, (void)s0, (void)s1;
+}
+
+ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff_t nrows, double *s1,
+                                    double *s2)
+{
+    (void)x, (void)C, (void)nrows, (void)s1, (void)s2;
+    return 0;
+}
+
+ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t C,
+                                      ptrdiff_t nrows, const double *centre, double *s0,
+                                      double *s1)
+{
+    (void)dy, (void)x, (void)C, (void)nrows, (void)centre, (void)s0, (void)s1;
+    return 0;
+}
+
+#endif

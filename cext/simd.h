@@ -1,0 +1,50 @@
+/* Private: the float32 statistics loops written for AVX2 + FMA (simd.c), which the
+ * portable loops of planes.inc and rows.inc hand their main part to when the CPU has
+ * both. Each gives bitwise the sums of the portable loop it replaces: the same lanes and
+ * the same order of operations. They use fused multiply-adds only where one rounds
+ * exactly like the plain operation (fma(v, 1, acc) is acc + v), which moves additions
+ * from the adders to the multiply-add units: the float32 sums are bound by the FP
+ * pipes, not by memory, and the conversions to double keep the adders busy. */
+#ifndef NORMOPS_SIMD_H
+#define NORMOPS_SIMD_H
+
+#include <stddef.h>
+
+/* Independent accumulators of the planes path's sums (lane j takes the values i with
+ * i % NM_LANES == j): enough to hide the adders' latency. */
+#define NM_LANES 16
+
+static inline double nm_lanes_total(const double *acc)
+{
+    double pair[NM_LANES / 2];
+    int j, w;
+    for (j = 0; j < NM_LANES / 2; j++)
+        pair[j] = acc[2 * j] + acc[2 * j + 1];
+    for (w = NM_LANES / 4; w >= 1; w /= 2)
+        for (j = 0; j < w; j++)
+            pair[j] = pair[2 * j] + pair[2 * j + 1];
+    return pair[0];
+}
+
+/* What one portable function computes, whole: adds sum (x - k) and sum (x - k)^2 over a
+ * plane of n values to *s1 and *s2 (NM_LANES lanes, the tail in lanes 0.., then
+ * nm_lanes_total) */
+void nm_plane_moments_f32_simd(const float *x, ptrdiff_t n, double k, double *s1, double *s2);
+/* adds sum dy and sum dy (x - centre) over a plane to *s0 and *s1, in the same lanes */
+void nm_plane_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t n, double centre,
+                                 double *s0, double *s1);
+
+/* The main part of a chunk of rows; each returns how many rows it took (whole groups),
+ * and the portable loop does the rest. */
+
+/* adds, per column j of whole groups of 4 rows: s1[j] += sum of d, s2[j] += sum of d^2 with
+ * d = x[r][j] - x[0][j], as ((d0 + d1) + (d2 + d3)) */
+ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff_t nrows, double *s1,
+                                    double *s2);
+/* adds, per column j of whole pairs of rows: s0[j] += dy0 + dy1 and
+ * s1[j] += dy0 (x0 - centre[j]) + dy1 (x1 - centre[j]) */
+ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t C,
+                                      ptrdiff_t nrows, const double *centre, double *s0,
+                                      double *s1);
+
+#endif
