@@ -82,6 +82,8 @@ def per_channel(xp, arr, name, channels, dtype):
     An array must have x's dtype; anything else (a list, say) is converted to it."""
     if arr is None:
         return None
+    if type(arr) is xp.ndarray and arr.dtype == dtype and arr.shape == (channels,):
+        return arr   # the common case: nothing to convert or report
     _no_mask(arr, name)
     if type(arr) is not xp.ndarray:
         arr = xp.asarray(arr) if hasattr(arr, "dtype") else xp.asarray(arr, dtype=dtype)
@@ -119,14 +121,15 @@ def paired(first, second, names):
 
 
 def no_overlap(xp, written, read):
-    """Running statistics are written in place: they may not alias each other or the inputs."""
+    """Running statistics are written in place: they may not alias each other or the inputs.
+    ``written`` and ``read`` are sequences of (name, array or None)."""
     may_share = getattr(xp, "may_share_memory", None)
     if may_share is None:
         return
-    items = [(n, a) for n, a in written.items() if a is not None]
-    for i, (name, arr) in enumerate(items):
-        others = items[i + 1:] + [(n, a) for n, a in read.items() if a is not None]
-        for other_name, other in others:
+    written = [(n, a) for n, a in written if a is not None]
+    read = [(n, a) for n, a in read if a is not None]
+    for i, (name, arr) in enumerate(written):
+        for other_name, other in written[i + 1:] + read:
             # bounds first (cheap); then the exact test, so interleaved views are allowed
             if may_share(arr, other) and _shares(xp, arr, other):
                 raise ValueError(f"{name} shares memory with {other_name}; running statistics are "
@@ -217,7 +220,7 @@ def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, e
         stats = tuple(running_stat(xp, arr, name, channels, x.dtype, written=training)
                       for arr, name in zip(stats, stat_names))
         if training:
-            no_overlap(xp, dict(zip(stat_names, stats)), {"x": x, "gamma": gamma, "beta": beta})
+            no_overlap(xp, zip(stat_names, stats), (("x", x), ("gamma", gamma), ("beta", beta)))
     if training:
         training_batch(x.shape, axis)
     momentum = number(momentum, "momentum", low=0.0, high=1.0)
