@@ -19,8 +19,8 @@
 #define NM_VECTOR NM_PRAGMA(omp simd)
 
 /* Hot loops get an AVX2 clone picked at load time, so the default build runs on any
- * x86-64 and still uses the wide vectors where they exist. -std=c99 keeps FMA
- * contraction off, so both clones give bitwise the same results. */
+ * x86-64 and still uses the wide vectors where they exist. The build turns FMA
+ * contraction off (-ffp-contract=off), so both clones give bitwise the same results. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(NM_NO_CLONES) \
     && (defined(__clang__) ? __clang_major__ >= 14 : __GNUC__ >= 6)
 #define NM_HOT __attribute__((target_clones("avx2", "default")))
