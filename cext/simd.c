@@ -81,60 +81,48 @@ NM_AVX2 static double lanes_total16(__m256d s0, __m256d s1, __m256d s2, __m256d 
     return _mm_cvtsd_f64(_mm_hadd_pd(r, r));
 }
 
-NM_AVX2 void nm_plane_moments_f32_simd(const float *x, ptrdiff_t n, double k, double *s1,
-                                       double *s2)
+/* The plane loops of both: with u = dy (or x - c when dy is NULL) and v = x - c,
+ * *su += sum u and *sv += sum u v, in NM_LANES lanes (the tail in lanes 0 ..). Without
+ * dy these are sum (x - c) and sum (x - c)^2. */
+NM_AVX2 static void plane_sums(const float *dy, const float *x, ptrdiff_t n, double centre,
+                               double *su, double *sv)
 {
-    const __m256d one = opaque_one(), kk = _mm256_set1_pd(k);
-    __m256d a[4], q[4];
+    const __m256d one = opaque_one(), c = _mm256_set1_pd(centre);
+    __m256d a[4], b[4];
     ptrdiff_t i = 0;
     int j;
     for (j = 0; j < 4; j++)
-        a[j] = q[j] = _mm256_setzero_pd();
+        a[j] = b[j] = _mm256_setzero_pd();
     for (; i + NM_LANES <= n; i += NM_LANES)
         for (j = 0; j < 4; j++) {
-            const __m256d d = _mm256_sub_pd(load_f32(x + i + 4 * j), kk);
-            a[j] = _mm256_fmadd_pd(d, one, a[j]);
-            q[j] = _mm256_add_pd(q[j], _mm256_mul_pd(d, d));
+            const __m256d v = _mm256_sub_pd(load_f32(x + i + 4 * j), c);
+            const __m256d u = dy ? load_f32(dy + i + 4 * j) : v;
+            a[j] = _mm256_fmadd_pd(u, one, a[j]);
+            b[j] = _mm256_add_pd(b[j], _mm256_mul_pd(u, v));
         }
     for (j = 0; j < 4; j++) {   /* the tail, in lanes 0 .. n - i - 1 (j constant once unrolled) */
         const ptrdiff_t w = n - i - 4 * j;
         if (w > 0) {
-            const __m256d d = _mm256_sub_pd(load_f32_part(x + i + 4 * j, w), kk);
-            a[j] = add_part(a[j], d, w);
-            q[j] = add_part(q[j], _mm256_mul_pd(d, d), w);
+            const __m256d v = _mm256_sub_pd(load_f32_part(x + i + 4 * j, w), c);
+            const __m256d u = dy ? load_f32_part(dy + i + 4 * j, w) : v;
+            a[j] = add_part(a[j], u, w);
+            b[j] = add_part(b[j], _mm256_mul_pd(u, v), w);
         }
     }
-    *s1 += lanes_total16(a[0], a[1], a[2], a[3]);
-    *s2 += lanes_total16(q[0], q[1], q[2], q[3]);
+    *su += lanes_total16(a[0], a[1], a[2], a[3]);
+    *sv += lanes_total16(b[0], b[1], b[2], b[3]);
+}
+
+NM_AVX2 void nm_plane_moments_f32_simd(const float *x, ptrdiff_t n, double k, double *s1,
+                                       double *s2)
+{
+    plane_sums(NULL, x, n, k, s1, s2);
 }
 
 NM_AVX2 void nm_plane_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t n,
                                          double centre, double *s0, double *s1)
 {
-    const __m256d one = opaque_one(), c = _mm256_set1_pd(centre);
-    __m256d a[4], t[4];
-    ptrdiff_t i = 0;
-    int j;
-    for (j = 0; j < 4; j++)
-        a[j] = t[j] = _mm256_setzero_pd();
-    for (; i + NM_LANES <= n; i += NM_LANES)
-        for (j = 0; j < 4; j++) {
-            const __m256d g = load_f32(dy + i + 4 * j);
-            const __m256d e = _mm256_sub_pd(load_f32(x + i + 4 * j), c);
-            a[j] = _mm256_fmadd_pd(g, one, a[j]);
-            t[j] = _mm256_add_pd(t[j], _mm256_mul_pd(g, e));
-        }
-    for (j = 0; j < 4; j++) {
-        const ptrdiff_t w = n - i - 4 * j;
-        if (w > 0) {
-            const __m256d g = load_f32_part(dy + i + 4 * j, w);
-            const __m256d e = _mm256_sub_pd(load_f32_part(x + i + 4 * j, w), c);
-            a[j] = add_part(a[j], g, w);
-            t[j] = add_part(t[j], _mm256_mul_pd(g, e), w);
-        }
-    }
-    *s0 += lanes_total16(a[0], a[1], a[2], a[3]);
-    *s1 += lanes_total16(t[0], t[1], t[2], t[3]);
+    plane_sums(dy, x, n, centre, s0, s1);
 }
 
 /* one group of 4 columns (w of them valid) of 4 rows */
