@@ -125,30 +125,34 @@ NM_AVX2 void nm_plane_grad_sums_f32_simd(const float *dy, const float *x, ptrdif
     plane_sums(dy, x, n, centre, s0, s1);
 }
 
+/* s[0 .. w) += v[0 .. w) for two pairs, as fma(v, 1, s) (w <= 4 columns of a row) */
+NM_AVX2 static void add_columns(double *s0, __m256d v0, double *s1, __m256d v1, ptrdiff_t w,
+                                __m256d one)
+{
+    if (w >= 4) {
+        _mm256_storeu_pd(s0, _mm256_fmadd_pd(v0, one, _mm256_loadu_pd(s0)));
+        _mm256_storeu_pd(s1, _mm256_fmadd_pd(v1, one, _mm256_loadu_pd(s1)));
+    } else {
+        const __m256i m = mask_pd(w);
+        _mm256_maskstore_pd(s0, m, _mm256_fmadd_pd(v0, one, _mm256_maskload_pd(s0, m)));
+        _mm256_maskstore_pd(s1, m, _mm256_fmadd_pd(v1, one, _mm256_maskload_pd(s1, m)));
+    }
+}
+
 /* one group of 4 columns (w of them valid) of 4 rows */
 NM_AVX2 static void moments_4x4(const float *x0, ptrdiff_t C, const float *first, ptrdiff_t w,
                                 __m256d one, double *s1, double *s2)
 {
-    const __m128i mf = mask_ps(w);
-    const __m256i md = mask_pd(w);
-    const int full = w == 4;
-#define NM_LOAD(p) _mm256_cvtps_pd(full ? _mm_loadu_ps(p) : _mm_maskload_ps((p), mf))
-    const __m256d k = NM_LOAD(first);
-    const __m256d d0 = _mm256_sub_pd(NM_LOAD(x0), k), d1 = _mm256_sub_pd(NM_LOAD(x0 + C), k);
-    const __m256d d2 = _mm256_sub_pd(NM_LOAD(x0 + 2 * C), k);
-    const __m256d d3 = _mm256_sub_pd(NM_LOAD(x0 + 3 * C), k);
-#undef NM_LOAD
+    const __m256d k = load_f32_part(first, w);
+    const __m256d d0 = _mm256_sub_pd(load_f32_part(x0, w), k);
+    const __m256d d1 = _mm256_sub_pd(load_f32_part(x0 + C, w), k);
+    const __m256d d2 = _mm256_sub_pd(load_f32_part(x0 + 2 * C, w), k);
+    const __m256d d3 = _mm256_sub_pd(load_f32_part(x0 + 3 * C, w), k);
     const __m256d sum = _mm256_fmadd_pd(_mm256_add_pd(d0, d1), one, _mm256_add_pd(d2, d3));
     const __m256d sq = _mm256_fmadd_pd(
         _mm256_add_pd(_mm256_mul_pd(d0, d0), _mm256_mul_pd(d1, d1)), one,
         _mm256_add_pd(_mm256_mul_pd(d2, d2), _mm256_mul_pd(d3, d3)));
-    if (full) {
-        _mm256_storeu_pd(s1, _mm256_fmadd_pd(sum, one, _mm256_loadu_pd(s1)));
-        _mm256_storeu_pd(s2, _mm256_fmadd_pd(sq, one, _mm256_loadu_pd(s2)));
-    } else {
-        _mm256_maskstore_pd(s1, md, _mm256_fmadd_pd(sum, one, _mm256_maskload_pd(s1, md)));
-        _mm256_maskstore_pd(s2, md, _mm256_fmadd_pd(sq, one, _mm256_maskload_pd(s2, md)));
-    }
+    add_columns(s1, sum, s2, sq, w, one);
 }
 
 NM_AVX2 ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff_t nrows,
@@ -167,23 +171,12 @@ NM_AVX2 static void grad_sums_2x4(const float *dy0, const float *x0, ptrdiff_t C
                                   const double *centre, ptrdiff_t w, __m256d one, double *s0,
                                   double *s1)
 {
-    const __m128i mf = mask_ps(w);
-    const __m256i md = mask_pd(w);
-    const int full = w == 4;
-#define NM_LOAD(p) _mm256_cvtps_pd(full ? _mm_loadu_ps(p) : _mm_maskload_ps((p), mf))
-    const __m256d c = full ? _mm256_loadu_pd(centre) : _mm256_maskload_pd(centre, md);
-    const __m256d g0 = NM_LOAD(dy0), g1 = NM_LOAD(dy0 + C);
-    const __m256d e0 = _mm256_sub_pd(NM_LOAD(x0), c), e1 = _mm256_sub_pd(NM_LOAD(x0 + C), c);
-#undef NM_LOAD
-    const __m256d sum = _mm256_add_pd(g0, g1);
-    const __m256d dot = _mm256_add_pd(_mm256_mul_pd(g0, e0), _mm256_mul_pd(g1, e1));
-    if (full) {
-        _mm256_storeu_pd(s0, _mm256_fmadd_pd(sum, one, _mm256_loadu_pd(s0)));
-        _mm256_storeu_pd(s1, _mm256_fmadd_pd(dot, one, _mm256_loadu_pd(s1)));
-    } else {
-        _mm256_maskstore_pd(s0, md, _mm256_fmadd_pd(sum, one, _mm256_maskload_pd(s0, md)));
-        _mm256_maskstore_pd(s1, md, _mm256_fmadd_pd(dot, one, _mm256_maskload_pd(s1, md)));
-    }
+    const __m256d c = w >= 4 ? _mm256_loadu_pd(centre) : _mm256_maskload_pd(centre, mask_pd(w));
+    const __m256d g0 = load_f32_part(dy0, w), g1 = load_f32_part(dy0 + C, w);
+    const __m256d e0 = _mm256_sub_pd(load_f32_part(x0, w), c);
+    const __m256d e1 = _mm256_sub_pd(load_f32_part(x0 + C, w), c);
+    add_columns(s0, _mm256_add_pd(g0, g1), s1,
+                _mm256_add_pd(_mm256_mul_pd(g0, e0), _mm256_mul_pd(g1, e1)), w, one);
 }
 
 NM_AVX2 ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t C,
