@@ -1,6 +1,7 @@
-/* The float32 statistics loops with AVX2 + FMA (see simd.h for what each computes and
- * why they match the portable loops bit for bit). Compiled for any x86-64: only these
- * functions are built for AVX2, and nothing calls them on a CPU without it. */
+/* The float32 loops with AVX2 + FMA: the statistics and the streaming maps (see simd.h
+ * for what each computes and why it matches the portable loop bit for bit). Compiled for
+ * any x86-64: only these functions are built for AVX2, and nothing calls them on a CPU
+ * without it. */
 #include "normops.h"
 #include "simd.h"
 
@@ -30,6 +31,23 @@ void nm_set_simd(int on)
         (void)nm_simd_enabled();
     else
         simd_state = 0;
+}
+
+static volatile size_t stream_bytes = NM_STREAM_BYTES;
+
+int nm_stream(size_t traffic)
+{
+    return traffic >= stream_bytes && nm_simd_enabled();
+}
+
+size_t nm_stream_bytes(void)
+{
+    return stream_bytes;
+}
+
+void nm_set_stream_bytes(size_t nbytes)
+{
+    stream_bytes = nbytes;
 }
 
 /* 1.0 hidden from the optimizer, which would otherwise turn fma(v, 1, acc) back into an
@@ -192,6 +210,84 @@ NM_AVX2 ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, p
     return r;
 }
 
+/* The maps of plane_apply / chunk_apply and their gradient versions, in the same float
+ * operations, with the 32-byte aligned middle of each run written by non-temporal
+ * stores; the ends take ordinary stores. */
+NM_AVX2 static __m256 affine8(__m256 x, __m256 hi, __m256 lo, __m256 a, __m256 b)
+{
+    return _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(x, hi), lo), a), b);
+}
+
+NM_AVX2 static __m256 grad8(__m256 dy, __m256 x, __m256 hi, __m256 lo, __m256 p, __m256 q,
+                            __m256 s)
+{
+    return _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, dy),
+                                       _mm256_mul_ps(q, _mm256_sub_ps(_mm256_sub_ps(x, hi), lo))),
+                         s);
+}
+
+/* out[i] for i < n: SCALAR on the unaligned ends, VECTOR (8 values from i) streamed */
+#define NM_STREAM_RUN(out, n, VECTOR, SCALAR)                                              \
+    do {                                                                                   \
+        ptrdiff_t i = 0;                                                                   \
+        for (; i < (n) && ((size_t)((out) + i) & 31) != 0; i++)                            \
+            SCALAR;                                                                        \
+        for (; i + 8 <= (n); i += 8)                                                       \
+            _mm256_stream_ps((out) + i, VECTOR);                                           \
+        for (; i < (n); i++)                                                               \
+            SCALAR;                                                                        \
+    } while (0)
+
+#define NM_LD(p) _mm256_loadu_ps(p)
+#define NM_SET(v) _mm256_set1_ps(v)
+
+NM_AVX2 void nm_plane_apply_f32_stream(const float *x, float *y, ptrdiff_t n, float hi,
+                                       float lo, float a, float b)
+{
+    NM_STREAM_RUN(y, n, affine8(NM_LD(x + i), NM_SET(hi), NM_SET(lo), NM_SET(a), NM_SET(b)),
+                  y[i] = ((x[i] - hi) - lo) * a + b);
+    _mm_sfence();
+}
+
+NM_AVX2 void nm_plane_grad_apply_f32_stream(const float *dy, const float *x, float *dx,
+                                            ptrdiff_t n, float hi, float lo, float p, float q,
+                                            float s)
+{
+    NM_STREAM_RUN(dx, n, grad8(NM_LD(dy + i), NM_LD(x + i), NM_SET(hi), NM_SET(lo), NM_SET(p),
+                               NM_SET(q), NM_SET(s)),
+                  dx[i] = p * dy[i] + q * ((x[i] - hi) - lo) + s);
+    _mm_sfence();
+}
+
+NM_AVX2 void nm_rows_apply_f32_stream(const float *x, float *y, ptrdiff_t C, ptrdiff_t nrows,
+                                      const float *hi, const float *lo, const float *a,
+                                      const float *b)
+{
+    ptrdiff_t r;
+    for (r = 0; r < nrows; r++, x += C, y += C)
+        NM_STREAM_RUN(y, C, affine8(NM_LD(x + i), NM_LD(hi + i), NM_LD(lo + i), NM_LD(a + i),
+                                    NM_LD(b + i)),
+                      y[i] = ((x[i] - hi[i]) - lo[i]) * a[i] + b[i]);
+    _mm_sfence();
+}
+
+NM_AVX2 void nm_rows_grad_apply_f32_stream(const float *dy, const float *x, float *dx,
+                                           ptrdiff_t C, ptrdiff_t nrows, const float *hi,
+                                           const float *lo, const float *p, const float *q,
+                                           const float *s)
+{
+    ptrdiff_t r;
+    for (r = 0; r < nrows; r++, dy += C, x += C, dx += C)
+        NM_STREAM_RUN(dx, C, grad8(NM_LD(dy + i), NM_LD(x + i), NM_LD(hi + i), NM_LD(lo + i),
+                                   NM_LD(p + i), NM_LD(q + i), NM_LD(s + i)),
+                      dx[i] = p[i] * dy[i] + q[i] * ((x[i] - hi[i]) - lo[i]) + s[i]);
+    _mm_sfence();
+}
+
+#undef NM_LD
+#undef NM_SET
+#undef NM_STREAM_RUN
+
 #else /* no AVX2 build: the portable loops do everything */
 
 int nm_simd_enabled(void)
@@ -202,6 +298,22 @@ int nm_simd_enabled(void)
 void nm_set_simd(int on)
 {
     (void)on;
+}
+
+int nm_stream(size_t traffic)
+{
+    (void)traffic;
+    return 0;
+}
+
+size_t nm_stream_bytes(void)
+{
+    return NM_STREAM_BYTES;
+}
+
+void nm_set_stream_bytes(size_t nbytes)
+{
+    (void)nbytes;
 }
 
 void nm_plane_moments_f32_simd(const float *x, ptrdiff_t n, double k, double *s1, double *s2)
@@ -228,6 +340,32 @@ ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t
 {
     (void)dy, (void)x, (void)C, (void)nrows, (void)centre, (void)s0, (void)s1;
     return 0;
+}
+
+void nm_plane_apply_f32_stream(const float *x, float *y, ptrdiff_t n, float hi, float lo,
+                               float a, float b)
+{
+    (void)x, (void)y, (void)n, (void)hi, (void)lo, (void)a, (void)b;
+}
+
+void nm_plane_grad_apply_f32_stream(const float *dy, const float *x, float *dx, ptrdiff_t n,
+                                    float hi, float lo, float p, float q, float s)
+{
+    (void)dy, (void)x, (void)dx, (void)n, (void)hi, (void)lo, (void)p, (void)q, (void)s;
+}
+
+void nm_rows_apply_f32_stream(const float *x, float *y, ptrdiff_t C, ptrdiff_t nrows,
+                              const float *hi, const float *lo, const float *a, const float *b)
+{
+    (void)x, (void)y, (void)C, (void)nrows, (void)hi, (void)lo, (void)a, (void)b;
+}
+
+void nm_rows_grad_apply_f32_stream(const float *dy, const float *x, float *dx, ptrdiff_t C,
+                                   ptrdiff_t nrows, const float *hi, const float *lo,
+                                   const float *p, const float *q, const float *s)
+{
+    (void)dy, (void)x, (void)dx, (void)C, (void)nrows, (void)hi, (void)lo, (void)p, (void)q,
+        (void)s;
 }
 
 #endif

@@ -1,8 +1,9 @@
-"""The cpu backend's AVX2 + FMA statistics loops (cext/simd.c) give bitwise the results of
-the portable loops they stand in for: on both layout paths, for every tail of a plane
-(inner mod 16) and of a row (C mod 4), and for values spread so widely that every sum
-and product rounds (where another order of additions, or a fused multiply-add, would
-round differently)."""
+"""The cpu backend's AVX2 + FMA loops (cext/simd.c) give bitwise the results of the
+portable loops they stand in for: the statistics on both layout paths, for every tail of
+a plane (inner mod 16) and of a row (C mod 4), with values spread so widely that every
+sum and product rounds (where another order of additions, or a fused multiply-add, would
+round differently); and the maps that write large outputs around the cache, with every
+alignment of a plane or a row."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -45,28 +46,43 @@ def run_everything(x3, dy3):
     dx, dgamma, dbeta = normops.batch_norm_backward(dy3, x3, saved, gamma, backend="cpu")
     count, mean, m2 = CPU.batch_stats(x3)
     sum_dy, sum_dy_xmu = CPU.grad_stats(dy3, x3, mean)
+    scaled = CPU.scale_shift(x3, saved.invstd, -saved.mean * saved.invstd)
+    grad = CPU.grad_input(dy3, x3, saved.invstd, -saved.invstd, saved.mean)
     outputs = (y, saved.mean, saved.invstd, running_mean, running_var, dx, dgamma, dbeta,
-               mean, m2, sum_dy, sum_dy_xmu)
+               mean, m2, sum_dy, sum_dy_xmu, scaled, grad)
     return [a.tobytes() for a in outputs]
+
+
+NAMES = ["y", "mean", "invstd", "running_mean", "running_var", "dx", "dgamma", "dbeta",
+         "batch_stats mean", "batch_stats m2", "sum_dy", "sum_dy_xmu", "scale_shift",
+         "grad_input"]
+
+
+def run_with(x3, dy3, *, simd, stream_bytes=None):
+    default = _cpu.stream_bytes()
+    try:
+        _cpu._set_simd(simd)
+        assert _cpu.simd_enabled() == simd
+        if stream_bytes is not None:
+            _cpu._set_stream_bytes(stream_bytes)
+        return run_everything(x3, dy3)
+    finally:
+        _cpu._set_simd(True)
+        _cpu._set_stream_bytes(default)
 
 
 @given(shape=stat_shapes(), seed=st.integers(0, 2**32 - 1))
 def test_avx2_loops_give_the_portable_bits(shape, seed):
     rng = np.random.default_rng(seed)
     x3, dy3 = harsh_values(rng, shape), rng.normal(size=shape).astype(np.float32)
-    with_simd = run_everything(x3, dy3)
-    try:
-        _cpu._set_simd(False)
-        assert not _cpu.simd_enabled()
-        portable = run_everything(x3, dy3)
-    finally:
-        _cpu._set_simd(True)
-    assert _cpu.simd_enabled()
-    names = ["y", "mean", "invstd", "running_mean", "running_var", "dx", "dgamma", "dbeta",
-             "batch_stats mean", "batch_stats m2", "sum_dy", "sum_dy_xmu"]
-    differing = [name for name, a, b in zip(names, with_simd, portable) if a != b]
-    assert not differing, f"AVX2 and portable loops differ in {differing} for shape {shape}"
+    portable = run_with(x3, dy3, simd=False)
+    for label, stream_bytes in (("AVX2 loops", None), ("AVX2 loops, streamed outputs", 0)):
+        fast = run_with(x3, dy3, simd=True, stream_bytes=stream_bytes)
+        differing = [name for name, a, b in zip(NAMES, fast, portable) if a != b]
+        assert not differing, f"{label} and portable loops differ in {differing} for shape {shape}"
 
 
 def test_show_config_reports_the_simd_loops():
-    assert normops._config.config()["simd"].startswith("AVX2 + FMA")
+    report = normops._config.config()["simd"]
+    assert report.startswith("AVX2 + FMA")
+    assert f"{_cpu.stream_bytes() >> 20} MiB of traffic" in report

@@ -51,6 +51,8 @@ cdef extern from "normops.h" nogil:
     void nm_set_num_threads(int)
     int nm_simd_enabled()
     void nm_set_simd(int)
+    size_t nm_stream_bytes()
+    void nm_set_stream_bytes(size_t)
     void nm_copy(void *, const void *, size_t)
     const char *nm_build_info()
 
@@ -194,6 +196,17 @@ def _set_simd(bint on):
     """Tests only: turn the AVX2 loops off (or back on where the CPU has them). Not
     thread-safe against running kernels."""
     nm_set_simd(on)
+
+
+def stream_bytes():
+    """The traffic (bytes an op reads and writes) from which float32 outputs are written
+    around the cache, when the AVX2 loops run."""
+    return nm_stream_bytes()
+
+
+def _set_stream_bytes(size_t nbytes):
+    """Tests only: stream from this much traffic on (0: every op)."""
+    nm_set_stream_bytes(nbytes)
 
 
 def build_info():
