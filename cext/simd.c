@@ -35,9 +35,11 @@ void nm_set_simd(int on)
 
 static volatile size_t stream_bytes = NM_STREAM_BYTES;
 
-int nm_stream(size_t traffic)
+int nm_stream(size_t traffic, const void *out, size_t run_bytes)
 {
-    return traffic >= stream_bytes && nm_simd_enabled();
+    /* a partly streamed cache line costs a read-modify-write in memory: whole lines only */
+    return traffic >= stream_bytes && (size_t)out % NM_LINE == 0 && run_bytes % NM_LINE == 0
+           && nm_simd_enabled();
 }
 
 size_t nm_stream_bytes(void)
@@ -211,8 +213,7 @@ NM_AVX2 ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, p
 }
 
 /* The maps of plane_apply / chunk_apply and their gradient versions, in the same float
- * operations, with the 32-byte aligned middle of each run written by non-temporal
- * stores; the ends take ordinary stores. */
+ * operations, written by non-temporal stores (runs of whole cache lines, see simd.h) */
 NM_AVX2 static __m256 affine8(__m256 x, __m256 hi, __m256 lo, __m256 a, __m256 b)
 {
     return _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(x, hi), lo), a), b);
@@ -226,16 +227,12 @@ NM_AVX2 static __m256 grad8(__m256 dy, __m256 x, __m256 hi, __m256 lo, __m256 p,
                          s);
 }
 
-/* out[i] for i < n: SCALAR on the unaligned ends, VECTOR (8 values from i) streamed */
-#define NM_STREAM_RUN(out, n, VECTOR, SCALAR)                                              \
+/* out[i .. i + 8) = VECTOR for every i < n in steps of 8 */
+#define NM_STREAM_RUN(out, n, VECTOR)                                                      \
     do {                                                                                   \
-        ptrdiff_t i = 0;                                                                   \
-        for (; i < (n) && ((size_t)((out) + i) & 31) != 0; i++)                            \
-            SCALAR;                                                                        \
-        for (; i + 8 <= (n); i += 8)                                                       \
+        ptrdiff_t i;                                                                       \
+        for (i = 0; i < (n); i += 8)                                                       \
             _mm256_stream_ps((out) + i, VECTOR);                                           \
-        for (; i < (n); i++)                                                               \
-            SCALAR;                                                                        \
     } while (0)
 
 #define NM_LD(p) _mm256_loadu_ps(p)
@@ -244,8 +241,7 @@ NM_AVX2 static __m256 grad8(__m256 dy, __m256 x, __m256 hi, __m256 lo, __m256 p,
 NM_AVX2 void nm_plane_apply_f32_stream(const float *x, float *y, ptrdiff_t n, float hi,
                                        float lo, float a, float b)
 {
-    NM_STREAM_RUN(y, n, affine8(NM_LD(x + i), NM_SET(hi), NM_SET(lo), NM_SET(a), NM_SET(b)),
-                  y[i] = ((x[i] - hi) - lo) * a + b);
+    NM_STREAM_RUN(y, n, affine8(NM_LD(x + i), NM_SET(hi), NM_SET(lo), NM_SET(a), NM_SET(b)));
     _mm_sfence();
 }
 
@@ -254,8 +250,7 @@ NM_AVX2 void nm_plane_grad_apply_f32_stream(const float *dy, const float *x, flo
                                             float s)
 {
     NM_STREAM_RUN(dx, n, grad8(NM_LD(dy + i), NM_LD(x + i), NM_SET(hi), NM_SET(lo), NM_SET(p),
-                               NM_SET(q), NM_SET(s)),
-                  dx[i] = p * dy[i] + q * ((x[i] - hi) - lo) + s);
+                               NM_SET(q), NM_SET(s)));
     _mm_sfence();
 }
 
@@ -266,8 +261,7 @@ NM_AVX2 void nm_rows_apply_f32_stream(const float *x, float *y, ptrdiff_t C, ptr
     ptrdiff_t r;
     for (r = 0; r < nrows; r++, x += C, y += C)
         NM_STREAM_RUN(y, C, affine8(NM_LD(x + i), NM_LD(hi + i), NM_LD(lo + i), NM_LD(a + i),
-                                    NM_LD(b + i)),
-                      y[i] = ((x[i] - hi[i]) - lo[i]) * a[i] + b[i]);
+                                    NM_LD(b + i)));
     _mm_sfence();
 }
 
@@ -279,8 +273,7 @@ NM_AVX2 void nm_rows_grad_apply_f32_stream(const float *dy, const float *x, floa
     ptrdiff_t r;
     for (r = 0; r < nrows; r++, dy += C, x += C, dx += C)
         NM_STREAM_RUN(dx, C, grad8(NM_LD(dy + i), NM_LD(x + i), NM_LD(hi + i), NM_LD(lo + i),
-                                   NM_LD(p + i), NM_LD(q + i), NM_LD(s + i)),
-                      dx[i] = p[i] * dy[i] + q[i] * ((x[i] - hi[i]) - lo[i]) + s[i]);
+                                   NM_LD(p + i), NM_LD(q + i), NM_LD(s + i)));
     _mm_sfence();
 }
 
@@ -300,9 +293,9 @@ void nm_set_simd(int on)
     (void)on;
 }
 
-int nm_stream(size_t traffic)
+int nm_stream(size_t traffic, const void *out, size_t run_bytes)
 {
-    (void)traffic;
+    (void)traffic, (void)out, (void)run_bytes;
     return 0;
 }
 

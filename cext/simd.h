@@ -56,12 +56,17 @@ ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t
  * again. Measured here: 10 to 25 % faster from this size on, up to 25 % slower below it. */
 #define NM_STREAM_BYTES ((size_t)64 << 20)
 
-/* 1 when an op moving `traffic` bytes streams its output (see above) */
-int nm_stream(size_t traffic);
+#define NM_LINE 64   /* bytes of a cache line */
+
+/* 1 when an op moving `traffic` bytes streams its output `out`, whose runs (planes, rows)
+ * are `run_bytes` long: only when each run is whole cache lines, since a line written
+ * partly by non-temporal stores costs a read-modify-write in memory */
+int nm_stream(size_t traffic, const void *out, size_t run_bytes);
 
 /* The maps, in the float operations of the portable loops, streamed (see simd.c):
  * y = ((x - hi) - lo) a + b and dx = p dy + q ((x - hi) - lo) + s, over one plane with
- * scalar coefficients or over nrows rows of C columns with per-column ones. */
+ * scalar coefficients or over nrows rows of C columns with per-column ones. Each run (a
+ * plane, a row) starts on a cache line and is a whole number of lines (nm_stream). */
 void nm_plane_apply_f32_stream(const float *x, float *y, ptrdiff_t n, float hi, float lo,
                                float a, float b);
 void nm_plane_grad_apply_f32_stream(const float *dy, const float *x, float *dx, ptrdiff_t n,

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import normops
 from normops._backends import _cpu
+from normops._backends.cpu import _empty_like
 
 pytestmark = pytest.mark.skipif(not _cpu.simd_enabled(),
                                 reason="this CPU or build has no AVX2 + FMA loops to compare")
@@ -46,8 +47,12 @@ def run_everything(x3, dy3):
     dx, dgamma, dbeta = normops.batch_norm_backward(dy3, x3, saved, gamma, backend="cpu")
     count, mean, m2 = CPU.batch_stats(x3)
     sum_dy, sum_dy_xmu = CPU.grad_stats(dy3, x3, mean)
-    scaled = CPU.scale_shift(x3, saved.invstd, -saved.mean * saved.invstd)
-    grad = CPU.grad_input(dy3, x3, saved.invstd, -saved.invstd, saved.mean)
+    # the maps again, into outputs filled with NaN first: a value a map fails to write shows
+    scaled, grad = _empty_like(x3), _empty_like(x3)
+    scaled.fill(np.nan)
+    grad.fill(np.nan)
+    _cpu.forward(x3, scaled, "affine", a=saved.invstd, b=-saved.mean * saved.invstd)
+    _cpu.backward(dy3, x3, grad, "grad_input", p=saved.invstd, q=-saved.invstd, s=saved.mean)
     outputs = (y, saved.mean, saved.invstd, running_mean, running_var, dx, dgamma, dbeta,
                mean, m2, sum_dy, sum_dy_xmu, scaled, grad)
     return [a.tobytes() for a in outputs]
@@ -80,6 +85,30 @@ def test_avx2_loops_give_the_portable_bits(shape, seed):
         fast = run_with(x3, dy3, simd=True, stream_bytes=stream_bytes)
         differing = [name for name, a, b in zip(NAMES, fast, portable) if a != b]
         assert not differing, f"{label} and portable loops differ in {differing} for shape {shape}"
+
+
+@st.composite
+def streamed_shapes(draw):
+    """Outputs of 1 MiB and more (which start on a cache line) in runs of whole lines, so
+    that every map streams once the threshold is 0: rows of 16, 32 or 48 columns, or
+    planes of a multiple of 16 values; and neighbours of them that must not stream."""
+    if draw(st.booleans()):
+        columns = draw(st.sampled_from([16, 32, 48, 17]))
+        return -(-(1 << 18) // columns) + draw(st.integers(0, 70)), columns, 1
+    inner = draw(st.sampled_from([16, 48, 1024, 1000]))
+    channels = draw(st.integers(1, 3))
+    return -(-(1 << 18) // (channels * inner)) + draw(st.integers(0, 3)), channels, inner
+
+
+@given(shape=streamed_shapes(), seed=st.integers(0, 2**32 - 1))
+def test_streamed_maps_give_the_portable_bits(shape, seed):
+    rng = np.random.default_rng(seed)
+    x3, dy3 = harsh_values(rng, shape), rng.normal(size=shape).astype(np.float32)
+    assert _empty_like(x3).ctypes.data % 64 == 0   # so the runs of whole lines stream
+    portable = run_with(x3, dy3, simd=False)
+    streamed = run_with(x3, dy3, simd=True, stream_bytes=0)
+    differing = [name for name, a, b in zip(NAMES, streamed, portable) if a != b]
+    assert not differing, f"streamed and portable maps differ in {differing} for shape {shape}"
 
 
 def test_show_config_reports_the_simd_loops():

@@ -15,14 +15,25 @@ from .._saved import BatchNormSaved, BatchRenormSaved
 from . import _buffers, _cpu
 
 # Outputs at least this large take their memory from _buffers, which reuses the blocks
-# earlier outputs gave back; smaller ones are left to NumPy's allocator.
+# earlier outputs gave back (page-aligned).
 POOLED_BYTES = 32 << 20
+# Outputs at least this large start on a cache line (64 bytes), as the kernels write large
+# outputs with streaming stores only in whole lines; smaller ones are left to NumPy.
+ALIGNED_BYTES = 1 << 20
+LINE = 64
 
 
 def _empty_like(a):
-    if a.nbytes < POOLED_BYTES:
+    """An uninitialized C-contiguous array of a's shape and dtype."""
+    if a.nbytes < ALIGNED_BYTES:
         return np.empty_like(a)
-    return np.frombuffer(_buffers.Block(a.nbytes), dtype=a.dtype).reshape(a.shape)
+    if a.nbytes >= POOLED_BYTES:
+        raw = np.frombuffer(_buffers.Block(a.nbytes), dtype=np.uint8)
+    else:
+        raw = np.empty(a.nbytes + LINE, np.uint8)
+        start = -raw.__array_interface__["data"][0] % LINE
+        raw = raw[start:start + a.nbytes]
+    return raw.view(a.dtype).reshape(a.shape)
 
 
 class _Arrangement:
