@@ -17,15 +17,16 @@ from . import _buffers, _cpu
 # Outputs at least this large take their memory from _buffers, which reuses the blocks
 # earlier outputs gave back (page-aligned).
 POOLED_BYTES = 32 << 20
-# Outputs at least this large start on a cache line (64 bytes), as the kernels write large
-# outputs with streaming stores only in whole lines; smaller ones are left to NumPy.
-ALIGNED_BYTES = 1 << 20
+# The kernels write the output of an op that moves _cpu.stream_bytes() or more with
+# streaming stores, in whole cache lines only; an op moves at most 5 times its output's
+# bytes (a backward: dy and x read twice, dx written). Such outputs start on a line.
+MOST_PASSES = 5
 LINE = 64
 
 
 def _empty_like(a):
     """An uninitialized C-contiguous array of a's shape and dtype."""
-    if a.nbytes < ALIGNED_BYTES:
+    if a.nbytes * MOST_PASSES < _cpu.stream_bytes():
         return np.empty_like(a)
     if a.nbytes >= POOLED_BYTES:
         raw = np.frombuffer(_buffers.Block(a.nbytes), dtype=np.uint8)
