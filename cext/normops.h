@@ -100,6 +100,7 @@ void nm_set_simd(int on);
  * non-temporal stores when the AVX2 loops run (see simd.h); tests lower it */
 size_t nm_stream_bytes(void);
 void nm_set_stream_bytes(size_t nbytes);
+size_t nm_streamed_ops(void);   /* how many ops have streamed their output so far */
 /* memcpy split over the threads: the copy-bandwidth baseline of the benchmarks */
 void nm_copy(void *dst, const void *src, size_t nbytes);
 /* "<compiler and version>; flags: <compile flags>" */

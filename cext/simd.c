@@ -12,34 +12,50 @@
 
 #define NM_AVX2 __attribute__((target("avx2,fma")))
 
-/* -1: not asked yet; the race between threads asking at once is benign (same answer) */
+static int cpu_has_avx2_fma(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+/* -1: not asked yet. Threads asking at once all store the same answer; a reader only ever
+ * returns the value it read itself, never the -1. */
 static volatile int simd_state = -1;
 
 int nm_simd_enabled(void)
 {
-    if (simd_state < 0) {
-        __builtin_cpu_init();
-        simd_state = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return simd_state;
+    int state = simd_state;
+    if (state < 0)
+        simd_state = state = cpu_has_avx2_fma();
+    return state;
 }
 
 void nm_set_simd(int on)
 {
-    simd_state = -1;
-    if (on)
-        (void)nm_simd_enabled();
-    else
-        simd_state = 0;
+    simd_state = on ? cpu_has_avx2_fma() : 0;
 }
 
 static volatile size_t stream_bytes = NM_STREAM_BYTES;
+static size_t streamed_ops;   /* updated atomically: ops may run in several Python threads */
 
 int nm_stream(size_t traffic, const void *out, size_t run_bytes)
 {
     /* a partly streamed cache line costs a read-modify-write in memory: whole lines only */
-    return traffic >= stream_bytes && (size_t)out % NM_LINE == 0 && run_bytes % NM_LINE == 0
-           && nm_simd_enabled();
+    const int stream = traffic >= stream_bytes && (size_t)out % NM_LINE == 0
+                       && run_bytes % NM_LINE == 0 && nm_simd_enabled();
+    if (stream)
+        __atomic_fetch_add(&streamed_ops, 1, __ATOMIC_RELAXED);
+    return stream;
+}
+
+size_t nm_streamed_ops(void)
+{
+    return __atomic_load_n(&streamed_ops, __ATOMIC_RELAXED);
+}
+
+void nm_stream_fence(void)
+{
+    _mm_sfence();
 }
 
 size_t nm_stream_bytes(void)
@@ -213,7 +229,8 @@ NM_AVX2 ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, p
 }
 
 /* The maps of plane_apply / chunk_apply and their gradient versions, in the same float
- * operations, written by non-temporal stores (runs of whole cache lines, see simd.h) */
+ * operations, written by non-temporal stores (runs of whole cache lines, see simd.h); each
+ * thread calls nm_stream_fence once after its last one */
 NM_AVX2 static __m256 affine8(__m256 x, __m256 hi, __m256 lo, __m256 a, __m256 b)
 {
     return _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(x, hi), lo), a), b);
@@ -242,7 +259,6 @@ NM_AVX2 void nm_plane_apply_f32_stream(const float *x, float *y, ptrdiff_t n, fl
                                        float lo, float a, float b)
 {
     NM_STREAM_RUN(y, n, affine8(NM_LD(x + i), NM_SET(hi), NM_SET(lo), NM_SET(a), NM_SET(b)));
-    _mm_sfence();
 }
 
 NM_AVX2 void nm_plane_grad_apply_f32_stream(const float *dy, const float *x, float *dx,
@@ -251,7 +267,6 @@ NM_AVX2 void nm_plane_grad_apply_f32_stream(const float *dy, const float *x, flo
 {
     NM_STREAM_RUN(dx, n, grad8(NM_LD(dy + i), NM_LD(x + i), NM_SET(hi), NM_SET(lo), NM_SET(p),
                                NM_SET(q), NM_SET(s)));
-    _mm_sfence();
 }
 
 NM_AVX2 void nm_rows_apply_f32_stream(const float *x, float *y, ptrdiff_t C, ptrdiff_t nrows,
@@ -262,7 +277,6 @@ NM_AVX2 void nm_rows_apply_f32_stream(const float *x, float *y, ptrdiff_t C, ptr
     for (r = 0; r < nrows; r++, x += C, y += C)
         NM_STREAM_RUN(y, C, affine8(NM_LD(x + i), NM_LD(hi + i), NM_LD(lo + i), NM_LD(a + i),
                                     NM_LD(b + i)));
-    _mm_sfence();
 }
 
 NM_AVX2 void nm_rows_grad_apply_f32_stream(const float *dy, const float *x, float *dx,
@@ -274,7 +288,6 @@ NM_AVX2 void nm_rows_grad_apply_f32_stream(const float *dy, const float *x, floa
     for (r = 0; r < nrows; r++, dy += C, x += C, dx += C)
         NM_STREAM_RUN(dx, C, grad8(NM_LD(dy + i), NM_LD(x + i), NM_LD(hi + i), NM_LD(lo + i),
                                    NM_LD(p + i), NM_LD(q + i), NM_LD(s + i)));
-    _mm_sfence();
 }
 
 #undef NM_LD
@@ -297,6 +310,15 @@ int nm_stream(size_t traffic, const void *out, size_t run_bytes)
 {
     (void)traffic, (void)out, (void)run_bytes;
     return 0;
+}
+
+size_t nm_streamed_ops(void)
+{
+    return 0;
+}
+
+void nm_stream_fence(void)
+{
 }
 
 size_t nm_stream_bytes(void)

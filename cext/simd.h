@@ -1,13 +1,22 @@
 /* Private: the float32 loops written for AVX2 + FMA (simd.c), which the portable loops
  * of planes.inc and rows.inc hand their work to when the CPU has both. Each gives bitwise
  * the results of the portable loop it replaces: the same lanes and the same order of
- * operations. The statistics loops use fused multiply-adds only where one rounds exactly
+ * operations (a NaN result may differ in its sign or payload bits, which depend on the
+ * operand order the compiler picks). The statistics loops use fused multiply-adds only where one rounds exactly
  * like the plain operation (fma(v, 1, acc) is acc + v), which moves additions from the
  * adders to the multiply-add units: the float32 sums are bound by the FP pipes, not by
  * memory, and the conversions to double keep the adders busy. The maps of large ops
  * write around the cache. */
 #ifndef NORMOPS_SIMD_H
 #define NORMOPS_SIMD_H
+
+/* The match needs every multiply and add rounded on its own in both kinds of loop: no
+ * contraction into fused multiply-adds, whatever the build flags say. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 #include <stddef.h>
 
@@ -53,7 +62,8 @@ ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t
  * loops run. That much traffic runs the data through a last-level cache of usual size
  * (32 MiB here), and writing the output around the cache saves reading every output line
  * before it is overwritten and leaves the cache to the inputs that a second pass reads
- * again. Measured here: 10 to 25 % faster from this size on, up to 25 % slower below it. */
+ * again. Measured here on the benchmark's shapes: 10 to 25 % faster from this size on,
+ * up to 25 % slower below it. */
 #define NM_STREAM_BYTES ((size_t)64 << 20)
 
 #define NM_LINE 64   /* bytes of a cache line */
@@ -62,6 +72,9 @@ ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t
  * are `run_bytes` long: only when each run is whole cache lines, since a line written
  * partly by non-temporal stores costs a read-modify-write in memory */
 int nm_stream(size_t traffic, const void *out, size_t run_bytes);
+
+/* after a thread's last streamed map: its lines reach memory before the others read them */
+void nm_stream_fence(void);
 
 /* The maps, in the float operations of the portable loops, streamed (see simd.c):
  * y = ((x - hi) - lo) a + b and dx = p dy + q ((x - hi) - lo) + s, over one plane with

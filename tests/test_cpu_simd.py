@@ -2,8 +2,8 @@
 portable loops they stand in for: the statistics on both layout paths, for every tail of
 a plane (inner mod 16) and of a row (C mod 4), with values spread so widely that every
 sum and product rounds (where another order of additions, or a fused multiply-add, would
-round differently); and the maps that write large outputs around the cache, with every
-alignment of a plane or a row."""
+round differently); and the maps that write large outputs around the cache, which they
+do exactly for runs (planes, rows) of whole cache lines."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -100,14 +100,44 @@ def streamed_shapes(draw):
             draw(st.sampled_from([16, 48, 64, 100, 1024])))
 
 
+def whole_lines(shape):
+    """Whether the runs of a (outer, C, inner) float32 output are whole 64-byte lines."""
+    run = shape[1] if shape[2] == 1 else shape[2]
+    return run * 4 % 64 == 0
+
+
 @given(shape=streamed_shapes(), seed=st.integers(0, 2**32 - 1))
 def test_streamed_maps_give_the_portable_bits(shape, seed):
     rng = np.random.default_rng(seed)
     x3, dy3 = harsh_values(rng, shape), rng.normal(size=shape).astype(np.float32)
+    before = _cpu.streamed_ops()
     portable = run_with(x3, dy3, simd=False)
+    assert _cpu.streamed_ops() == before
     streamed = run_with(x3, dy3, simd=True, stream_bytes=0)
+    # the forward, the backward and the two maps stream, or none of them
+    assert _cpu.streamed_ops() - before == (4 if whole_lines(shape) else 0)
     differing = [name for name, a, b in zip(NAMES, streamed, portable) if a != b]
     assert not differing, f"streamed and portable maps differ in {differing} for shape {shape}"
+
+
+def test_an_output_off_a_cache_line_is_not_streamed():
+    x3 = harsh_values(np.random.default_rng(1), (50, 32, 1))
+    a, b = np.full(32, 0.5), np.full(32, -1.0)
+    inside = np.empty(x3.size + 32, np.float32)
+    start = -inside.ctypes.data % 64 // 4 + 8   # half a line past one: fine for the vector
+                                                # stores, but its lines would be split
+    off_line = inside[start:start + x3.size].reshape(x3.shape)
+    default = _cpu.stream_bytes()
+    try:
+        _cpu._set_stream_bytes(0)
+        before = _cpu.streamed_ops()
+        _cpu.forward(x3, off_line, "affine", a=a, b=b)
+        assert _cpu.streamed_ops() == before
+    finally:
+        _cpu._set_stream_bytes(default)
+    expected = np.empty_like(x3)
+    _cpu.forward(x3, expected, "affine", a=a, b=b)
+    assert off_line.tobytes() == expected.tobytes()
 
 
 def test_show_config_reports_the_simd_loops():

@@ -23,7 +23,8 @@ def _required(name="_cpu"):
 
 
 def config():
-    """A dict describing the cpu backend's build: compiler and flags, OpenMP, threads."""
+    """A dict describing the cpu backend's build: compiler and flags, OpenMP, threads,
+    which float32 loops run (AVX2 + FMA or portable) and the output cache."""
     ext, reason = _extension()
     if ext is None:
         return {"cpu extension": f"not importable ({reason})"}
@@ -34,7 +35,7 @@ def config():
         "threads": ext.get_num_threads(),
         "simd": (f"AVX2 + FMA statistics loops; float32 outputs written around the cache "
                  f"from {ext.stream_bytes() / MIB:g} MiB of traffic" if ext.simd_enabled()
-                 else "portable loops (no AVX2 + FMA on this CPU or build)"),
+                 else "portable loops (no AVX2 + FMA on this CPU or build, or turned off)"),
     }
     buffers, _ = _extension("_buffers")
     if buffers is not None:

@@ -53,6 +53,7 @@ cdef extern from "normops.h" nogil:
     void nm_set_simd(int)
     size_t nm_stream_bytes()
     void nm_set_stream_bytes(size_t)
+    size_t nm_streamed_ops()
     void nm_copy(void *, const void *, size_t)
     const char *nm_build_info()
 
@@ -193,8 +194,8 @@ def simd_enabled():
 
 
 def _set_simd(bint on):
-    """Tests only: turn the AVX2 loops off (or back on where the CPU has them). Not
-    thread-safe against running kernels."""
+    """Tests only: turn the AVX2 loops off (or back on where the CPU has them). Kernels
+    running in other threads meanwhile may take either kind of loop."""
     nm_set_simd(on)
 
 
@@ -207,6 +208,11 @@ def stream_bytes():
 def _set_stream_bytes(size_t nbytes):
     """Tests only: stream from this much traffic on (0: every op)."""
     nm_set_stream_bytes(nbytes)
+
+
+def streamed_ops():
+    """How many ops have written their output with streaming stores since import."""
+    return nm_streamed_ops()
 
 
 def build_info():

@@ -17,23 +17,25 @@ from . import _buffers, _cpu
 # Outputs at least this large take their memory from _buffers, which reuses the blocks
 # earlier outputs gave back (page-aligned).
 POOLED_BYTES = 32 << 20
-# The kernels write the output of an op that moves _cpu.stream_bytes() or more with
-# streaming stores, in whole cache lines only; an op moves at most 5 times its output's
-# bytes (a backward: dy and x read twice, dx written). Such outputs start on a line.
+# The kernels write a float32 output with streaming stores, in whole cache lines only,
+# when the op moves _cpu.stream_bytes() or more (and the AVX2 loops run); an op moves at
+# most 5 times its output's bytes (a backward: dy and x read twice, dx written). Such
+# outputs start on a cache line.
 MOST_PASSES = 5
 LINE = 64
 
 
 def _empty_like(a):
     """An uninitialized C-contiguous array of a's shape and dtype."""
-    if a.nbytes * MOST_PASSES < _cpu.stream_bytes():
-        return np.empty_like(a)
     if a.nbytes >= POOLED_BYTES:
         raw = np.frombuffer(_buffers.Block(a.nbytes), dtype=np.uint8)
-    else:
+    elif (a.dtype == np.float32 and a.nbytes * MOST_PASSES >= _cpu.stream_bytes()
+          and _cpu.simd_enabled()):
         raw = np.empty(a.nbytes + LINE, np.uint8)
         start = -raw.__array_interface__["data"][0] % LINE
         raw = raw[start:start + a.nbytes]
+    else:
+        return np.empty_like(a)
     return raw.view(a.dtype).reshape(a.shape)
 
 
