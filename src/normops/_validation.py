@@ -217,8 +217,8 @@ def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, e
             raise ValueError(f"training=False normalizes with the running statistics: "
                              f"pass {stat_names[0]} and {stat_names[1]}")
     else:
-        stats = tuple(running_stat(xp, arr, name, channels, x.dtype, written=training)
-                      for arr, name in zip(stats, stat_names))
+        stats = (running_stat(xp, stats[0], stat_names[0], channels, x.dtype, written=training),
+                 running_stat(xp, stats[1], stat_names[1], channels, x.dtype, written=training))
         if training:
             no_overlap(xp, zip(stat_names, stats), (("x", x), ("gamma", gamma), ("beta", beta)))
     if training:

@@ -59,6 +59,8 @@ class _Arrangement:
         """arr (x-shaped) as the kernels' view; a copy only if its memory does not fit."""
         if self.moved:
             arr = np.moveaxis(arr, self.axis, -1)
+        elif arr.flags.c_contiguous:
+            return arr.reshape(self.view_shape)
         return np.ascontiguousarray(arr).reshape(self.view_shape)
 
     def restore(self, arr3):
