@@ -117,11 +117,8 @@ NM_AVX2 static double lanes_total16(__m256d s0, __m256d s1, __m256d s2, __m256d 
     return _mm_cvtsd_f64(_mm_hadd_pd(r, r));
 }
 
-/* The plane loops of both: with u = dy (or x - c when dy is NULL) and v = x - c,
- * *su += sum u and *sv += sum u v, in NM_LANES lanes (the tail in lanes 0 ..). Without
- * dy these are sum (x - c) and sum (x - c)^2. */
-NM_AVX2 static void plane_sums(const float *dy, const float *x, ptrdiff_t n, double centre,
-                               double *su, double *sv)
+NM_AVX2 void nm_plane_sums_f32_simd(const float *dy, const float *x, ptrdiff_t n, double centre,
+                                    double *su, double *sv)
 {
     const __m256d one = opaque_one(), c = _mm256_set1_pd(centre);
     __m256d a[4], b[4];
@@ -147,18 +144,6 @@ NM_AVX2 static void plane_sums(const float *dy, const float *x, ptrdiff_t n, dou
     }
     *su += lanes_total16(a[0], a[1], a[2], a[3]);
     *sv += lanes_total16(b[0], b[1], b[2], b[3]);
-}
-
-NM_AVX2 void nm_plane_moments_f32_simd(const float *x, ptrdiff_t n, double k, double *s1,
-                                       double *s2)
-{
-    plane_sums(NULL, x, n, k, s1, s2);
-}
-
-NM_AVX2 void nm_plane_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t n,
-                                         double centre, double *s0, double *s1)
-{
-    plane_sums(dy, x, n, centre, s0, s1);
 }
 
 /* s[0 .. w) += v[0 .. w) for two pairs, as fma(v, 1, s) (w <= 4 columns of a row) */
@@ -331,15 +316,10 @@ void nm_set_stream_bytes(size_t nbytes)
     (void)nbytes;
 }
 
-void nm_plane_moments_f32_simd(const float *x, ptrdiff_t n, double k, double *s1, double *s2)
+void nm_plane_sums_f32_simd(const float *dy, const float *x, ptrdiff_t n, double centre,
+                            double *su, double *sv)
 {
-    (void)x, (void)n, (void)k, (void)s1, (void)s2;
-}
-
-void nm_plane_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t n, double centre,
-                                 double *s0, double *s1)
-{
-    (void)dy, (void)x, (void)n, (void)centre, (void)s0, (void)s1;
+    (void)dy, (void)x, (void)n, (void)centre, (void)su, (void)sv;
 }
 
 ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff_t nrows, double *s1,

@@ -2,11 +2,11 @@
  * of planes.inc and rows.inc hand their work to when the CPU has both. Each gives bitwise
  * the results of the portable loop it replaces: the same lanes and the same order of
  * operations (a NaN result may differ in its sign or payload bits, which depend on the
- * operand order the compiler picks). The statistics loops use fused multiply-adds only where one rounds exactly
- * like the plain operation (fma(v, 1, acc) is acc + v), which moves additions from the
- * adders to the multiply-add units: the float32 sums are bound by the FP pipes, not by
- * memory, and the conversions to double keep the adders busy. The maps of large ops
- * write around the cache. */
+ * operand order the compiler picks). The statistics loops use fused multiply-adds only
+ * where one rounds exactly like the plain operation (fma(v, 1, acc) is acc + v), which
+ * moves additions from the adders to the multiply-add units: the float32 sums are bound
+ * by the FP pipes, not by memory, and the conversions to double keep the adders busy.
+ * The maps of large ops write around the cache. */
 #ifndef NORMOPS_SIMD_H
 #define NORMOPS_SIMD_H
 
@@ -36,13 +36,11 @@ static inline double nm_lanes_total(const double *acc)
     return pair[0];
 }
 
-/* What one portable function computes, whole: adds sum (x - k) and sum (x - k)^2 over a
- * plane of n values to *s1 and *s2 (NM_LANES lanes, the tail in lanes 0.., then
- * nm_lanes_total) */
-void nm_plane_moments_f32_simd(const float *x, ptrdiff_t n, double k, double *s1, double *s2);
-/* adds sum dy and sum dy (x - centre) over a plane to *s0 and *s1, in the same lanes */
-void nm_plane_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t n, double centre,
-                                 double *s0, double *s1);
+/* What plane_sums_portable (planes.inc) computes, whole: with u = dy (or x - centre when
+ * dy is NULL) and v = x - centre, *su += sum u and *sv += sum u v over a plane of n
+ * values (NM_LANES lanes, the tail in lanes 0 .., then nm_lanes_total) */
+void nm_plane_sums_f32_simd(const float *dy, const float *x, ptrdiff_t n, double centre,
+                            double *su, double *sv);
 
 /* The main part of a chunk of rows; each returns how many rows it took (whole groups),
  * and the portable loop does the rest. */
