@@ -13,6 +13,7 @@ import tempfile
 import textwrap
 import warnings
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -104,7 +105,9 @@ kernels = Extension(
     "normops._backends._cpu",
     sources=["src/normops/_backends/_cpu.pyx", "cext/kernels.c", "cext/simd.c", "cext/threads.c",
              "cext/build_info.c"],
-    include_dirs=["cext"],
+    # the bindings read array pointers, types and flags through NumPy's C API
+    include_dirs=["cext", numpy.get_include()],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     depends=["cext/normops.h", "cext/simd.h", "cext/threads.h", "cext/channel.inc",
              "cext/planes.inc", "cext/rows.inc", "cext/entry.inc"],
 )

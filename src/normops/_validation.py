@@ -126,14 +126,21 @@ def no_overlap(xp, written, read):
     may_share = getattr(xp, "may_share_memory", None)
     if may_share is None:
         return
-    written = [(n, a) for n, a in written if a is not None]
-    read = [(n, a) for n, a in read if a is not None]
-    for i, (name, arr) in enumerate(written):
-        for other_name, other in written[i + 1:] + read:
+    written = [(n, a, _owns_memory(a)) for n, a in written if a is not None]
+    read = [(n, a, _owns_memory(a)) for n, a in read if a is not None]
+    for i, (name, arr, owns) in enumerate(written):
+        for other_name, other, other_owns in written[i + 1:] + read:
+            if owns and other_owns and arr is not other:
+                continue  # two arrays that each own their memory: separate allocations
             # bounds first (cheap); then the exact test, so interleaved views are allowed
             if may_share(arr, other) and _shares(xp, arr, other):
                 raise ValueError(f"{name} shares memory with {other_name}; running statistics are "
                                  f"updated in place, so give them their own arrays")
+
+
+def _owns_memory(arr):
+    flags = getattr(arr, "flags", None)
+    return bool(getattr(flags, "owndata", False))
 
 
 def _shares(xp, a, b):

@@ -2,7 +2,9 @@
 """Bindings of the C kernels in cext/ (see cext/normops.h for their contract). Callers
 pass C-contiguous (outer, C, inner) arrays and validated per-channel arrays; every
 kernel runs with the GIL released."""
-from cython cimport floating
+cimport numpy as cnp
+
+cnp.import_array()
 
 cdef extern from "normops.h" nogil:
     ctypedef struct nm_shape:
@@ -65,103 +67,163 @@ BACKWARD_MODES = {"grad_stats": NM_BWD_GRAD_STATS, "grad_input": NM_BWD_GRAD_INP
                   "fused": NM_BWD_FUSED}
 
 
-cdef nm_vec _vec(object arr, floating *dtype_tag) except *:
-    """A per-channel array of the data's dtype (any stride), or absent for None. Read-only
-    arrays are accepted: the kernels write only running statistics in training, which
-    the validation layer has checked are writeable."""
-    cdef nm_vec out
-    cdef const floating[:] view
-    out.data = NULL
-    out.stride = 0
-    if arr is not None:
-        view = arr
-        out.data = <void *>&view[0]
-        out.stride = view.strides[0] // <Py_ssize_t>sizeof(floating)
-    return out
+cdef int _typenum(cnp.ndarray x) except -1:
+    """x's NumPy type number: float32 or float64, else TypeError."""
+    cdef int t = cnp.PyArray_TYPE(x)
+    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
+        raise TypeError(f"normops._cpu: x must be float32 or float64, got {x.dtype}")
+    return t
 
 
-cdef double *_f64(object arr) except? NULL:
-    """A contiguous float64 per-channel array, or NULL for None (read-only arrays are
-    accepted for the kernels' inputs)."""
-    cdef const double[::1] view
-    if arr is None:
-        return NULL
-    view = arr
-    return <double *>&view[0]
-
-
-cdef floating *_out(object arr, floating *dtype_tag) except *:
-    """The data of an output array of the data's dtype (C-contiguous, 3-D), or NULL for None."""
-    cdef floating[:, :, ::1] view
-    if arr is None:
-        return NULL
-    view = arr
-    return &view[0, 0, 0]
-
-
-cdef nm_shape _shape(const floating[:, :, ::1] x):
+cdef nm_shape _shape(cnp.ndarray x) except *:
     cdef nm_shape sh
+    if cnp.PyArray_NDIM(x) != 3 or not cnp.PyArray_IS_C_CONTIGUOUS(x) or cnp.PyArray_SIZE(x) == 0:
+        raise ValueError(f"normops._cpu: x must be a non-empty C-contiguous 3-D array, "
+                         f"got shape {(<object>x).shape}")
     sh.outer, sh.channels, sh.inner = x.shape[0], x.shape[1], x.shape[2]
     return sh
 
 
-def forward(const floating[:, :, ::1] x, object y, str mode, object gamma=None,
-            object beta=None, object running_mean=None, object running_spread=None, *,
-            double eps=0.0, double momentum=0.0, double rmax=1.0, double dmax=0.0,
-            bint unbiased=True, object a=None, object b=None, object mean=None,
-            object m2=None, object invstd=None, object r=None, object d=None):
-    """Runs nm_forward: y (or None for mode "stats") has x's shape and dtype; the
-    per-channel outputs mean, m2, invstd, r, d are contiguous float64 arrays."""
+cdef void *_block(object arr, int typenum, cnp.ndarray x, bint written, str name) except NULL:
+    """The data of an x-like array: same shape and dtype, C-contiguous (writeable when
+    ``written``)."""
+    cdef cnp.ndarray a
+    if not isinstance(arr, cnp.ndarray):
+        raise TypeError(f"normops._cpu: {name} must be a numpy array, got {type(arr).__name__}")
+    a = <cnp.ndarray>arr
+    if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != 3
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.shape[0] != x.shape[0]
+            or a.shape[1] != x.shape[1] or a.shape[2] != x.shape[2]):
+        raise ValueError(f"normops._cpu: {name} must be a C-contiguous {x.dtype} array of "
+                         f"shape {(<object>x).shape}, got {a.dtype} {(<object>a).shape}")
+    if written and not cnp.PyArray_ISWRITEABLE(a):
+        raise ValueError(f"normops._cpu: {name} is read-only")
+    return cnp.PyArray_DATA(a)
+
+
+cdef cnp.ndarray _channel_array(object arr, int typenum, Py_ssize_t channels, str name):
+    """arr as a 1-D array of ``channels`` values of the type ``typenum`` (any stride)."""
+    cdef cnp.ndarray a
+    if not isinstance(arr, cnp.ndarray):
+        raise TypeError(f"normops._cpu: {name} must be a numpy array, got {type(arr).__name__}")
+    a = <cnp.ndarray>arr
+    if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != 1 or a.shape[0] != channels
+            or a.strides[0] % cnp.PyArray_ITEMSIZE(a) != 0):
+        raise ValueError(f"normops._cpu: {name} must hold {channels} values of type "
+                         f"{cnp.PyArray_DescrFromType(typenum)}, got {a.dtype} {(<object>a).shape}")
+    return a
+
+
+cdef nm_vec _vec(object arr, int typenum, Py_ssize_t channels, bint written, str name) except *:
+    """A per-channel array of the data's dtype (any stride), or absent for None. Read-only
+    arrays are accepted where the kernel only reads them."""
+    cdef nm_vec out
+    cdef cnp.ndarray a
+    out.data = NULL
+    out.stride = 0
+    if arr is not None:
+        a = _channel_array(arr, typenum, channels, name)
+        if written and (a.strides[0] == 0 or not cnp.PyArray_ISWRITEABLE(a)):
+            raise ValueError(f"normops._cpu: {name} is written, so it must be writeable "
+                             f"with a non-zero stride")
+        out.data = cnp.PyArray_DATA(a)
+        out.stride = a.strides[0] // cnp.PyArray_ITEMSIZE(a)
+    return out
+
+
+cdef double *_f64(object arr, Py_ssize_t channels, bint written, str name) except? NULL:
+    """A contiguous float64 per-channel array, or NULL for None."""
+    cdef cnp.ndarray a
+    if arr is None:
+        return NULL
+    a = _channel_array(arr, cnp.NPY_FLOAT64, channels, name)
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or (written and not cnp.PyArray_ISWRITEABLE(a)):
+        raise ValueError(f"normops._cpu: {name} must be contiguous"
+                         + (" and writeable" if written else ""))
+    return <double *>cnp.PyArray_DATA(a)
+
+
+def forward(cnp.ndarray x, object y, str mode, object gamma=None, object beta=None,
+            object running_mean=None, object running_spread=None, *, double eps=0.0,
+            double momentum=0.0, double rmax=1.0, double dmax=0.0, bint unbiased=True,
+            object a=None, object b=None, object mean=None, object m2=None,
+            object invstd=None, object r=None, object d=None):
+    """Runs nm_forward on x, a C-contiguous (outer, C, inner) float32 or float64 array:
+    y (None for mode "stats") has x's shape and dtype; gamma, beta and the running
+    statistics have x's dtype; a, b and the outputs mean, m2, invstd, r, d are contiguous
+    float64 arrays. Every array is checked for type, shape and (where written)
+    writeability; the Python layer has checked the values."""
     cdef nm_forward_args A
-    cdef floating *out_ptr = _out(y, <floating *>NULL)
+    cdef int typenum = _typenum(x)
     cdef nm_shape sh = _shape(x)
+    cdef Py_ssize_t C = sh.channels
+    cdef bint train = mode == "bn_train" or mode == "brn_train"
+    cdef void *out_ptr = NULL
     cdef int status
     A.mode = FORWARD_MODES[mode]
-    A.gamma = _vec(gamma, <floating *>NULL)
-    A.beta = _vec(beta, <floating *>NULL)
-    A.running_mean = _vec(running_mean, <floating *>NULL)
-    A.running_spread = _vec(running_spread, <floating *>NULL)
+    if A.mode != NM_FWD_STATS:
+        out_ptr = _block(y, typenum, x, True, "y")
+    A.gamma = _vec(gamma, typenum, C, False, "gamma")
+    A.beta = _vec(beta, typenum, C, False, "beta")
+    A.running_mean = _vec(running_mean, typenum, C, train, "running_mean")
+    A.running_spread = _vec(running_spread, typenum, C, train, "running_spread")
     A.eps, A.momentum, A.rmax, A.dmax, A.unbiased = eps, momentum, rmax, dmax, unbiased
-    A.a_in, A.b_in = _f64(a), _f64(b)
-    A.mean, A.m2, A.invstd, A.r, A.d = _f64(mean), _f64(m2), _f64(invstd), _f64(r), _f64(d)
+    A.a_in, A.b_in = _f64(a, C, False, "a"), _f64(b, C, False, "b")
+    A.mean, A.m2 = _f64(mean, C, True, "mean"), _f64(m2, C, True, "m2")
+    A.invstd = _f64(invstd, C, True, "invstd")
+    A.r, A.d = _f64(r, C, True, "r"), _f64(d, C, True, "d")
     with nogil:
-        if floating is float:
-            status = nm_forward_f32(sh, &x[0, 0, 0], out_ptr, &A)
+        if typenum == cnp.NPY_FLOAT32:
+            status = nm_forward_f32(sh, <const float *>cnp.PyArray_DATA(x), <float *>out_ptr, &A)
         else:
-            status = nm_forward_f64(sh, &x[0, 0, 0], out_ptr, &A)
+            status = nm_forward_f64(sh, <const double *>cnp.PyArray_DATA(x), <double *>out_ptr, &A)
     if status != 0:
         raise MemoryError("normops: out of memory for the kernel's scratch space")
 
 
-def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x, object dx, str mode,
-             *, bint training=True, object mean=None, object invstd=None, object r=None,
-             object d=None, object gamma=None, object dgamma=None, object dbeta=None,
-             object sum_dy=None, object sum_dy_xmu=None, object p=None, object q=None,
-             object s=None):
-    """Runs nm_backward: dx (or None for mode "grad_stats") has x's shape and dtype;
-    dgamma and dbeta are contiguous arrays of the data's dtype, the rest float64."""
+def backward(cnp.ndarray dy, cnp.ndarray x, object dx, str mode, *, bint training=True,
+             object mean=None, object invstd=None, object r=None, object d=None,
+             object gamma=None, object dgamma=None, object dbeta=None, object sum_dy=None,
+             object sum_dy_xmu=None, object p=None, object q=None, object s=None):
+    """Runs nm_backward: dy, and dx (None for mode "grad_stats") have x's shape and dtype;
+    gamma, dgamma and dbeta have x's dtype (dgamma, dbeta contiguous), the rest are
+    contiguous float64 arrays."""
     cdef nm_backward_args A
-    cdef floating *out_ptr = _out(dx, <floating *>NULL)
-    cdef floating[::1] dgamma_view, dbeta_view
+    cdef int typenum = _typenum(x)
     cdef nm_shape sh = _shape(x)
+    cdef Py_ssize_t C = sh.channels
+    cdef const void *dy_ptr = _block(dy, typenum, x, False, "dy")
+    cdef void *out_ptr = NULL
     cdef int status
     A.mode = BACKWARD_MODES[mode]
+    if A.mode != NM_BWD_GRAD_STATS:
+        out_ptr = _block(dx, typenum, x, True, "dx")
     A.training = training
-    A.mean, A.invstd, A.r, A.d = _f64(mean), _f64(invstd), _f64(r), _f64(d)
-    A.gamma = _vec(gamma, <floating *>NULL)
+    A.mean, A.invstd = _f64(mean, C, False, "mean"), _f64(invstd, C, False, "invstd")
+    A.r, A.d = _f64(r, C, False, "r"), _f64(d, C, False, "d")
+    A.gamma = _vec(gamma, typenum, C, False, "gamma")
     A.dgamma = A.dbeta = NULL
     if dgamma is not None:
-        dgamma_view, dbeta_view = dgamma, dbeta
-        A.dgamma, A.dbeta = &dgamma_view[0], &dbeta_view[0]
-    A.sum_dy, A.sum_dy_xmu = _f64(sum_dy), _f64(sum_dy_xmu)
-    A.p, A.q, A.s = _f64(p), _f64(q), _f64(s)
+        A.dgamma = _contiguous_out(dgamma, typenum, C, "dgamma")
+        A.dbeta = _contiguous_out(dbeta, typenum, C, "dbeta")
+    A.sum_dy, A.sum_dy_xmu = _f64(sum_dy, C, True, "sum_dy"), _f64(sum_dy_xmu, C, True, "sum_dy_xmu")
+    A.p, A.q, A.s = _f64(p, C, False, "p"), _f64(q, C, False, "q"), _f64(s, C, False, "s")
     with nogil:
-        if floating is float:
-            status = nm_backward_f32(sh, &dy[0, 0, 0], &x[0, 0, 0], out_ptr, &A)
+        if typenum == cnp.NPY_FLOAT32:
+            status = nm_backward_f32(sh, <const float *>dy_ptr, <const float *>cnp.PyArray_DATA(x),
+                                     <float *>out_ptr, &A)
         else:
-            status = nm_backward_f64(sh, &dy[0, 0, 0], &x[0, 0, 0], out_ptr, &A)
+            status = nm_backward_f64(sh, <const double *>dy_ptr, <const double *>cnp.PyArray_DATA(x),
+                                     <double *>out_ptr, &A)
     if status != 0:
         raise MemoryError("normops: out of memory for the kernel's scratch space")
+
+
+cdef void *_contiguous_out(object arr, int typenum, Py_ssize_t channels, str name) except NULL:
+    cdef cnp.ndarray a = _channel_array(arr, typenum, channels, name)
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISWRITEABLE(a):
+        raise ValueError(f"normops._cpu: {name} must be contiguous and writeable")
+    return cnp.PyArray_DATA(a)
 
 
 def copy_into(dst, src):

@@ -42,18 +42,20 @@ def _empty_like(a):
 class _Arrangement:
     """How an x-shaped array maps to the kernels' contiguous (outer, C, inner) view."""
 
+    __slots__ = ("shape", "axis", "channels", "moved", "view_shape")
+
     def __init__(self, x, axis):
-        self.shape, self.axis = x.shape, axis
-        self.channels = x.shape[axis]
-        last = x.ndim - 1
+        shape = x.shape
+        self.shape, self.axis = shape, axis
+        self.channels = channels = shape[axis]
+        last = len(shape) - 1
         # channels-last memory (NHWC, or a torch channels_last NCHW): channels innermost
         self.moved = (axis != last and not x.flags.c_contiguous
                       and np.moveaxis(x, axis, last).flags.c_contiguous)
         if self.moved:
-            self.view_shape = (x.size // self.channels, self.channels, 1)
+            self.view_shape = (x.size // channels, channels, 1)
         else:
-            self.view_shape = (math.prod(x.shape[:axis]), self.channels,
-                               math.prod(x.shape[axis + 1:]))
+            self.view_shape = (math.prod(shape[:axis]), channels, math.prod(shape[axis + 1:]))
 
     def view(self, arr):
         """arr (x-shaped) as the kernels' view; a copy only if its memory does not fit."""
@@ -80,14 +82,13 @@ class CpuBackend:
     def batch_norm(self, x, gamma, beta, running_mean, running_var, *, training, momentum,
                    eps, axis, convention):
         return self._forward("bn_train" if training else "bn_eval", x, gamma, beta,
-                             running_mean, running_var, axis, eps=eps, momentum=momentum,
+                             running_mean, running_var, axis, eps, momentum,
                              unbiased=convention == "pytorch")
 
     def batch_renorm(self, x, gamma, beta, running_mean, running_std, *, training, rmax,
                      dmax, momentum, eps, axis):
         return self._forward("brn_train" if training else "brn_eval", x, gamma, beta,
-                             running_mean, running_std, axis, eps=eps, momentum=momentum,
-                             rmax=rmax, dmax=dmax)
+                             running_mean, running_std, axis, eps, momentum, rmax=rmax, dmax=dmax)
 
     def batch_norm_backward(self, dy, x, saved, gamma):
         return self._backward(dy, x, saved, gamma, None, None)
@@ -95,31 +96,33 @@ class CpuBackend:
     def batch_renorm_backward(self, dy, x, saved, gamma):
         return self._backward(dy, x, saved, gamma, saved.r, saved.d)
 
-    def _forward(self, mode, x, gamma, beta, running_mean, running_spread, axis, **scalars):
+    def _forward(self, mode, x, gamma, beta, running_mean, running_spread, axis, eps,
+                 momentum, unbiased=True, rmax=1.0, dmax=0.0):
         arrangement = _Arrangement(x, axis)
         x3 = arrangement.view(x)
         y3 = _empty_like(x3)
-        channels = arrangement.channels
-        mean, invstd = np.empty(channels), np.empty(channels)
-        renorm_train = mode == "brn_train"
-        r = np.empty(channels) if renorm_train else None
-        d = np.empty(channels) if renorm_train else None
-        _cpu.forward(x3, y3, mode, gamma, beta, running_mean, running_spread, mean=mean,
-                     invstd=invstd, r=r, d=d, **scalars)
-        y = arrangement.restore(y3)
+        renorm = mode.startswith("brn")
         training = mode.endswith("_train")
-        if mode.startswith("brn"):
-            return y, BatchRenormSaved(mean, invstd, r, d, training, axis, x.shape)
-        return y, BatchNormSaved(mean, invstd, training, axis, x.shape)
+        # the per-channel outputs, one block: mean, invstd (and r, d for renorm training)
+        stats = np.empty((4 if renorm and training else 2, arrangement.channels))
+        r, d = (stats[2], stats[3]) if len(stats) == 4 else (None, None)
+        _cpu.forward(x3, y3, mode, gamma, beta, running_mean, running_spread, eps=eps,
+                     momentum=momentum, rmax=rmax, dmax=dmax, unbiased=unbiased,
+                     mean=stats[0], invstd=stats[1], r=r, d=d)
+        y = arrangement.restore(y3)
+        if renorm:
+            return y, BatchRenormSaved(stats[0], stats[1], r, d, training, axis, x.shape)
+        return y, BatchNormSaved(stats[0], stats[1], training, axis, x.shape)
 
     def _backward(self, dy, x, saved, gamma, r, d):
         arrangement = _Arrangement(x, saved.axis)
         x3, dy3 = arrangement.view(x), arrangement.view(dy)
         dx3 = _empty_like(x3)
-        dgamma, dbeta = np.empty(arrangement.channels, x.dtype), np.empty(arrangement.channels, x.dtype)
+        grads = np.empty((2, arrangement.channels), x.dtype)
         _cpu.backward(dy3, x3, dx3, "fused", training=saved.training, mean=saved.mean,
-                      invstd=saved.invstd, r=r, d=d, gamma=gamma, dgamma=dgamma, dbeta=dbeta)
-        return arrangement.restore(dx3), dgamma, dbeta
+                      invstd=saved.invstd, r=r, d=d, gamma=gamma, dgamma=grads[0],
+                      dbeta=grads[1])
+        return arrangement.restore(dx3), grads[0], grads[1]
 
     # --- the four kernels (for the composition, and for plugin authors to compare) ----
 
