@@ -96,8 +96,8 @@ void nm_set_num_threads(int n);   /* n <= 0: back to OpenMP's default */
  * portable loops; nm_set_simd(0) turns them off (for tests that compare the two). */
 int nm_simd_enabled(void);
 void nm_set_simd(int on);
-/* The traffic (bytes an op reads and writes) from which float32 outputs are written with
- * non-temporal stores when the AVX2 loops run (see simd.h); tests lower it */
+/* The bytes of an op's arrays (inputs and output) from which float32 outputs are written
+ * with non-temporal stores when the AVX2 loops run (see simd.h); tests lower it */
 size_t nm_stream_bytes(void);
 void nm_set_stream_bytes(size_t nbytes);
 size_t nm_streamed_ops(void);   /* how many ops have streamed their output so far */

@@ -38,10 +38,10 @@ void nm_set_simd(int on)
 static volatile size_t stream_bytes = NM_STREAM_BYTES;
 static size_t streamed_ops;   /* updated atomically: ops may run in several Python threads */
 
-int nm_stream(size_t traffic, const void *out, size_t run_bytes)
+int nm_stream(size_t footprint, const void *out, size_t run_bytes)
 {
     /* a partly streamed cache line costs a read-modify-write in memory: whole lines only */
-    const int stream = traffic >= stream_bytes && (size_t)out % NM_LINE == 0
+    const int stream = footprint >= stream_bytes && (size_t)out % NM_LINE == 0
                        && run_bytes % NM_LINE == 0 && nm_simd_enabled();
     if (stream)
         __atomic_fetch_add(&streamed_ops, 1, __ATOMIC_RELAXED);
@@ -291,9 +291,9 @@ void nm_set_simd(int on)
     (void)on;
 }
 
-int nm_stream(size_t traffic, const void *out, size_t run_bytes)
+int nm_stream(size_t footprint, const void *out, size_t run_bytes)
 {
-    (void)traffic, (void)out, (void)run_bytes;
+    (void)footprint, (void)out, (void)run_bytes;
     return 0;
 }
 

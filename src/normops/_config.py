@@ -34,7 +34,8 @@ def config():
         "openmp": "on" if ext.openmp_enabled() else "off (serial build)",
         "threads": ext.get_num_threads(),
         "simd": (f"AVX2 + FMA statistics loops; float32 outputs written around the cache "
-                 f"from {ext.stream_bytes() / MIB:g} MiB of traffic" if ext.simd_enabled()
+                 f"when an op's arrays hold {ext.stream_bytes() / MIB:g} MiB or more"
+                 if ext.simd_enabled()
                  else "portable loops (no AVX2 + FMA on this CPU or build, or turned off)"),
     }
     buffers, _ = _extension("_buffers")

@@ -262,13 +262,13 @@ def _set_simd(bint on):
 
 
 def stream_bytes():
-    """The traffic (bytes an op reads and writes) from which float32 outputs are written
-    around the cache, when the AVX2 loops run."""
+    """The bytes of an op's arrays (inputs and output, each counted once) from which its
+    float32 output is written around the cache, when the AVX2 loops run."""
     return nm_stream_bytes()
 
 
 def _set_stream_bytes(size_t nbytes):
-    """Tests only: stream from this much traffic on (0: every op)."""
+    """Tests only: stream from arrays of this many bytes on (0: every op)."""
     nm_set_stream_bytes(nbytes)
 
 

@@ -18,10 +18,10 @@ from . import _buffers, _cpu
 # earlier outputs gave back (page-aligned).
 POOLED_BYTES = 32 << 20
 # The kernels write a float32 output with streaming stores, in whole cache lines only,
-# when the op moves _cpu.stream_bytes() or more (and the AVX2 loops run); an op moves at
-# most 5 times its output's bytes (a backward: dy and x read twice, dx written). Such
-# outputs start on a cache line.
-MOST_PASSES = 5
+# when the op's arrays hold _cpu.stream_bytes() or more (and the AVX2 loops run); an op
+# has at most 3 arrays of its output's size (a backward: dy, x, dx). Such outputs start
+# on a cache line.
+MOST_ARRAYS = 3
 LINE = 64
 
 
@@ -29,7 +29,7 @@ def _empty_like(a):
     """An uninitialized C-contiguous array of a's shape and dtype."""
     if a.nbytes >= POOLED_BYTES:
         raw = np.frombuffer(_buffers.Block(a.nbytes), dtype=np.uint8)
-    elif (a.dtype == np.float32 and a.nbytes * MOST_PASSES >= _cpu.stream_bytes()
+    elif (a.dtype == np.float32 and a.nbytes * MOST_ARRAYS >= _cpu.stream_bytes()
           and _cpu.simd_enabled()):
         raw = np.empty(a.nbytes + LINE, np.uint8)
         start = -raw.__array_interface__["data"][0] % LINE
