@@ -58,8 +58,8 @@ def as_view(arr, kind):
 VIEWS = ["contiguous", "strided", "negative", "fortran", "channels_last"]
 # (shape, axis): NC, NCHW, NHWC, 5-D, axis=2, m = 2, C = 1, 3, 17, inner = 1, 7, 3136;
 # (45, 3, 7) and (9, 2, 100) group short planes into units of 19 and 2 planes, the last
-# one partial
-LAYOUTS = [((2, 3), 1), ((64, 1), 1), ((5, 17), 1), ((3, 5, 7), 1), ((2, 3, 4, 5), 1),
+# one partial; a single channel of rows, (64, 1) and (70001, 1), runs as one plane
+LAYOUTS = [((2, 3), 1), ((64, 1), 1), ((70001, 1), 1), ((5, 17), 1), ((3, 5, 7), 1), ((2, 3, 4, 5), 1),
            ((2, 5, 6, 3), -1), ((2, 3, 2, 3, 4), 1), ((2, 3, 4, 5), 2), ((2, 17, 56, 56), 1),
            ((130, 3), 1), ((1, 3, 2), 1), ((45, 3, 7), 1), ((9, 2, 100), 1)]
 
