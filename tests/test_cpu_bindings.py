@@ -29,11 +29,17 @@ def test_well_formed_arguments_run():
     np.testing.assert_allclose(y, (x - 1) / np.sqrt(1 + 1e-5) + 1, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("bad", ["float64 gamma", "short gamma", "2-D beta", "list rv"])
+@pytest.mark.parametrize("bad", ["float64 gamma", "short gamma", "2-D beta", "list rv",
+                                 "byte-swapped gamma", "misaligned beta"])
 def test_per_channel_arrays_are_checked(bad):
     x, p = arrays()
     if bad == "float64 gamma":
         p["gamma"] = p["gamma"].astype(np.float64)
+    elif bad == "byte-swapped gamma":   # same type number as float32, other bytes
+        p["gamma"] = p["gamma"].astype(">f4")
+    elif bad == "misaligned beta":
+        p["beta"] = np.zeros(4 * C + 1, np.uint8)[1:].view(np.float32)
+        assert not p["beta"].flags.aligned
     elif bad == "short gamma":
         p["gamma"] = p["gamma"][:-1]
     elif bad == "2-D beta":
@@ -60,10 +66,11 @@ def test_the_output_is_checked(bad):
         forward_eval(x, y, p["gamma"], p["beta"], p["rm"], p["rv"])
 
 
-@pytest.mark.parametrize("bad", ["float16", "2-D", "non-contiguous", "empty"])
+@pytest.mark.parametrize("bad", ["float16", "2-D", "non-contiguous", "empty", "byte-swapped"])
 def test_x_is_checked(bad):
     _, p = arrays()
     x = {"float16": np.zeros((4, C, 3), np.float16), "2-D": np.zeros((4, C), np.float32),
+         "byte-swapped": np.zeros((4, C, 3), ">f4"),
          "non-contiguous": np.zeros((4, C, 6), np.float32)[:, :, ::2],
          "empty": np.zeros((0, C, 3), np.float32)}[bad]
     with pytest.raises((TypeError, ValueError)):

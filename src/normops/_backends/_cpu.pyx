@@ -67,11 +67,18 @@ BACKWARD_MODES = {"grad_stats": NM_BWD_GRAD_STATS, "grad_input": NM_BWD_GRAD_INP
                   "fused": NM_BWD_FUSED}
 
 
+cdef inline bint _native(cnp.ndarray a):
+    """Aligned and in the machine's byte order, as the kernels read it (the type number
+    of a byte-swapped array is that of the native type)."""
+    return cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISALIGNED(a)
+
+
 cdef int _typenum(cnp.ndarray x) except -1:
     """x's NumPy type number: float32 or float64, else TypeError."""
     cdef int t = cnp.PyArray_TYPE(x)
-    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
-        raise TypeError(f"normops._cpu: x must be float32 or float64, got {x.dtype}")
+    if (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or not _native(x):
+        raise TypeError(f"normops._cpu: x must be an aligned float32 or float64 array in "
+                        f"native byte order, got {x.dtype}")
     return t
 
 
@@ -91,7 +98,7 @@ cdef void *_block(object arr, int typenum, cnp.ndarray x, bint written, str name
     if not isinstance(arr, cnp.ndarray):
         raise TypeError(f"normops._cpu: {name} must be a numpy array, got {type(arr).__name__}")
     a = <cnp.ndarray>arr
-    if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != 3
+    if (cnp.PyArray_TYPE(a) != typenum or not _native(a) or cnp.PyArray_NDIM(a) != 3
             or not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.shape[0] != x.shape[0]
             or a.shape[1] != x.shape[1] or a.shape[2] != x.shape[2]):
         raise ValueError(f"normops._cpu: {name} must be a C-contiguous {x.dtype} array of "
@@ -107,8 +114,8 @@ cdef cnp.ndarray _channel_array(object arr, int typenum, Py_ssize_t channels, st
     if not isinstance(arr, cnp.ndarray):
         raise TypeError(f"normops._cpu: {name} must be a numpy array, got {type(arr).__name__}")
     a = <cnp.ndarray>arr
-    if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != 1 or a.shape[0] != channels
-            or a.strides[0] % cnp.PyArray_ITEMSIZE(a) != 0):
+    if (cnp.PyArray_TYPE(a) != typenum or not _native(a) or cnp.PyArray_NDIM(a) != 1
+            or a.shape[0] != channels or a.strides[0] % cnp.PyArray_ITEMSIZE(a) != 0):
         raise ValueError(f"normops._cpu: {name} must hold {channels} values of type "
                          f"{cnp.PyArray_DescrFromType(typenum)}, got {a.dtype} {(<object>a).shape}")
     return a
