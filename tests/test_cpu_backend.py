@@ -52,10 +52,14 @@ def as_view(arr, kind):
         return np.asfortranarray(arr)
     if kind == "channels_last":        # NCHW values in NHWC memory (a torch channels_last tensor)
         return np.moveaxis(np.ascontiguousarray(np.moveaxis(arr, 1, -1)), -1, 1)
+    if kind == "unaligned":            # C-contiguous, one byte into its buffer
+        out = np.zeros(arr.nbytes + 1, np.uint8)[1:].view(arr.dtype).reshape(arr.shape)
+        out[...] = arr
+        return out
     raise ValueError(kind)
 
 
-VIEWS = ["contiguous", "strided", "negative", "fortran", "channels_last"]
+VIEWS = ["contiguous", "strided", "negative", "fortran", "channels_last", "unaligned"]
 # (shape, axis): NC, NCHW, NHWC, 5-D, axis=2, m = 2, C = 1, 3, 17, inner = 1, 7, 3136;
 # (45, 3, 7) and (9, 2, 100) group short planes into units of 19 and 2 planes, the last
 # one partial; a single channel of rows, (64, 1) and (70001, 1), runs as one plane

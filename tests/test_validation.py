@@ -68,6 +68,12 @@ def test_running_stats_are_checked_for_in_place_updates():
     # eval mode only reads them: read-only running stats are fine there
     y, _ = bn(x, g, b, rm, rv, training=False)
     assert y.shape == x.shape
+    odd = np.zeros(rv.nbytes + 1, np.uint8)[1:].view(rv.dtype)   # one byte into its buffer
+    odd[:] = rv
+    with pytest.raises(ValueError, match="running_var is not aligned"):
+        bn(x, g, b, np.zeros(C), odd)
+    y_odd, _ = bn(x, g, b, rm, odd, training=False)   # only read: fine
+    assert np.array_equal(y_odd, bn(x, g, b, rm, rv, training=False)[0])
     with pytest.raises(TypeError, match=r"running_var must be a numpy.ndarray \(it is updated in place\), got list"):
         bn(x, g, b, np.zeros(C), [1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="running_mean and running_var must be given together"):

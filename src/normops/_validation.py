@@ -101,6 +101,10 @@ def running_stat(xp, arr, name, channels, dtype, *, written):
     if written and not getattr(arr.flags, "writeable", True):
         raise ValueError(f"{name} is read-only; running statistics are updated in place "
                          f"when training, so pass a writeable array")
+    if written and not getattr(arr.flags, "aligned", True):
+        raise ValueError(f"{name} is not aligned (a view into a buffer at an odd offset); "
+                         f"running statistics are updated in place when training, so pass "
+                         f"an aligned array")
     return arr
 
 
@@ -139,8 +143,9 @@ def no_overlap(xp, written, read):
 
 
 def _owns_memory(arr):
-    flags = getattr(arr, "flags", None)
-    return bool(getattr(flags, "owndata", False))
+    """A NumPy array that allocated its own buffer; other libraries' ``owndata`` may only
+    mean "has no base" (a CuPy array made on another's pointer says True)."""
+    return type(arr) is numpy.ndarray and arr.flags.owndata
 
 
 def _shares(xp, a, b):

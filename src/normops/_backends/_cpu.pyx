@@ -67,90 +67,109 @@ BACKWARD_MODES = {"grad_stats": NM_BWD_GRAD_STATS, "grad_input": NM_BWD_GRAD_INP
                   "fused": NM_BWD_FUSED}
 
 
-cdef inline bint _native(cnp.ndarray a):
-    """Aligned and in the machine's byte order, as the kernels read it (the type number
-    of a byte-swapped array is that of the native type)."""
-    return cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISALIGNED(a)
-
-
 cdef int _typenum(cnp.ndarray x) except -1:
-    """x's NumPy type number: float32 or float64, else TypeError."""
+    """x's NumPy type number: float32 or float64 in native byte order (a byte-swapped
+    array has the type number of the native type), else TypeError."""
     cdef int t = cnp.PyArray_TYPE(x)
-    if (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or not _native(x):
-        raise TypeError(f"normops._cpu: x must be an aligned float32 or float64 array in "
-                        f"native byte order, got {x.dtype}")
+    if (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or not cnp.PyArray_ISNOTSWAPPED(x):
+        raise TypeError(f"normops._cpu: x must be float32 or float64 in native byte order, "
+                        f"got {x.dtype}")
     return t
 
 
 cdef nm_shape _shape(cnp.ndarray x) except *:
     cdef nm_shape sh
-    if cnp.PyArray_NDIM(x) != 3 or not cnp.PyArray_IS_C_CONTIGUOUS(x) or cnp.PyArray_SIZE(x) == 0:
-        raise ValueError(f"normops._cpu: x must be a non-empty C-contiguous 3-D array, "
-                         f"got shape {(<object>x).shape}")
+    if (cnp.PyArray_NDIM(x) != 3 or not cnp.PyArray_IS_C_CONTIGUOUS(x)
+            or not cnp.PyArray_ISALIGNED(x) or cnp.PyArray_SIZE(x) == 0):
+        raise ValueError(f"normops._cpu: x must be a non-empty, aligned, C-contiguous 3-D "
+                         f"array, got shape {(<object>x).shape}")
     sh.outer, sh.channels, sh.inner = x.shape[0], x.shape[1], x.shape[2]
     return sh
 
 
-cdef void *_block(object arr, int typenum, cnp.ndarray x, bint written, str name) except NULL:
-    """The data of an x-like array: same shape and dtype, C-contiguous (writeable when
-    ``written``)."""
+cdef void *_block(object arr, cnp.ndarray x, bint written, str name) except NULL:
+    """The data of an x-like array: same shape and dtype (byte order included), aligned,
+    C-contiguous (writeable when ``written``)."""
     cdef cnp.ndarray a
     if not isinstance(arr, cnp.ndarray):
         raise TypeError(f"normops._cpu: {name} must be a numpy array, got {type(arr).__name__}")
     a = <cnp.ndarray>arr
-    if (cnp.PyArray_TYPE(a) != typenum or not _native(a) or cnp.PyArray_NDIM(a) != 3
-            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.shape[0] != x.shape[0]
+    if (cnp.PyArray_TYPE(a) != cnp.PyArray_TYPE(x) or not cnp.PyArray_ISNOTSWAPPED(a)
+            or cnp.PyArray_NDIM(a) != 3 or not cnp.PyArray_IS_C_CONTIGUOUS(a)
+            or not cnp.PyArray_ISALIGNED(a) or a.shape[0] != x.shape[0]
             or a.shape[1] != x.shape[1] or a.shape[2] != x.shape[2]):
-        raise ValueError(f"normops._cpu: {name} must be a C-contiguous {x.dtype} array of "
-                         f"shape {(<object>x).shape}, got {a.dtype} {(<object>a).shape}")
+        raise ValueError(f"normops._cpu: {name} must be an aligned C-contiguous {x.dtype} "
+                         f"array of shape {(<object>x).shape}, got {a.dtype} {(<object>a).shape}")
     if written and not cnp.PyArray_ISWRITEABLE(a):
         raise ValueError(f"normops._cpu: {name} is read-only")
     return cnp.PyArray_DATA(a)
 
 
-cdef cnp.ndarray _channel_array(object arr, int typenum, Py_ssize_t channels, str name):
-    """arr as a 1-D array of ``channels`` values of the type ``typenum`` (any stride)."""
+cdef cnp.ndarray _channel_array(object arr, int typenum, Py_ssize_t channels, bint written,
+                                str name, list keep):
+    """arr as a 1-D array of ``channels`` values of the native type ``typenum``, any
+    stride. An unaligned array that is only read is replaced by an aligned copy, which
+    ``keep`` holds until the kernel returns; one that is written must be aligned,
+    writeable, and (for more than one channel) have a non-zero stride."""
     cdef cnp.ndarray a
     if not isinstance(arr, cnp.ndarray):
         raise TypeError(f"normops._cpu: {name} must be a numpy array, got {type(arr).__name__}")
     a = <cnp.ndarray>arr
-    if (cnp.PyArray_TYPE(a) != typenum or not _native(a) or cnp.PyArray_NDIM(a) != 1
-            or a.shape[0] != channels or a.strides[0] % cnp.PyArray_ITEMSIZE(a) != 0):
+    if (cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_ISNOTSWAPPED(a)
+            or cnp.PyArray_NDIM(a) != 1 or a.shape[0] != channels
+            or a.strides[0] % cnp.PyArray_ITEMSIZE(a) != 0):
         raise ValueError(f"normops._cpu: {name} must hold {channels} values of type "
-                         f"{cnp.PyArray_DescrFromType(typenum)}, got {a.dtype} {(<object>a).shape}")
+                         f"{cnp.PyArray_DescrFromType(typenum)} in native byte order, "
+                         f"got {a.dtype} {(<object>a).shape}")
+    if written:
+        if (not cnp.PyArray_ISWRITEABLE(a) or not cnp.PyArray_ISALIGNED(a)
+                or (a.strides[0] == 0 and channels > 1)):
+            raise ValueError(f"normops._cpu: {name} is written, so it must be writeable, "
+                             f"aligned and, for several channels, not a broadcast view")
+    elif not cnp.PyArray_ISALIGNED(a):
+        a = <cnp.ndarray>cnp.PyArray_NewCopy(a, cnp.NPY_CORDER)
+        keep.append(a)
     return a
 
 
-cdef nm_vec _vec(object arr, int typenum, Py_ssize_t channels, bint written, str name) except *:
-    """A per-channel array of the data's dtype (any stride), or absent for None. Read-only
-    arrays are accepted where the kernel only reads them."""
+cdef nm_vec _vec(object arr, int typenum, Py_ssize_t channels, bint written, str name,
+                 list keep) except *:
+    """A per-channel array of the data's dtype (any stride), or absent for None."""
     cdef nm_vec out
     cdef cnp.ndarray a
     out.data = NULL
     out.stride = 0
     if arr is not None:
-        a = _channel_array(arr, typenum, channels, name)
-        if written and (a.strides[0] == 0 or not cnp.PyArray_ISWRITEABLE(a)):
-            raise ValueError(f"normops._cpu: {name} is written, so it must be writeable "
-                             f"with a non-zero stride")
+        a = _channel_array(arr, typenum, channels, written, name, keep)
         out.data = cnp.PyArray_DATA(a)
         out.stride = a.strides[0] // cnp.PyArray_ITEMSIZE(a)
     return out
 
 
-cdef double *_f64(object arr, Py_ssize_t channels, bint written, str name) except? NULL:
-    """A contiguous float64 per-channel array, or NULL for None."""
+cdef void *_contiguous(object arr, int typenum, Py_ssize_t channels, bint written, str name,
+                       list keep) except? NULL:
+    """A contiguous per-channel array of the type ``typenum``, or NULL for None."""
     cdef cnp.ndarray a
     if arr is None:
         return NULL
-    a = _channel_array(arr, cnp.NPY_FLOAT64, channels, name)
-    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or (written and not cnp.PyArray_ISWRITEABLE(a)):
-        raise ValueError(f"normops._cpu: {name} must be contiguous"
-                         + (" and writeable" if written else ""))
-    return <double *>cnp.PyArray_DATA(a)
+    a = _channel_array(arr, typenum, channels, written, name, keep)
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError(f"normops._cpu: {name} must be contiguous")
+    return cnp.PyArray_DATA(a)
 
 
-def forward(cnp.ndarray x, object y, str mode, object gamma=None, object beta=None,
+cdef double *_f64(object arr, Py_ssize_t channels, bint written, str name,
+                  list keep) except? NULL:
+    return <double *>_contiguous(arr, cnp.NPY_FLOAT64, channels, written, name, keep)
+
+
+cdef int _need(bint present, str what, str mode) except -1:
+    if not present:
+        raise ValueError(f"normops._cpu: mode {mode!r} needs {what}")
+    return 0
+
+
+def forward(cnp.ndarray x not None, object y, str mode, object gamma=None, object beta=None,
             object running_mean=None, object running_spread=None, *, double eps=0.0,
             double momentum=0.0, double rmax=1.0, double dmax=0.0, bint unbiased=True,
             object a=None, object b=None, object mean=None, object m2=None,
@@ -158,27 +177,45 @@ def forward(cnp.ndarray x, object y, str mode, object gamma=None, object beta=No
     """Runs nm_forward on x, a C-contiguous (outer, C, inner) float32 or float64 array:
     y (None for mode "stats") has x's shape and dtype; gamma, beta and the running
     statistics have x's dtype; a, b and the outputs mean, m2, invstd, r, d are contiguous
-    float64 arrays. Every array is checked for type, shape and (where written)
-    writeability; the Python layer has checked the values."""
+    float64 arrays. Every array is checked for type, shape, layout and (where written)
+    writeability, and each mode for the arrays it uses; the Python layer has checked the
+    values."""
     cdef nm_forward_args A
     cdef int typenum = _typenum(x)
     cdef nm_shape sh = _shape(x)
     cdef Py_ssize_t C = sh.channels
     cdef bint train = mode == "bn_train" or mode == "brn_train"
     cdef void *out_ptr = NULL
+    cdef list keep = []
     cdef int status
+    if mode not in FORWARD_MODES:
+        raise ValueError(f"normops._cpu: unknown forward mode {mode!r}")
     A.mode = FORWARD_MODES[mode]
     if A.mode != NM_FWD_STATS:
-        out_ptr = _block(y, typenum, x, True, "y")
-    A.gamma = _vec(gamma, typenum, C, False, "gamma")
-    A.beta = _vec(beta, typenum, C, False, "beta")
-    A.running_mean = _vec(running_mean, typenum, C, train, "running_mean")
-    A.running_spread = _vec(running_spread, typenum, C, train, "running_spread")
+        out_ptr = _block(y, x, True, "y")
+    A.gamma = _vec(gamma, typenum, C, False, "gamma", keep)
+    A.beta = _vec(beta, typenum, C, False, "beta", keep)
+    A.running_mean = _vec(running_mean, typenum, C, train, "running_mean", keep)
+    A.running_spread = _vec(running_spread, typenum, C, train, "running_spread", keep)
     A.eps, A.momentum, A.rmax, A.dmax, A.unbiased = eps, momentum, rmax, dmax, unbiased
-    A.a_in, A.b_in = _f64(a, C, False, "a"), _f64(b, C, False, "b")
-    A.mean, A.m2 = _f64(mean, C, True, "mean"), _f64(m2, C, True, "m2")
-    A.invstd = _f64(invstd, C, True, "invstd")
-    A.r, A.d = _f64(r, C, True, "r"), _f64(d, C, True, "d")
+    A.a_in, A.b_in = _f64(a, C, False, "a", keep), _f64(b, C, False, "b", keep)
+    A.mean, A.m2 = _f64(mean, C, True, "mean", keep), _f64(m2, C, True, "m2", keep)
+    A.invstd = _f64(invstd, C, True, "invstd", keep)
+    A.r, A.d = _f64(r, C, True, "r", keep), _f64(d, C, True, "d", keep)
+    if A.mode == NM_FWD_STATS:
+        _need(A.mean != NULL and A.m2 != NULL, "mean and m2", mode)
+    elif A.mode == NM_FWD_AFFINE:
+        _need(A.a_in != NULL and A.b_in != NULL, "a and b", mode)
+    else:
+        _need(A.mean != NULL and A.invstd != NULL, "mean and invstd", mode)
+        if A.mode == NM_FWD_BN_TRAIN:
+            _need((A.running_mean.data == NULL) == (A.running_spread.data == NULL),
+                  "running_mean and running_spread together, or neither", mode)
+        else:
+            _need(A.running_mean.data != NULL and A.running_spread.data != NULL,
+                  "running_mean and running_spread", mode)
+        if A.mode == NM_FWD_BRN_TRAIN:
+            _need(A.r != NULL and A.d != NULL, "r and d", mode)
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
             status = nm_forward_f32(sh, <const float *>cnp.PyArray_DATA(x), <float *>out_ptr, &A)
@@ -188,10 +225,11 @@ def forward(cnp.ndarray x, object y, str mode, object gamma=None, object beta=No
         raise MemoryError("normops: out of memory for the kernel's scratch space")
 
 
-def backward(cnp.ndarray dy, cnp.ndarray x, object dx, str mode, *, bint training=True,
-             object mean=None, object invstd=None, object r=None, object d=None,
-             object gamma=None, object dgamma=None, object dbeta=None, object sum_dy=None,
-             object sum_dy_xmu=None, object p=None, object q=None, object s=None):
+def backward(cnp.ndarray dy not None, cnp.ndarray x not None, object dx, str mode, *,
+             bint training=True, object mean=None, object invstd=None, object r=None,
+             object d=None, object gamma=None, object dgamma=None, object dbeta=None,
+             object sum_dy=None, object sum_dy_xmu=None, object p=None, object q=None,
+             object s=None):
     """Runs nm_backward: dy, and dx (None for mode "grad_stats") have x's shape and dtype;
     gamma, dgamma and dbeta have x's dtype (dgamma, dbeta contiguous), the rest are
     contiguous float64 arrays."""
@@ -199,22 +237,33 @@ def backward(cnp.ndarray dy, cnp.ndarray x, object dx, str mode, *, bint trainin
     cdef int typenum = _typenum(x)
     cdef nm_shape sh = _shape(x)
     cdef Py_ssize_t C = sh.channels
-    cdef const void *dy_ptr = _block(dy, typenum, x, False, "dy")
+    cdef const void *dy_ptr = _block(dy, x, False, "dy")
     cdef void *out_ptr = NULL
+    cdef list keep = []
     cdef int status
+    if mode not in BACKWARD_MODES:
+        raise ValueError(f"normops._cpu: unknown backward mode {mode!r}")
     A.mode = BACKWARD_MODES[mode]
     if A.mode != NM_BWD_GRAD_STATS:
-        out_ptr = _block(dx, typenum, x, True, "dx")
+        out_ptr = _block(dx, x, True, "dx")
     A.training = training
-    A.mean, A.invstd = _f64(mean, C, False, "mean"), _f64(invstd, C, False, "invstd")
-    A.r, A.d = _f64(r, C, False, "r"), _f64(d, C, False, "d")
-    A.gamma = _vec(gamma, typenum, C, False, "gamma")
-    A.dgamma = A.dbeta = NULL
-    if dgamma is not None:
-        A.dgamma = _contiguous_out(dgamma, typenum, C, "dgamma")
-        A.dbeta = _contiguous_out(dbeta, typenum, C, "dbeta")
-    A.sum_dy, A.sum_dy_xmu = _f64(sum_dy, C, True, "sum_dy"), _f64(sum_dy_xmu, C, True, "sum_dy_xmu")
-    A.p, A.q, A.s = _f64(p, C, False, "p"), _f64(q, C, False, "q"), _f64(s, C, False, "s")
+    A.mean = _f64(mean, C, False, "mean", keep)
+    A.invstd = _f64(invstd, C, False, "invstd", keep)
+    A.r, A.d = _f64(r, C, False, "r", keep), _f64(d, C, False, "d", keep)
+    A.gamma = _vec(gamma, typenum, C, False, "gamma", keep)
+    A.dgamma = _contiguous(dgamma, typenum, C, True, "dgamma", keep)
+    A.dbeta = _contiguous(dbeta, typenum, C, True, "dbeta", keep)
+    A.sum_dy = _f64(sum_dy, C, True, "sum_dy", keep)
+    A.sum_dy_xmu = _f64(sum_dy_xmu, C, True, "sum_dy_xmu", keep)
+    A.p, A.q, A.s = _f64(p, C, False, "p", keep), _f64(q, C, False, "q", keep), _f64(s, C, False, "s", keep)
+    if A.mode == NM_BWD_GRAD_STATS:
+        _need(A.mean != NULL and A.sum_dy != NULL and A.sum_dy_xmu != NULL,
+              "mean, sum_dy and sum_dy_xmu", mode)
+    elif A.mode == NM_BWD_GRAD_INPUT:
+        _need(A.p != NULL and A.q != NULL and A.s != NULL, "p, q and s", mode)
+    else:
+        _need(A.mean != NULL and A.invstd != NULL and A.dgamma != NULL and A.dbeta != NULL,
+              "mean, invstd, dgamma and dbeta", mode)
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
             status = nm_backward_f32(sh, <const float *>dy_ptr, <const float *>cnp.PyArray_DATA(x),
@@ -224,13 +273,6 @@ def backward(cnp.ndarray dy, cnp.ndarray x, object dx, str mode, *, bint trainin
                                      <double *>out_ptr, &A)
     if status != 0:
         raise MemoryError("normops: out of memory for the kernel's scratch space")
-
-
-cdef void *_contiguous_out(object arr, int typenum, Py_ssize_t channels, str name) except NULL:
-    cdef cnp.ndarray a = _channel_array(arr, typenum, channels, name)
-    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISWRITEABLE(a):
-        raise ValueError(f"normops._cpu: {name} must be contiguous and writeable")
-    return cnp.PyArray_DATA(a)
 
 
 def copy_into(dst, src):

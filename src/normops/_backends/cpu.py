@@ -3,8 +3,8 @@
 The kernels take C-contiguous (outer, C, inner) arrays. An input whose memory already
 has that layout (C-contiguous, or channels-last: contiguous with the channel axis
 innermost in memory) is used in place and the output gets the same layout; any other
-input (a strided or negative-stride view, Fortran order) is copied once into a
-C-contiguous buffer, and the output is C-contiguous. Reductions run in double in an
+input (a strided or negative-stride view, Fortran order, an array not aligned to its
+itemsize) is copied once into a C-contiguous buffer, and the output is C-contiguous. Reductions run in double in an
 order fixed by the shape, so results do not depend on the thread count.
 """
 import math
@@ -63,12 +63,14 @@ class _Arrangement:
         self.view_shape = (outer, channels, inner)
 
     def view(self, arr):
-        """arr (x-shaped) as the kernels' view; a copy only if its memory does not fit."""
+        """arr (x-shaped) as the kernels' view; a copy only if its memory does not fit
+        (not in this order, or not aligned, as in a view into a byte buffer at an odd
+        offset)."""
         if self.moved:
             arr = np.moveaxis(arr, self.axis, -1)
-        elif arr.flags.c_contiguous:
+        elif arr.flags.c_contiguous and arr.flags.aligned:
             return arr.reshape(self.view_shape)
-        return np.ascontiguousarray(arr).reshape(self.view_shape)
+        return _c_array(arr).reshape(self.view_shape)
 
     def restore(self, arr3):
         """A kernel output back in x's shape (a view, same memory layout as x)."""
@@ -132,31 +134,36 @@ class CpuBackend:
     # --- the four kernels (for the composition, and for plugin authors to compare) ----
 
     def batch_stats(self, x):
-        x = np.ascontiguousarray(x)
+        x = _c_array(x)
         mean, m2 = np.empty(x.shape[1]), np.empty(x.shape[1])
         _cpu.forward(x, None, "stats", mean=mean, m2=m2)
         return x.shape[0] * x.shape[2], mean, m2
 
     def scale_shift(self, x, a, b):
-        x = np.ascontiguousarray(x)
+        x = _c_array(x)
         y = _empty_like(x)
         _cpu.forward(x, y, "affine", a=_per_channel(a), b=_per_channel(b))
         return y
 
     def grad_stats(self, dy, x, mean):
-        x = np.ascontiguousarray(x)
+        x = _c_array(x)
         sum_dy, sum_dy_xmu = np.empty(x.shape[1]), np.empty(x.shape[1])
-        _cpu.backward(np.ascontiguousarray(dy), x, None, "grad_stats", mean=_per_channel(mean),
+        _cpu.backward(_c_array(dy), x, None, "grad_stats", mean=_per_channel(mean),
                       sum_dy=sum_dy, sum_dy_xmu=sum_dy_xmu)
         return sum_dy, sum_dy_xmu
 
     def grad_input(self, dy, x, p, q, s):
-        x = np.ascontiguousarray(x)
+        x = _c_array(x)
         dx = _empty_like(x)
-        _cpu.backward(np.ascontiguousarray(dy), x, dx, "grad_input", p=_per_channel(p),
+        _cpu.backward(_c_array(dy), x, dx, "grad_input", p=_per_channel(p),
                       q=_per_channel(q), s=_per_channel(s))
         return dx
 
 
+def _c_array(a, dtype=None):
+    """a as an aligned C-contiguous array (of ``dtype``), copied only where needed."""
+    return np.require(a, dtype, requirements=("C", "A"))
+
+
 def _per_channel(v):
-    return np.ascontiguousarray(v, dtype=np.float64)
+    return _c_array(v, np.float64)
