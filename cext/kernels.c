@@ -52,10 +52,29 @@ static void unit_totals(const double *part, ptrdiff_t units, ptrdiff_t channels,
     *t0 = a, *t1 = b;
 }
 
-static ptrdiff_t chunk_rows(ptrdiff_t rows, ptrdiff_t k)
+/* rows per chunk of the rows path: NM_ROW_CHUNK, or a multiple of it for rows of fewer
+ * than NM_ROW_CHUNK channels, so that every chunk holds at least NM_ROW_CHUNK^2 values and
+ * the per-chunk partials and merges stay a small part of the work */
+static ptrdiff_t chunk_len(ptrdiff_t C)
 {
-    ptrdiff_t left = rows - k * NM_ROW_CHUNK;
-    return left < NM_ROW_CHUNK ? left : NM_ROW_CHUNK;
+    return C >= NM_ROW_CHUNK ? NM_ROW_CHUNK : NM_ROW_CHUNK * ((NM_ROW_CHUNK + C - 1) / C);
+}
+
+/* Rows of fewer than NM_WIDE channels are too short for the vector loops: the maps take
+ * such a chunk NM_WIDE rows at a time, as one row of NM_WIDE * C values whose coefficient
+ * columns repeat the C channels' (each value still gets its channel's coefficients, so
+ * the results are the same). Rows taken at a time: */
+#define NM_WIDE 8
+static ptrdiff_t row_group(ptrdiff_t C)
+{
+    return C < NM_WIDE ? NM_WIDE : 1;
+}
+
+/* rows of chunk k (of `len` rows each, the last one partial) */
+static ptrdiff_t chunk_rows(ptrdiff_t rows, ptrdiff_t len, ptrdiff_t k)
+{
+    ptrdiff_t left = rows - k * len;
+    return left < len ? left : len;
 }
 
 /* float32: one pass of sums of d = x - k and d^2 in double, k a value of the block. d is

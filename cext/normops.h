@@ -19,8 +19,9 @@
  * order: two passes (mean, then squares about it) for float64, one pass of shifted sums
  * for float32. A constant channel has M2 == 0 and its exact mean, and the forward writes
  * (x - mean) * a + b, which is exactly beta there.
- * Determinism: every reduction order is fixed by the shape alone (chunks of NM_ROW_CHUNK
- * rows, or units of a channel's planes added in order), never by the thread count.
+ * Determinism: every reduction order is fixed by the shape alone (chunks of a number of
+ * rows set by C, or units of a channel's planes added in order), never by the thread
+ * count.
  * Every function returns 0, or -1 when it could not allocate its scratch memory.
  */
 #ifndef NORMOPS_H
@@ -28,7 +29,8 @@
 
 #include <stddef.h>
 
-/* Rows per block of the rows path: the unit of the fixed reduction order. */
+/* Rows per chunk of the rows path, the unit of the fixed reduction order, for 64 or more
+ * channels (narrower rows take a multiple, see chunk_len in kernels.c). */
 #define NM_ROW_CHUNK 64
 
 typedef struct {

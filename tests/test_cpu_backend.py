@@ -62,7 +62,7 @@ def as_view(arr, kind):
 VIEWS = ["contiguous", "strided", "negative", "fortran", "channels_last", "unaligned"]
 # (shape, axis): NC, NCHW, NHWC, 5-D, axis=2, m = 2, C = 1, 3, 17, inner = 1, 7, 3136;
 # (45, 3, 7) and (9, 2, 100) group short planes into units of 19 and 2 planes, the last
-# one partial; a single channel of rows, (64, 1) and (70001, 1), runs as one plane
+# one partial; narrow rows, (64, 1), (70001, 1) and (130, 3), go 8 rows at a time
 LAYOUTS = [((2, 3), 1), ((64, 1), 1), ((70001, 1), 1), ((5, 17), 1), ((3, 5, 7), 1), ((2, 3, 4, 5), 1),
            ((2, 5, 6, 3), -1), ((2, 3, 2, 3, 4), 1), ((2, 3, 4, 5), 2), ((2, 17, 56, 56), 1),
            ((130, 3), 1), ((1, 3, 2), 1), ((45, 3, 7), 1), ((9, 2, 100), 1)]
@@ -134,7 +134,8 @@ def test_float32_is_accumulated_in_double(shape):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape,axis", [((64, 3), 1), ((4, 3, 9), 1), ((4, 5, 5, 3), -1)])
+@pytest.mark.parametrize("shape,axis", [((64, 3), 1), ((5003, 3), 1), ((4, 3, 9), 1),
+                                        ((4, 5, 5, 3), -1)])
 def test_constant_channel_gives_exactly_beta(shape, axis, dtype):
     rng = np.random.default_rng(3)
     x = rng.normal(size=shape).astype(dtype)
@@ -150,7 +151,8 @@ DETERMINISM_SCRIPT = textwrap.dedent("""
     import numpy as np
     import normops
     digest = hashlib.sha256()
-    for shape, axis in [((1000, 37), 1), ((6, 19, 300), 1), ((41, 5, 10), 1), ((4, 9, 9, 21), -1)]:
+    for shape, axis in [((1000, 37), 1), ((6, 19, 300), 1), ((41, 5, 10), 1), ((4, 9, 9, 21), -1),
+                        ((20003, 3), 1)]:
         for dtype in (np.float32, np.float64):
             rng = np.random.default_rng(7)
             x = (rng.normal(size=shape) * 3 + 5).astype(dtype)

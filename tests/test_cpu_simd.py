@@ -20,10 +20,13 @@ CPU = normops.get_backend("cpu")
 
 @st.composite
 def stat_shapes(draw):
-    """(outer, C, inner): rows (inner 1) over more than one chunk of 64 rows and every
-    column tail; or planes of every length mod 16, short ones grouped into units."""
+    """(outer, C, inner): rows (inner 1) over more than one chunk and every column tail,
+    narrow rows (C < 8, taken 8 at a time) with every count of rows left over; or planes of
+    every length mod 16, short ones grouped into units."""
     if draw(st.booleans()):
-        return draw(st.integers(2, 150)), draw(st.integers(1, 13)), 1
+        channels = draw(st.integers(1, 13))
+        chunk = 64 * -(-64 // channels) if channels < 64 else 64   # kernels.c chunk_len
+        return draw(st.integers(2, 2 * chunk + 70)), channels, 1
     return draw(st.integers(1, 9)), draw(st.integers(1, 3)), draw(st.integers(2, 70))
 
 

@@ -53,14 +53,9 @@ class _Arrangement:
         self.moved = (axis != last and not x.flags.c_contiguous
                       and np.moveaxis(x, axis, last).flags.c_contiguous)
         if self.moved:
-            outer, inner = x.size // channels, 1
+            self.view_shape = (x.size // channels, channels, 1)
         else:
-            outer, inner = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
-        if channels == 1 and inner == 1:
-            # rows of one value each would make a chunk of every 64 values (6.4M values:
-            # 8x slower than one plane, which one thread runs)
-            outer, inner = 1, outer
-        self.view_shape = (outer, channels, inner)
+            self.view_shape = (math.prod(shape[:axis]), channels, math.prod(shape[axis + 1:]))
 
     def view(self, arr):
         """arr (x-shaped) as the kernels' view; a copy only if its memory does not fit
