@@ -70,6 +70,30 @@ static ptrdiff_t row_group(ptrdiff_t C)
     return C < NM_WIDE ? NM_WIDE : 1;
 }
 
+/* Planes of at most this many values take the rows path, as rows of C planes: a plane
+ * that short is no run of its own (6.4M values in planes of 2: training forward 32 -> 2 ms
+ * here, of 8: 7.4 -> 2.3 ms; from 16 values on, planes and rows are about even) */
+#define NM_FOLD_MAX 8
+/* Work items (chunks x column blocks) the rows path wants at least, and the fewest
+ * columns of a block (shorter segments of rows measured slower): a batch of 32 rows of
+ * 4096 features is one chunk, which 4 column blocks then share out among the threads */
+#define NM_ITEMS_MIN 16
+#define NM_BLOCK_COLUMNS_MIN 1024
+
+static ptrdiff_t column_blocks(ptrdiff_t W, ptrdiff_t chunks)
+{
+    const ptrdiff_t want = (NM_ITEMS_MIN + chunks - 1) / chunks, most = W / NM_BLOCK_COLUMNS_MIN;
+    return want < most ? want : most > 1 ? most : 1;
+}
+
+/* columns per block: a multiple of 16, so every block of a row of whole cache lines
+ * starts on a line (streamed stores); the last block takes the rest */
+static ptrdiff_t block_width(ptrdiff_t W, ptrdiff_t blocks)
+{
+    const ptrdiff_t per = (W + blocks - 1) / blocks;
+    return blocks == 1 ? W : (per + 15) / 16 * 16;
+}
+
 /* rows of chunk k (of `len` rows each, the last one partial) */
 static ptrdiff_t chunk_rows(ptrdiff_t rows, ptrdiff_t len, ptrdiff_t k)
 {

@@ -160,15 +160,15 @@ NM_AVX2 static void add_columns(double *s0, __m256d v0, double *s1, __m256d v1, 
     }
 }
 
-/* one group of 4 columns (w of them valid) of 4 rows */
-NM_AVX2 static void moments_4x4(const float *x0, ptrdiff_t C, const float *first, ptrdiff_t w,
+/* one group of 4 columns (w of them valid) of 4 rows, ld elements apart */
+NM_AVX2 static void moments_4x4(const float *x0, ptrdiff_t ld, const float *first, ptrdiff_t w,
                                 __m256d one, double *s1, double *s2)
 {
     const __m256d k = load_f32_part(first, w);
     const __m256d d0 = _mm256_sub_pd(load_f32_part(x0, w), k);
-    const __m256d d1 = _mm256_sub_pd(load_f32_part(x0 + C, w), k);
-    const __m256d d2 = _mm256_sub_pd(load_f32_part(x0 + 2 * C, w), k);
-    const __m256d d3 = _mm256_sub_pd(load_f32_part(x0 + 3 * C, w), k);
+    const __m256d d1 = _mm256_sub_pd(load_f32_part(x0 + ld, w), k);
+    const __m256d d2 = _mm256_sub_pd(load_f32_part(x0 + 2 * ld, w), k);
+    const __m256d d3 = _mm256_sub_pd(load_f32_part(x0 + 3 * ld, w), k);
     const __m256d sum = _mm256_fmadd_pd(_mm256_add_pd(d0, d1), one, _mm256_add_pd(d2, d3));
     const __m256d sq = _mm256_fmadd_pd(
         _mm256_add_pd(_mm256_mul_pd(d0, d0), _mm256_mul_pd(d1, d1)), one,
@@ -176,39 +176,39 @@ NM_AVX2 static void moments_4x4(const float *x0, ptrdiff_t C, const float *first
     add_columns(s1, sum, s2, sq, w, one);
 }
 
-NM_AVX2 ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff_t nrows,
-                                            double *s1, double *s2)
+NM_AVX2 ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff_t ld,
+                                            ptrdiff_t nrows, double *s1, double *s2)
 {
     const __m256d one = opaque_one();
     ptrdiff_t r, j;
     for (r = 0; r + 4 <= nrows; r += 4)
         for (j = 0; j < C; j += 4)
-            moments_4x4(x + r * C + j, C, x + j, C - j < 4 ? C - j : 4, one, s1 + j, s2 + j);
+            moments_4x4(x + r * ld + j, ld, x + j, C - j < 4 ? C - j : 4, one, s1 + j, s2 + j);
     return r;
 }
 
-/* one group of 4 columns (w of them valid) of 2 rows */
-NM_AVX2 static void grad_sums_2x4(const float *dy0, const float *x0, ptrdiff_t C,
+/* one group of 4 columns (w of them valid) of 2 rows, ld elements apart */
+NM_AVX2 static void grad_sums_2x4(const float *dy0, const float *x0, ptrdiff_t ld,
                                   const double *centre, ptrdiff_t w, __m256d one, double *s0,
                                   double *s1)
 {
     const __m256d c = w >= 4 ? _mm256_loadu_pd(centre) : _mm256_maskload_pd(centre, mask_pd(w));
-    const __m256d g0 = load_f32_part(dy0, w), g1 = load_f32_part(dy0 + C, w);
+    const __m256d g0 = load_f32_part(dy0, w), g1 = load_f32_part(dy0 + ld, w);
     const __m256d e0 = _mm256_sub_pd(load_f32_part(x0, w), c);
-    const __m256d e1 = _mm256_sub_pd(load_f32_part(x0 + C, w), c);
+    const __m256d e1 = _mm256_sub_pd(load_f32_part(x0 + ld, w), c);
     add_columns(s0, _mm256_add_pd(g0, g1), s1,
                 _mm256_add_pd(_mm256_mul_pd(g0, e0), _mm256_mul_pd(g1, e1)), w, one);
 }
 
 NM_AVX2 ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t C,
-                                              ptrdiff_t nrows, const double *centre, double *s0,
-                                              double *s1)
+                                              ptrdiff_t ld, ptrdiff_t nrows, const double *centre,
+                                              double *s0, double *s1)
 {
     const __m256d one = opaque_one();
     ptrdiff_t r, j;
     for (r = 0; r + 2 <= nrows; r += 2)
         for (j = 0; j < C; j += 4)
-            grad_sums_2x4(dy + r * C + j, x + r * C + j, C, centre + j, C - j < 4 ? C - j : 4,
+            grad_sums_2x4(dy + r * ld + j, x + r * ld + j, ld, centre + j, C - j < 4 ? C - j : 4,
                           one, s0 + j, s1 + j);
     return r;
 }
@@ -254,23 +254,23 @@ NM_AVX2 void nm_plane_grad_apply_f32_stream(const float *dy, const float *x, flo
                                NM_SET(q), NM_SET(s)));
 }
 
-NM_AVX2 void nm_rows_apply_f32_stream(const float *x, float *y, ptrdiff_t C, ptrdiff_t nrows,
-                                      const float *hi, const float *lo, const float *a,
-                                      const float *b)
+NM_AVX2 void nm_rows_apply_f32_stream(const float *x, float *y, ptrdiff_t C, ptrdiff_t ld,
+                                      ptrdiff_t nrows, const float *hi, const float *lo,
+                                      const float *a, const float *b)
 {
     ptrdiff_t r;
-    for (r = 0; r < nrows; r++, x += C, y += C)
+    for (r = 0; r < nrows; r++, x += ld, y += ld)
         NM_STREAM_RUN(y, C, affine8(NM_LD(x + i), NM_LD(hi + i), NM_LD(lo + i), NM_LD(a + i),
                                     NM_LD(b + i)));
 }
 
 NM_AVX2 void nm_rows_grad_apply_f32_stream(const float *dy, const float *x, float *dx,
-                                           ptrdiff_t C, ptrdiff_t nrows, const float *hi,
-                                           const float *lo, const float *p, const float *q,
-                                           const float *s)
+                                           ptrdiff_t C, ptrdiff_t ld, ptrdiff_t nrows,
+                                           const float *hi, const float *lo, const float *p,
+                                           const float *q, const float *s)
 {
     ptrdiff_t r;
-    for (r = 0; r < nrows; r++, dy += C, x += C, dx += C)
+    for (r = 0; r < nrows; r++, dy += ld, x += ld, dx += ld)
         NM_STREAM_RUN(dx, C, grad8(NM_LD(dy + i), NM_LD(x + i), NM_LD(hi + i), NM_LD(lo + i),
                                    NM_LD(p + i), NM_LD(q + i), NM_LD(s + i)));
 }
@@ -322,18 +322,18 @@ void nm_plane_sums_f32_simd(const float *dy, const float *x, ptrdiff_t n, double
     (void)dy, (void)x, (void)n, (void)centre, (void)su, (void)sv;
 }
 
-ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff_t nrows, double *s1,
-                                    double *s2)
+ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff_t ld, ptrdiff_t nrows,
+                                    double *s1, double *s2)
 {
-    (void)x, (void)C, (void)nrows, (void)s1, (void)s2;
+    (void)x, (void)C, (void)ld, (void)nrows, (void)s1, (void)s2;
     return 0;
 }
 
 ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t C,
-                                      ptrdiff_t nrows, const double *centre, double *s0,
-                                      double *s1)
+                                      ptrdiff_t ld, ptrdiff_t nrows, const double *centre,
+                                      double *s0, double *s1)
 {
-    (void)dy, (void)x, (void)C, (void)nrows, (void)centre, (void)s0, (void)s1;
+    (void)dy, (void)x, (void)C, (void)ld, (void)nrows, (void)centre, (void)s0, (void)s1;
     return 0;
 }
 
@@ -349,18 +349,20 @@ void nm_plane_grad_apply_f32_stream(const float *dy, const float *x, float *dx, 
     (void)dy, (void)x, (void)dx, (void)n, (void)hi, (void)lo, (void)p, (void)q, (void)s;
 }
 
-void nm_rows_apply_f32_stream(const float *x, float *y, ptrdiff_t C, ptrdiff_t nrows,
-                              const float *hi, const float *lo, const float *a, const float *b)
+void nm_rows_apply_f32_stream(const float *x, float *y, ptrdiff_t C, ptrdiff_t ld,
+                              ptrdiff_t nrows, const float *hi, const float *lo, const float *a,
+                              const float *b)
 {
-    (void)x, (void)y, (void)C, (void)nrows, (void)hi, (void)lo, (void)a, (void)b;
+    (void)x, (void)y, (void)C, (void)ld, (void)nrows, (void)hi, (void)lo, (void)a, (void)b;
 }
 
 void nm_rows_grad_apply_f32_stream(const float *dy, const float *x, float *dx, ptrdiff_t C,
-                                   ptrdiff_t nrows, const float *hi, const float *lo,
-                                   const float *p, const float *q, const float *s)
+                                   ptrdiff_t ld, ptrdiff_t nrows, const float *hi,
+                                   const float *lo, const float *p, const float *q,
+                                   const float *s)
 {
-    (void)dy, (void)x, (void)dx, (void)C, (void)nrows, (void)hi, (void)lo, (void)p, (void)q,
-        (void)s;
+    (void)dy, (void)x, (void)dx, (void)C, (void)ld, (void)nrows, (void)hi, (void)lo, (void)p,
+        (void)q, (void)s;
 }
 
 #endif

@@ -42,18 +42,18 @@ static inline double nm_lanes_total(const double *acc)
 void nm_plane_sums_f32_simd(const float *dy, const float *x, ptrdiff_t n, double centre,
                             double *su, double *sv);
 
-/* The main part of a chunk of rows; each returns how many rows it took (whole groups),
- * and the portable loop does the rest. */
+/* The main part of a block of rows (C columns, rows ld elements apart); each returns how
+ * many rows it took (whole groups), and the portable loop does the rest. */
 
 /* adds, per column j of whole groups of 4 rows: s1[j] += sum of d, s2[j] += sum of d^2 with
  * d = x[r][j] - x[0][j], as ((d0 + d1) + (d2 + d3)) */
-ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff_t nrows, double *s1,
-                                    double *s2);
+ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff_t ld, ptrdiff_t nrows,
+                                    double *s1, double *s2);
 /* adds, per column j of whole pairs of rows: s0[j] += dy0 + dy1 and
  * s1[j] += dy0 (x0 - centre[j]) + dy1 (x1 - centre[j]) */
 ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t C,
-                                      ptrdiff_t nrows, const double *centre, double *s0,
-                                      double *s1);
+                                      ptrdiff_t ld, ptrdiff_t nrows, const double *centre,
+                                      double *s0, double *s1);
 
 /* An op whose arrays (its inputs and its output, each counted once) hold at least this
  * many bytes writes its float32 output with non-temporal stores when the AVX2 loops run.
@@ -77,16 +77,19 @@ void nm_stream_fence(void);
 
 /* The maps, in the float operations of the portable loops, streamed (see simd.c):
  * y = ((x - hi) - lo) a + b and dx = p dy + q ((x - hi) - lo) + s, over one plane with
- * scalar coefficients or over nrows rows of C columns with per-column ones. Each run (a
- * plane, a row) starts on a cache line and is a whole number of lines (nm_stream). */
+ * scalar coefficients or over nrows rows of C columns (ld elements apart) with per-column
+ * ones. Each run (a plane, a row's C columns) starts on a cache line and is a whole
+ * number of lines (nm_stream). */
 void nm_plane_apply_f32_stream(const float *x, float *y, ptrdiff_t n, float hi, float lo,
                                float a, float b);
 void nm_plane_grad_apply_f32_stream(const float *dy, const float *x, float *dx, ptrdiff_t n,
                                     float hi, float lo, float p, float q, float s);
-void nm_rows_apply_f32_stream(const float *x, float *y, ptrdiff_t C, ptrdiff_t nrows,
-                              const float *hi, const float *lo, const float *a, const float *b);
+void nm_rows_apply_f32_stream(const float *x, float *y, ptrdiff_t C, ptrdiff_t ld,
+                              ptrdiff_t nrows, const float *hi, const float *lo, const float *a,
+                              const float *b);
 void nm_rows_grad_apply_f32_stream(const float *dy, const float *x, float *dx, ptrdiff_t C,
-                                   ptrdiff_t nrows, const float *hi, const float *lo,
-                                   const float *p, const float *q, const float *s);
+                                   ptrdiff_t ld, ptrdiff_t nrows, const float *hi,
+                                   const float *lo, const float *p, const float *q,
+                                   const float *s);
 
 #endif

@@ -9,5 +9,6 @@
 #define NM_PARALLEL_FOR NM_PRAGMA(omp parallel for schedule(static) num_threads(nm_get_num_threads()))
 #define NM_PARALLEL NM_PRAGMA(omp parallel num_threads(nm_get_num_threads()))
 #define NM_FOR NM_PRAGMA(omp for schedule(static))
+#define NM_SINGLE NM_PRAGMA(omp single)
 
 #endif

@@ -62,8 +62,10 @@ def as_view(arr, kind):
 VIEWS = ["contiguous", "strided", "negative", "fortran", "channels_last", "unaligned"]
 # (shape, axis): NC, NCHW, NHWC, 5-D, axis=2, m = 2, C = 1, 3, 17, inner = 1, 7, 3136;
 # (45, 3, 7) and (9, 2, 100) group short planes into units of 19 and 2 planes, the last
-# one partial; narrow rows, (64, 1), (70001, 1) and (130, 3), go 8 rows at a time
-LAYOUTS = [((2, 3), 1), ((64, 1), 1), ((70001, 1), 1), ((5, 17), 1), ((3, 5, 7), 1), ((2, 3, 4, 5), 1),
+# one partial; narrow rows, (64, 1), (70001, 1) and (130, 3), go 8 rows at a time; planes
+# of up to 8 values, (3, 5, 7) and (45, 3, 7), and (24, 300, 8) run as rows of C planes;
+# (40, 3000) and (24, 300, 8), rows of one chunk, in two column blocks
+LAYOUTS = [((2, 3), 1), ((64, 1), 1), ((70001, 1), 1), ((40, 3000), 1), ((24, 300, 8), 1), ((5, 17), 1), ((3, 5, 7), 1), ((2, 3, 4, 5), 1),
            ((2, 5, 6, 3), -1), ((2, 3, 2, 3, 4), 1), ((2, 3, 4, 5), 2), ((2, 17, 56, 56), 1),
            ((130, 3), 1), ((1, 3, 2), 1), ((45, 3, 7), 1), ((9, 2, 100), 1)]
 
@@ -152,7 +154,7 @@ DETERMINISM_SCRIPT = textwrap.dedent("""
     import normops
     digest = hashlib.sha256()
     for shape, axis in [((1000, 37), 1), ((6, 19, 300), 1), ((41, 5, 10), 1), ((4, 9, 9, 21), -1),
-                        ((20003, 3), 1)]:
+                        ((20003, 3), 1), ((40, 3000), 1), ((300, 7, 2, 3), 1)]:
         for dtype in (np.float32, np.float64):
             rng = np.random.default_rng(7)
             x = (rng.normal(size=shape) * 3 + 5).astype(dtype)

@@ -21,12 +21,16 @@ CPU = normops.get_backend("cpu")
 @st.composite
 def stat_shapes(draw):
     """(outer, C, inner): rows (inner 1) over more than one chunk and every column tail,
-    narrow rows (C < 8, taken 8 at a time) with every count of rows left over; or planes of
-    every length mod 16, short ones grouped into units."""
-    if draw(st.booleans()):
+    narrow rows (C < 8, taken 8 at a time) with every count of rows left over, wide rows
+    in column blocks; or planes of every length mod 16, short ones grouped into units (up
+    to 8 values: read as rows of C planes)."""
+    kind = draw(st.sampled_from(["rows", "wide rows", "planes"]))
+    if kind == "rows":
         channels = draw(st.integers(1, 13))
         chunk = 64 * -(-64 // channels) if channels < 64 else 64   # kernels.c chunk_len
         return draw(st.integers(2, 2 * chunk + 70)), channels, 1
+    if kind == "wide rows":   # one or two chunks of 64 rows, in blocks of 1024+ columns
+        return draw(st.integers(2, 130)), draw(st.integers(2040, 2100)), 1
     return draw(st.integers(1, 9)), draw(st.integers(1, 3)), draw(st.integers(2, 70))
 
 
@@ -95,17 +99,26 @@ def test_avx2_loops_give_the_portable_bits(shape, seed):
 @st.composite
 def streamed_shapes(draw):
     """Runs of whole cache lines, which stream once the threshold is 0 (outputs then start
-    on a line): rows of 16, 32 or 48 columns, or planes of a multiple of 16 values; and
-    neighbours of them that must not stream."""
-    if draw(st.booleans()):
+    on a line): rows of 16, 32 or 48 columns, wide rows in column blocks, rows of short
+    planes, or planes of a multiple of 16 values; and neighbours of them that must not
+    stream."""
+    kind = draw(st.sampled_from(["rows", "wide rows", "short planes", "planes"]))
+    if kind == "rows":
         return draw(st.integers(2, 300)), draw(st.sampled_from([16, 32, 48, 17])), 1
+    if kind == "wide rows":
+        return draw(st.integers(2, 70)), draw(st.sampled_from([2048, 3008, 2049])), 1
+    if kind == "short planes":
+        return (draw(st.integers(2, 300)), draw(st.sampled_from([2, 3, 8])),
+                draw(st.sampled_from([2, 4, 8])))
     return (draw(st.integers(1, 9)), draw(st.integers(1, 3)),
             draw(st.sampled_from([16, 48, 64, 100, 1024])))
 
 
 def whole_lines(shape):
-    """Whether the runs of a (outer, C, inner) float32 output are whole 64-byte lines."""
-    run = shape[1] if shape[2] == 1 else shape[2]
+    """Whether the runs of a (outer, C, inner) float32 output are whole 64-byte lines:
+    rows, or planes, which up to 8 values run as rows of C planes (kernels.c NM_FOLD_MAX)."""
+    outer, channels, inner = shape
+    run = channels * inner if inner <= 8 else inner
     return run * 4 % 64 == 0
 
 
