@@ -5,9 +5,10 @@
  * here):
  *   - x, y, dy, dx are C-contiguous arrays of outer * channels * inner elements, with
  *     outer >= 1, channels >= 1, inner >= 1; y and dx do not overlap any input.
- *   - inner == 1 takes the "rows" path (NC, channels-last): each of the outer rows holds
- *     the channels contiguously, and the loops vectorize across channels. inner > 1 takes
- *     the "planes" path (NCHW): each (outer, channel) pair is a contiguous plane.
+ *   - inner <= 8 takes the "rows" path (NC, channels-last, and NCHW with planes of up to
+ *     8 values): each of the outer rows holds channels * inner values contiguously, and
+ *     the loops vectorize across them. Longer planes take the "planes" path (NCHW): each
+ *     (outer, channel) pair is a contiguous plane.
  *   - nm_vec arrays hold `channels` elements of the data's dtype at data[c * stride]
  *     (stride in elements, may be negative or zero only for arrays that are only read).
  *     A NULL data pointer means "absent" (gamma 1, beta 0, no running statistics).
