@@ -27,13 +27,14 @@ LINE = 64
 
 def _empty_like(a):
     """An uninitialized C-contiguous array of a's shape and dtype."""
-    if a.nbytes >= POOLED_BYTES:
-        raw = np.frombuffer(_buffers.Block(a.nbytes), dtype=np.uint8)
-    elif (a.dtype == np.float32 and a.nbytes * MOST_ARRAYS >= _cpu.stream_bytes()
+    nbytes = a.nbytes
+    if nbytes >= POOLED_BYTES:
+        raw = np.frombuffer(_buffers.Block(nbytes), dtype=np.uint8)
+    elif (nbytes * MOST_ARRAYS >= _cpu.stream_bytes() and a.dtype == np.float32
           and _cpu.simd_enabled()):
-        raw = np.empty(a.nbytes + LINE, np.uint8)
+        raw = np.empty(nbytes + LINE, np.uint8)
         start = -raw.__array_interface__["data"][0] % LINE
-        raw = raw[start:start + a.nbytes]
+        raw = raw[start:start + nbytes]
     else:
         return np.empty_like(a)
     return raw.view(a.dtype).reshape(a.shape)
@@ -107,24 +108,24 @@ class CpuBackend:
         training = mode.endswith("_train")
         # the per-channel outputs, one block: mean, invstd (and r, d for renorm training)
         stats = np.empty((4 if renorm and training else 2, arrangement.channels))
+        mean, invstd = stats[0], stats[1]
         r, d = (stats[2], stats[3]) if len(stats) == 4 else (None, None)
         _cpu.forward(x3, y3, mode, gamma, beta, running_mean, running_spread, eps=eps,
                      momentum=momentum, rmax=rmax, dmax=dmax, unbiased=unbiased,
-                     mean=stats[0], invstd=stats[1], r=r, d=d)
+                     mean=mean, invstd=invstd, r=r, d=d)
         y = arrangement.restore(y3)
         if renorm:
-            return y, BatchRenormSaved(stats[0], stats[1], r, d, training, axis, x.shape)
-        return y, BatchNormSaved(stats[0], stats[1], training, axis, x.shape)
+            return y, BatchRenormSaved(mean, invstd, r, d, training, axis, x.shape)
+        return y, BatchNormSaved(mean, invstd, training, axis, x.shape)
 
     def _backward(self, dy, x, saved, gamma, r, d):
         arrangement = _Arrangement(x, saved.axis)
         x3, dy3 = arrangement.view(x), arrangement.view(dy)
         dx3 = _empty_like(x3)
-        grads = np.empty((2, arrangement.channels), x.dtype)
+        dgamma, dbeta = np.empty((2, arrangement.channels), x.dtype)   # one block, two rows
         _cpu.backward(dy3, x3, dx3, "fused", training=saved.training, mean=saved.mean,
-                      invstd=saved.invstd, r=r, d=d, gamma=gamma, dgamma=grads[0],
-                      dbeta=grads[1])
-        return arrangement.restore(dx3), grads[0], grads[1]
+                      invstd=saved.invstd, r=r, d=d, gamma=gamma, dgamma=dgamma, dbeta=dbeta)
+        return arrangement.restore(dx3), dgamma, dbeta
 
     # --- the four kernels (for the composition, and for plugin authors to compare) ----
 
