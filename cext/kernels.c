@@ -52,27 +52,28 @@ static void unit_totals(const double *part, ptrdiff_t units, ptrdiff_t channels,
     *t0 = a, *t1 = b;
 }
 
-/* rows per chunk of the rows path: NM_ROW_CHUNK, or a multiple of it for rows of fewer
- * than NM_ROW_CHUNK channels, so that every chunk holds at least NM_ROW_CHUNK^2 values and
- * the per-chunk partials and merges stay a small part of the work */
-static ptrdiff_t chunk_len(ptrdiff_t C)
+/* rows per chunk of the rows path, for rows of W values: NM_ROW_CHUNK, or a multiple of
+ * it for rows of fewer than NM_ROW_CHUNK values, so that every chunk holds at least
+ * NM_ROW_CHUNK^2 values and the per-chunk partials and merges stay a small part of the
+ * work */
+static ptrdiff_t chunk_len(ptrdiff_t W)
 {
-    return C >= NM_ROW_CHUNK ? NM_ROW_CHUNK : NM_ROW_CHUNK * ((NM_ROW_CHUNK + C - 1) / C);
+    return W >= NM_ROW_CHUNK ? NM_ROW_CHUNK : NM_ROW_CHUNK * ((NM_ROW_CHUNK + W - 1) / W);
 }
 
-/* Rows of fewer than NM_WIDE channels are too short for the vector loops: the maps take
- * such a chunk NM_WIDE rows at a time, as one row of NM_WIDE * C values whose coefficient
- * columns repeat the C channels' (each value still gets its channel's coefficients, so
- * the results are the same). Rows taken at a time: */
+/* Rows of fewer than NM_WIDE values are too short for the vector loops: the passes take
+ * such a chunk NM_WIDE rows at a time, as one row of NM_WIDE W values (the maps with
+ * coefficient columns that repeat the row's, so each value still gets its own column's
+ * coefficients). Rows taken at a time: */
 #define NM_WIDE 8
-static ptrdiff_t row_group(ptrdiff_t C)
+static ptrdiff_t row_group(ptrdiff_t W)
 {
-    return C < NM_WIDE ? NM_WIDE : 1;
+    return W < NM_WIDE ? NM_WIDE : 1;
 }
 
 /* Planes of at most this many values take the rows path, as rows of C planes: a plane
  * that short is no run of its own (6.4M values in planes of 2: training forward 32 -> 2 ms
- * here, of 8: 7.4 -> 2.3 ms; from 16 values on, planes and rows are about even) */
+ * here, of 8: 7.7 -> 2.7 ms; from 16 values on, planes and rows are about even) */
 #define NM_FOLD_MAX 8
 /* Work items (chunks x column blocks) the rows path wants at least, and the fewest
  * columns of a block (shorter segments of rows measured slower): a batch of 32 rows of
