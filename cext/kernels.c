@@ -102,6 +102,32 @@ static ptrdiff_t chunk_rows(ptrdiff_t rows, ptrdiff_t len, ptrdiff_t k)
     return left < len ? left : len;
 }
 
+/* How the rows path lays out an input, fixed by its shape: `rows` rows of W = C fold
+ * values, in `chunks` chunks of `len` rows, each cut into `blocks` column blocks of `bw`
+ * columns (the last one shorter); narrow rows go `group` at a time (see rows.inc) */
+typedef struct {
+    ptrdiff_t rows, C, fold, W, len, chunks, blocks, bw, group;
+} rows_plan;
+
+static rows_plan plan_rows(nm_shape sh)
+{
+    rows_plan p;
+    p.rows = sh.outer, p.C = sh.channels, p.fold = sh.inner, p.W = p.C * p.fold;
+    p.len = chunk_len(p.W), p.chunks = (p.rows + p.len - 1) / p.len;
+    p.blocks = column_blocks(p.W, p.chunks), p.bw = block_width(p.W, p.blocks);
+    p.group = row_group(p.W);
+    return p;
+}
+
+/* work item u: chunk *t, columns *j0 .. *j0 + *wj, whose first value is at offset *at */
+static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *j0,
+                      ptrdiff_t *wj, ptrdiff_t *at)
+{
+    *t = u / p->blocks, *j0 = u % p->blocks * p->bw;
+    *wj = p->W - *j0 < p->bw ? p->W - *j0 : p->bw;
+    *at = *t * p->len * p->W + *j0;
+}
+
 /* float32: one pass of sums of d = x - k and d^2 in double, k a value of the block. d is
  * exact in double and the cancellation in sum d^2 - (sum d)^2 / n costs a relative
  * n * 2^-53 at worst (k an outlier), far below float32's 2^-24 for any real n. float64
