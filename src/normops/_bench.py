@@ -2,9 +2,10 @@
 reference backends against PyTorch, and set each time against the copy bandwidth.
 
 Every cell (shape x op x backend) is the median of single-call timings after one warm-up
-call; cpu, torch and the copy are timed in alternating blocks. The effective bandwidth of the cpu backend counts the array traffic an op cannot
-avoid (PASSES) and is compared with a plain copy of a buffer as large as x, measured per
-shape because caches make small and large buffers copy at different speeds.
+call; cpu, torch and the copy are timed in alternating blocks. The effective bandwidth of
+the cpu backend counts the array traffic an op cannot avoid (PASSES) and is compared with
+a plain copy of a buffer as large as x, measured per shape because caches make small and
+large buffers copy at different speeds.
 """
 import argparse
 import contextlib

@@ -184,13 +184,14 @@ def forward(cnp.ndarray x not None, object y, str mode, object gamma=None, objec
     cdef int typenum = _typenum(x)
     cdef nm_shape sh = _shape(x)
     cdef Py_ssize_t C = sh.channels
-    cdef bint train = mode == "bn_train" or mode == "brn_train"
+    cdef bint train
     cdef void *out_ptr = NULL
     cdef list keep = []
     cdef int status
     if mode not in FORWARD_MODES:
         raise ValueError(f"normops._cpu: unknown forward mode {mode!r}")
     A.mode = FORWARD_MODES[mode]
+    train = A.mode == NM_FWD_BN_TRAIN or A.mode == NM_FWD_BRN_TRAIN
     if A.mode != NM_FWD_STATS:
         out_ptr = _block(y, x, True, "y")
     A.gamma = _vec(gamma, typenum, C, False, "gamma", keep)

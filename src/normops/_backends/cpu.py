@@ -4,8 +4,9 @@ The kernels take C-contiguous (outer, C, inner) arrays. An input whose memory al
 has that layout (C-contiguous, or channels-last: contiguous with the channel axis
 innermost in memory) is used in place and the output gets the same layout; any other
 input (a strided or negative-stride view, Fortran order, an array not aligned to its
-itemsize) is copied once into a C-contiguous buffer, and the output is C-contiguous. Reductions run in double in an
-order fixed by the shape, so results do not depend on the thread count.
+itemsize) is copied once into a C-contiguous buffer, and the output is C-contiguous.
+Reductions run in double in an order fixed by the shape, so results do not depend on the
+thread count.
 """
 import math
 
