@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import normops
+from memory import unaligned
 from runs import assert_steps_close, bn_step, brn_step
 from strategies import Case, cases
 from tolerances import assert_close
@@ -53,9 +54,7 @@ def as_view(arr, kind):
     if kind == "channels_last":        # NCHW values in NHWC memory (a torch channels_last tensor)
         return np.moveaxis(np.ascontiguousarray(np.moveaxis(arr, 1, -1)), -1, 1)
     if kind == "unaligned":            # C-contiguous, one byte into its buffer
-        out = np.zeros(arr.nbytes + 1, np.uint8)[1:].view(arr.dtype).reshape(arr.shape)
-        out[...] = arr
-        return out
+        return unaligned(arr)
     raise ValueError(kind)
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from normops._backends import _cpu
+from memory import unaligned
 
 C = 5
 
@@ -106,15 +107,6 @@ def test_backward_checks_dy_and_the_gradient_outputs():
     with pytest.raises(ValueError):   # saved mean too short
         _cpu.backward(x, x, np.empty_like(x), "fused", mean=np.zeros(C - 1),
                       invstd=saved["invstd"], **good)
-
-
-def unaligned(values):
-    """The values in an array that starts one byte into its buffer."""
-    raw = np.zeros(values.nbytes + 1, np.uint8)[1:]
-    out = raw.view(values.dtype).reshape(values.shape)
-    out[...] = values
-    assert not out.flags.aligned
-    return out
 
 
 def test_unaligned_arrays_that_are_only_read_are_copied():
