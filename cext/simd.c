@@ -117,33 +117,60 @@ NM_AVX2 static double lanes_total16(__m256d s0, __m256d s1, __m256d s2, __m256d 
     return _mm_cvtsd_f64(_mm_hadd_pd(r, r));
 }
 
+/* The accumulators of nm_plane_sums_f32_simd: lane 4q + j of the sums of u in a[q][j],
+ * of u v in b[q][j] */
+typedef struct {
+    __m256d a[4], b[4];
+} plane_acc;
+
+NM_AVX2 static inline void acc_zero(plane_acc *s)
+{
+    int j;
+    for (j = 0; j < 4; j++)
+        s->a[j] = s->b[j] = _mm256_setzero_pd();
+}
+
+/* the NM_LANES values from x and dy (NULL: u = v) into the lanes */
+NM_AVX2 static inline void acc_add16(plane_acc *s, const float *dy, const float *x, __m256d c,
+                                     __m256d one)
+{
+    int j;
+    for (j = 0; j < 4; j++) {
+        const __m256d v = _mm256_sub_pd(load_f32(x + 4 * j), c);
+        const __m256d u = dy ? load_f32(dy + 4 * j) : v;
+        s->a[j] = _mm256_fmadd_pd(u, one, s->a[j]);
+        s->b[j] = _mm256_add_pd(s->b[j], _mm256_mul_pd(u, v));
+    }
+}
+
+/* the last m < NM_LANES values into lanes 0 .. m - 1, then the lane totals into *su, *sv */
+NM_AVX2 static inline void acc_finish(plane_acc *s, const float *dy, const float *x, ptrdiff_t m,
+                                      __m256d c, double *su, double *sv)
+{
+    int j;
+    for (j = 0; j < 4; j++) {   /* j constant once unrolled */
+        const ptrdiff_t w = m - 4 * j;
+        if (w > 0) {
+            const __m256d v = _mm256_sub_pd(load_f32_part(x + 4 * j, w), c);
+            const __m256d u = dy ? load_f32_part(dy + 4 * j, w) : v;
+            s->a[j] = add_part(s->a[j], u, w);
+            s->b[j] = add_part(s->b[j], _mm256_mul_pd(u, v), w);
+        }
+    }
+    *su += lanes_total16(s->a[0], s->a[1], s->a[2], s->a[3]);
+    *sv += lanes_total16(s->b[0], s->b[1], s->b[2], s->b[3]);
+}
+
 NM_AVX2 void nm_plane_sums_f32_simd(const float *dy, const float *x, ptrdiff_t n, double centre,
                                     double *su, double *sv)
 {
     const __m256d one = opaque_one(), c = _mm256_set1_pd(centre);
-    __m256d a[4], b[4];
-    ptrdiff_t i = 0;
-    int j;
-    for (j = 0; j < 4; j++)
-        a[j] = b[j] = _mm256_setzero_pd();
-    for (; i + NM_LANES <= n; i += NM_LANES)
-        for (j = 0; j < 4; j++) {
-            const __m256d v = _mm256_sub_pd(load_f32(x + i + 4 * j), c);
-            const __m256d u = dy ? load_f32(dy + i + 4 * j) : v;
-            a[j] = _mm256_fmadd_pd(u, one, a[j]);
-            b[j] = _mm256_add_pd(b[j], _mm256_mul_pd(u, v));
-        }
-    for (j = 0; j < 4; j++) {   /* the tail, in lanes 0 .. n - i - 1 (j constant once unrolled) */
-        const ptrdiff_t w = n - i - 4 * j;
-        if (w > 0) {
-            const __m256d v = _mm256_sub_pd(load_f32_part(x + i + 4 * j, w), c);
-            const __m256d u = dy ? load_f32_part(dy + i + 4 * j, w) : v;
-            a[j] = add_part(a[j], u, w);
-            b[j] = add_part(b[j], _mm256_mul_pd(u, v), w);
-        }
-    }
-    *su += lanes_total16(a[0], a[1], a[2], a[3]);
-    *sv += lanes_total16(b[0], b[1], b[2], b[3]);
+    plane_acc s;
+    ptrdiff_t i;
+    acc_zero(&s);
+    for (i = 0; i + NM_LANES <= n; i += NM_LANES)
+        acc_add16(&s, dy ? dy + i : NULL, x + i, c, one);
+    acc_finish(&s, dy ? dy + i : NULL, x + i, n - i, c, su, sv);
 }
 
 /* s[0 .. w) += v[0 .. w) for two pairs, as fma(v, 1, s) (w <= 4 columns of a row) */
@@ -275,6 +302,79 @@ NM_AVX2 void nm_rows_grad_apply_f32_stream(const float *dy, const float *x, floa
                                    NM_LD(p + i), NM_LD(q + i), NM_LD(s + i)));
 }
 
+/* The pipelined passes (simd.h): one plane's sums and another plane's map in one loop */
+
+NM_AVX2 static inline __attribute__((always_inline)) void store8(float *out, __m256 v, int stream)
+{
+    if (stream)
+        _mm256_stream_ps(out, v);
+    else
+        _mm256_storeu_ps(out, v);
+}
+
+/* the map of 8 values: the forward's of xm (k = hi, lo, a, b) or, with dym, the
+ * gradient's (k = hi, lo, p, q, s) */
+NM_AVX2 static inline __attribute__((always_inline)) __m256 map8(const float *dym,
+                                                                 const float *xm,
+                                                                 const __m256 *k)
+{
+    return dym ? grad8(NM_LD(dym), NM_LD(xm), k[0], k[1], k[2], k[3], k[4])
+               : affine8(NM_LD(xm), k[0], k[1], k[2], k[3]);
+}
+
+/* the same map of one value, in the same float operations */
+static inline __attribute__((always_inline)) float map1(const float *dym, const float *xm,
+                                                        const float *k)
+{
+    return dym ? k[2] * *dym + k[3] * ((*xm - k[0]) - k[1]) + k[4]
+               : ((*xm - k[0]) - k[1]) * k[2] + k[3];
+}
+
+NM_AVX2 static inline __attribute__((always_inline)) void sums_and_map(
+    const float *dy, const float *x, double centre, double *su, double *sv, const float *dym,
+    const float *xm, float *out, ptrdiff_t n, const float *coef, int stream)
+{
+    const __m256d one = opaque_one(), c = _mm256_set1_pd(centre);
+    __m256 k[5];
+    plane_acc s;
+    ptrdiff_t i;
+    int j;
+    for (j = 0; j < (dym ? 5 : 4); j++)
+        k[j] = _mm256_set1_ps(coef[j]);
+    acc_zero(&s);
+    for (i = 0; i + NM_LANES <= n; i += NM_LANES) {
+        acc_add16(&s, dy ? dy + i : NULL, x + i, c, one);
+        store8(out + i, map8(dym ? dym + i : NULL, xm + i, k), stream);
+        store8(out + i + 8, map8(dym ? dym + i + 8 : NULL, xm + i + 8, k), stream);
+    }
+    acc_finish(&s, dy ? dy + i : NULL, x + i, n - i, c, su, sv);
+    for (; i + 8 <= n; i += 8)   /* (a streamed plane is whole lines: no tail) */
+        _mm256_storeu_ps(out + i, map8(dym ? dym + i : NULL, xm + i, k));
+    for (; i < n; i++)
+        out[i] = map1(dym ? dym + i : NULL, xm + i, coef);
+}
+
+NM_AVX2 void nm_plane_sums_apply_f32(const float *x, double centre, double *su, double *sv,
+                                     const float *xm, float *y, ptrdiff_t n, const float *coef,
+                                     int stream)
+{
+    if (stream)
+        sums_and_map(NULL, x, centre, su, sv, NULL, xm, y, n, coef, 1);
+    else
+        sums_and_map(NULL, x, centre, su, sv, NULL, xm, y, n, coef, 0);
+}
+
+NM_AVX2 void nm_plane_grad_sums_apply_f32(const float *dy, const float *x, double centre,
+                                          double *su, double *sv, const float *dym,
+                                          const float *xm, float *dx, ptrdiff_t n,
+                                          const float *coef, int stream)
+{
+    if (stream)
+        sums_and_map(dy, x, centre, su, sv, dym, xm, dx, n, coef, 1);
+    else
+        sums_and_map(dy, x, centre, su, sv, dym, xm, dx, n, coef, 0);
+}
+
 #undef NM_LD
 #undef NM_SET
 #undef NM_STREAM_RUN
@@ -363,6 +463,23 @@ void nm_rows_grad_apply_f32_stream(const float *dy, const float *x, float *dx, p
 {
     (void)dy, (void)x, (void)dx, (void)C, (void)ld, (void)nrows, (void)hi, (void)lo, (void)p,
         (void)q, (void)s;
+}
+
+
+void nm_plane_sums_apply_f32(const float *x, double centre, double *su, double *sv,
+                             const float *xm, float *y, ptrdiff_t n, const float *coef,
+                             int stream)
+{
+    (void)x, (void)centre, (void)su, (void)sv, (void)xm, (void)y, (void)n, (void)coef,
+        (void)stream;
+}
+
+void nm_plane_grad_sums_apply_f32(const float *dy, const float *x, double centre, double *su,
+                                  double *sv, const float *dym, const float *xm, float *dx,
+                                  ptrdiff_t n, const float *coef, int stream)
+{
+    (void)dy, (void)x, (void)centre, (void)su, (void)sv, (void)dym, (void)xm, (void)dx, (void)n,
+        (void)coef, (void)stream;
 }
 
 #endif

@@ -92,4 +92,19 @@ void nm_rows_grad_apply_f32_stream(const float *dy, const float *x, float *dx, p
                                    const float *lo, const float *p, const float *q,
                                    const float *s);
 
+/* The pipelined planes path (planes.inc): while a thread maps one channel it sums the
+ * next. Each of these gives, in one loop, what nm_plane_sums_f32_simd gives for the plane
+ * x (and dy) about `centre`, and the map of another plane of n values: y = ((xm - hi) - lo)
+ * a + b with coef = {hi, lo, a, b}, or dx = p dym + q ((xm - hi) - lo) + s with
+ * coef = {hi, lo, p, q, s}, in the float operations of the portable maps; `stream`: with
+ * non-temporal stores (then the plane is whole cache lines and starts on one). The sums
+ * are bound by the conversions to double and the map by memory, so together they take
+ * about as long as the map alone. */
+void nm_plane_sums_apply_f32(const float *x, double centre, double *su, double *sv,
+                             const float *xm, float *y, ptrdiff_t n, const float *coef,
+                             int stream);
+void nm_plane_grad_sums_apply_f32(const float *dy, const float *x, double centre, double *su,
+                                  double *sv, const float *dym, const float *xm, float *dx,
+                                  ptrdiff_t n, const float *coef, int stream);
+
 #endif

@@ -153,7 +153,8 @@ DETERMINISM_SCRIPT = textwrap.dedent("""
     import normops
     digest = hashlib.sha256()
     for shape, axis in [((1000, 37), 1), ((6, 19, 300), 1), ((41, 5, 10), 1), ((4, 9, 9, 21), -1),
-                        ((20003, 3), 1), ((40, 3000), 1), ((300, 7, 2, 3), 1)]:
+                        ((20003, 3), 1), ((40, 3000), 1), ((300, 7, 2, 3), 1),
+                        ((3, 9, 33, 32), 1)]:
         for dtype in (np.float32, np.float64):
             rng = np.random.default_rng(7)
             x = (rng.normal(size=shape) * 3 + 5).astype(dtype)

@@ -96,6 +96,27 @@ def test_avx2_loops_give_the_portable_bits(shape, seed):
         assert not differing, f"{label} and portable loops differ in {differing} for shape {shape}"
 
 
+@given(outer=st.integers(1, 5), channels=st.integers(8, 20), inner=st.integers(1024, 1060),
+       threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**32 - 1))
+def test_pipelined_planes_give_the_portable_bits(outer, channels, inner, threads, seed):
+    """Planes of 1024 values or more, with 4 channels or more per thread, take the
+    pipelined schedule (kernels.c NM_PIPE_PLANE_MIN, NM_PIPE_CHANNELS) in training, whose
+    loops sum one channel while they map another, streamed or not."""
+    rng = np.random.default_rng(seed)
+    shape = (outer, channels, inner)
+    x3, dy3 = harsh_values(rng, shape), rng.normal(size=shape).astype(np.float32)
+    before = normops.get_num_threads()
+    try:
+        normops.set_num_threads(threads)
+        portable = run_with(x3, dy3, simd=False)
+        for label, stream_bytes in (("pipelined", None), ("pipelined, streamed", 0)):
+            fast = run_with(x3, dy3, simd=True, stream_bytes=stream_bytes)
+            differing = [name for name, a, b in zip(NAMES, fast, portable) if a != b]
+            assert not differing, f"{label} and portable loops differ in {differing} for {shape}"
+    finally:
+        normops.set_num_threads(before)
+
+
 @st.composite
 def streamed_shapes(draw):
     """Runs of whole cache lines, which stream once the threshold is 0 (outputs then start
