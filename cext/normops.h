@@ -104,6 +104,7 @@ void nm_set_simd(int on);
 size_t nm_stream_bytes(void);
 void nm_set_stream_bytes(size_t nbytes);
 size_t nm_streamed_ops(void);   /* how many ops have streamed their output so far */
+size_t nm_pipelined_ops(void);  /* how many ops have taken the pipelined planes path */
 /* memcpy split over the threads: the copy-bandwidth baseline of the benchmarks */
 void nm_copy(void *dst, const void *src, size_t nbytes);
 /* "<compiler and version>; flags: <compile flags>" */

@@ -53,6 +53,19 @@ size_t nm_streamed_ops(void)
     return __atomic_load_n(&streamed_ops, __ATOMIC_RELAXED);
 }
 
+/* the pipelined planes path runs only with the AVX2 loops, so its count lives here */
+static size_t pipelined_ops;
+
+void nm_count_pipelined(void)
+{
+    __atomic_fetch_add(&pipelined_ops, 1, __ATOMIC_RELAXED);
+}
+
+size_t nm_pipelined_ops(void)
+{
+    return __atomic_load_n(&pipelined_ops, __ATOMIC_RELAXED);
+}
+
 void nm_stream_fence(void)
 {
     _mm_sfence();
@@ -398,6 +411,15 @@ int nm_stream(size_t footprint, const void *out, size_t run_bytes)
 }
 
 size_t nm_streamed_ops(void)
+{
+    return 0;
+}
+
+void nm_count_pipelined(void)
+{
+}
+
+size_t nm_pipelined_ops(void)
 {
     return 0;
 }

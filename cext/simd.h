@@ -100,6 +100,7 @@ void nm_rows_grad_apply_f32_stream(const float *dy, const float *x, float *dx, p
  * non-temporal stores (then the plane is whole cache lines and starts on one). The sums
  * are bound by the conversions to double and the map by memory, so together they take
  * about as long as the map alone. */
+void nm_count_pipelined(void);   /* one more op took the pipelined path */
 void nm_plane_sums_apply_f32(const float *x, double centre, double *su, double *sv,
                              const float *xm, float *y, ptrdiff_t n, const float *coef,
                              int stream);

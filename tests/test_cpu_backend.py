@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import normops
+from normops._backends import _cpu
 from memory import unaligned
 from runs import assert_steps_close, bn_step, brn_step
 from strategies import Case, cases
@@ -151,6 +152,7 @@ DETERMINISM_SCRIPT = textwrap.dedent("""
     import hashlib, sys
     import numpy as np
     import normops
+    from normops._backends import _cpu
     digest = hashlib.sha256()
     for shape, axis in [((1000, 37), 1), ((6, 19, 300), 1), ((41, 5, 10), 1), ((4, 9, 9, 21), -1),
                         ((20003, 3), 1), ((40, 3000), 1), ((300, 7, 2, 3), 1),
@@ -169,7 +171,7 @@ DETERMINISM_SCRIPT = textwrap.dedent("""
             grads2 = normops.batch_renorm_backward(dy, x, saved2, g)
             for arr in (y, rm, rv, saved.mean, saved.invstd, *grads, y2, rs, *grads2):
                 digest.update(np.ascontiguousarray(arr).tobytes())
-    print(normops.get_num_threads(), digest.hexdigest())
+    print(normops.get_num_threads(), digest.hexdigest(), _cpu.pipelined_ops())
 """)
 
 
@@ -181,6 +183,10 @@ def test_results_are_bitwise_identical_for_any_thread_count():
                              capture_output=True, text=True, timeout=120).stdout.split()
         if CPU_OPENMP:
             assert out[0] == str(threads)
+            # (3, 9, 33, 32) float32 (4 ops) is pipelined with 4+ channels per thread
+            # (kernels.c NM_PIPE_CHANNELS), so the digests also compare the two schedules
+            if _cpu.simd_enabled():
+                assert int(out[2]) == (4 if threads <= 2 else 0), (threads, out[2])
         digests[threads] = out[1]
     assert len(set(digests.values())) == 1, digests
 

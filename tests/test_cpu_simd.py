@@ -52,6 +52,13 @@ def run_everything(x3, dy3):
     y, saved = normops.batch_norm(x3, gamma, beta, running_mean, running_var, training=True,
                                   backend="cpu")
     dx, dgamma, dbeta = normops.batch_norm_backward(dy3, x3, saved, gamma, backend="cpu")
+    y_eval, saved_eval = normops.batch_norm(x3, gamma, beta, running_mean, running_var,
+                                            training=False, backend="cpu")
+    eval_grads = normops.batch_norm_backward(dy3, x3, saved_eval, gamma, backend="cpu")
+    renorm_mean, renorm_std = np.full(channels, 0.5, np.float32), np.full(channels, 2.0, np.float32)
+    y_renorm, saved_renorm = normops.batch_renorm(x3, gamma, beta, renorm_mean, renorm_std,
+                                                  rmax=1.5, dmax=0.5, backend="cpu")
+    renorm_grads = normops.batch_renorm_backward(dy3, x3, saved_renorm, gamma, backend="cpu")
     count, mean, m2 = CPU.batch_stats(x3)
     sum_dy, sum_dy_xmu = CPU.grad_stats(dy3, x3, mean)
     # the maps again, into outputs filled with NaN first: a value a map fails to write shows
@@ -61,13 +68,22 @@ def run_everything(x3, dy3):
     _cpu.forward(x3, scaled, "affine", a=saved.invstd, b=-saved.mean * saved.invstd)
     _cpu.backward(dy3, x3, grad, "grad_input", p=saved.invstd, q=-saved.invstd, s=saved.mean)
     outputs = (y, saved.mean, saved.invstd, running_mean, running_var, dx, dgamma, dbeta,
-               mean, m2, sum_dy, sum_dy_xmu, scaled, grad)
+               mean, m2, sum_dy, sum_dy_xmu, scaled, grad, y_eval, *eval_grads, y_renorm,
+               saved_renorm.r, saved_renorm.d, renorm_mean, renorm_std, *renorm_grads)
     return [a.tobytes() for a in outputs]
 
 
 NAMES = ["y", "mean", "invstd", "running_mean", "running_var", "dx", "dgamma", "dbeta",
          "batch_stats mean", "batch_stats m2", "sum_dy", "sum_dy_xmu", "scale_shift",
-         "grad_input"]
+         "grad_input", "eval y", "eval dx", "eval dgamma", "eval dbeta", "renorm y", "r", "d",
+         "renorm running_mean", "renorm running_std", "renorm dx", "renorm dgamma",
+         "renorm dbeta"]
+# run_everything's ops that write an array of x's size: the forward and backward of BN
+# in training and in eval and of BRN in training, and the two maps
+MAPPING_OPS = 8
+# those of them whose statistics and map may run pipelined: all but the eval forward and
+# the two maps
+PIPELINE_OPS = 5
 
 
 def run_with(x3, dy3, *, simd, stream_bytes=None):
@@ -96,7 +112,8 @@ def test_avx2_loops_give_the_portable_bits(shape, seed):
         assert not differing, f"{label} and portable loops differ in {differing} for shape {shape}"
 
 
-@given(outer=st.integers(1, 5), channels=st.integers(8, 20), inner=st.integers(1024, 1060),
+@given(outer=st.integers(1, 5), channels=st.integers(8, 20),
+       inner=st.sampled_from([*range(1024, 1040), 1061, 2061]),
        threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**32 - 1))
 def test_pipelined_planes_give_the_portable_bits(outer, channels, inner, threads, seed):
     """Planes of 1024 values or more, with 4 channels or more per thread, take the
@@ -108,9 +125,13 @@ def test_pipelined_planes_give_the_portable_bits(outer, channels, inner, threads
     before = normops.get_num_threads()
     try:
         normops.set_num_threads(threads)
+        count = _cpu.pipelined_ops()
         portable = run_with(x3, dy3, simd=False)
+        assert _cpu.pipelined_ops() == count
         for label, stream_bytes in (("pipelined", None), ("pipelined, streamed", 0)):
+            count = _cpu.pipelined_ops()
             fast = run_with(x3, dy3, simd=True, stream_bytes=stream_bytes)
+            assert _cpu.pipelined_ops() - count == PIPELINE_OPS
             differing = [name for name, a, b in zip(NAMES, fast, portable) if a != b]
             assert not differing, f"{label} and portable loops differ in {differing} for {shape}"
     finally:
@@ -151,8 +172,8 @@ def test_streamed_maps_give_the_portable_bits(shape, seed):
     portable = run_with(x3, dy3, simd=False)
     assert _cpu.streamed_ops() == before
     streamed = run_with(x3, dy3, simd=True, stream_bytes=0)
-    # the forward, the backward and the two maps stream, or none of them
-    assert _cpu.streamed_ops() - before == (4 if whole_lines(shape) else 0)
+    # every op that writes an array of x's size streams, or none of them
+    assert _cpu.streamed_ops() - before == (MAPPING_OPS if whole_lines(shape) else 0)
     differing = [name for name, a, b in zip(NAMES, streamed, portable) if a != b]
     assert not differing, f"streamed and portable maps differ in {differing} for shape {shape}"
 

@@ -56,6 +56,7 @@ cdef extern from "normops.h" nogil:
     size_t nm_stream_bytes()
     void nm_set_stream_bytes(size_t)
     size_t nm_streamed_ops()
+    size_t nm_pipelined_ops()
     void nm_copy(void *, const void *, size_t)
     const char *nm_build_info()
 
@@ -325,6 +326,11 @@ def _set_stream_bytes(size_t nbytes):
 def streamed_ops():
     """How many ops have written their output with streaming stores since import."""
     return nm_streamed_ops()
+
+
+def pipelined_ops():
+    """How many ops have taken the pipelined planes path since import."""
+    return nm_pipelined_ops()
 
 
 def build_info():
