@@ -62,14 +62,6 @@ static void shifted_moments(double centre, double s1, double s2, double n, doubl
 #error "the pipelined path sums whole units of one plane"
 #endif
 
-/* `ranges`, after counting an op that takes the pipelined path (nm_pipelined_ops) */
-static ptrdiff_t count_pipelined(ptrdiff_t ranges)
-{
-    if (ranges)
-        nm_count_pipelined();
-    return ranges;
-}
-
 /* sums of channel c over the units (two per unit, starting at part[0] and part[1]) */
 static void unit_totals(const double *part, ptrdiff_t units, ptrdiff_t channels, ptrdiff_t c,
                         double *t0, double *t1)
