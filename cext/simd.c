@@ -200,6 +200,31 @@ NM_AVX2 static void add_columns(double *s0, __m256d v0, double *s1, __m256d v1, 
     }
 }
 
+/* The statistics read a chunk's rows a few at a time, each row a run of its own. Rows
+ * of 128 to 512 values are runs too short for the hardware prefetcher to get going, and
+ * these loops prefetch the next rows themselves, ahead of the rows they sum (67 MB, 2
+ * threads, statistics / gradient sums in ms: rows of 128 values 5.4 / 8.5 -> 4.3 / 6.5,
+ * of 512 values 4.1 / 8.1 -> 3.1 / 6.2). Shorter rows make one run of several rows,
+ * and longer ones a run the prefetcher follows: there prefetching only cost time. */
+#define NM_PREFETCH_LD_MIN 128
+#define NM_PREFETCH_LD_MAX 512
+
+static int prefetched(ptrdiff_t ld)
+{
+    return ld >= NM_PREFETCH_LD_MIN && ld <= NM_PREFETCH_LD_MAX;
+}
+
+/* the C columns of `rows` rows (ld elements apart) from p on, into L1: a line per 16
+ * columns */
+NM_AVX2 static inline void prefetch_rows(const float *p, ptrdiff_t C, ptrdiff_t ld, int rows)
+{
+    ptrdiff_t j;
+    int k;
+    for (k = 0; k < rows; k++)
+        for (j = 0; j < C; j += 16)
+            _mm_prefetch((const char *)(p + k * ld + j), _MM_HINT_T0);
+}
+
 /* one group of 4 columns (w of them valid) of 4 rows, ld elements apart */
 NM_AVX2 static void moments_4x4(const float *x0, ptrdiff_t ld, const float *first, ptrdiff_t w,
                                 __m256d one, double *s1, double *s2)
@@ -220,10 +245,14 @@ NM_AVX2 ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff
                                             ptrdiff_t nrows, double *s1, double *s2)
 {
     const __m256d one = opaque_one();
+    const int prefetch = prefetched(ld);
     ptrdiff_t r, j;
-    for (r = 0; r + 4 <= nrows; r += 4)
+    for (r = 0; r + 4 <= nrows; r += 4) {
+        if (prefetch && r + 8 <= nrows)   /* the next 4 rows */
+            prefetch_rows(x + (r + 4) * ld, C, ld, 4);
         for (j = 0; j < C; j += 4)
             moments_4x4(x + r * ld + j, ld, x + j, C - j < 4 ? C - j : 4, one, s1 + j, s2 + j);
+    }
     return r;
 }
 
@@ -245,11 +274,17 @@ NM_AVX2 ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, p
                                               double *s0, double *s1)
 {
     const __m256d one = opaque_one();
+    const int prefetch = prefetched(ld);
     ptrdiff_t r, j;
-    for (r = 0; r + 2 <= nrows; r += 2)
+    for (r = 0; r + 2 <= nrows; r += 2) {
+        if (prefetch && r + 4 <= nrows) {   /* the next 2 rows of both */
+            prefetch_rows(dy + (r + 2) * ld, C, ld, 2);
+            prefetch_rows(x + (r + 2) * ld, C, ld, 2);
+        }
         for (j = 0; j < C; j += 4)
             grad_sums_2x4(dy + r * ld + j, x + r * ld + j, ld, centre + j, C - j < 4 ? C - j : 4,
                           one, s0 + j, s1 + j);
+    }
     return r;
 }
 

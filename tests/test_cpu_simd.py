@@ -22,15 +22,19 @@ CPU = normops.get_backend("cpu")
 def stat_shapes(draw):
     """(outer, C, inner): rows (inner 1) over more than one chunk and every column tail,
     narrow rows (C < 8, taken 8 at a time) with every count of rows left over, wide rows
-    in column blocks; or planes of every length mod 16, short ones grouped into units (up
-    to 8 values: read as rows of C planes)."""
-    kind = draw(st.sampled_from(["rows", "wide rows", "planes"]))
+    in column blocks, rows of 128 to 512 values (whose statistics loops prefetch the next
+    rows) and either side of that range; or planes of every length mod 16, short ones
+    grouped into units (up to 8 values: read as rows of C planes)."""
+    kind = draw(st.sampled_from(["rows", "wide rows", "prefetched rows", "planes"]))
     if kind == "rows":
         channels = draw(st.integers(1, 13))
         chunk = 64 * -(-64 // channels) if channels < 64 else 64   # kernels.c chunk_len
         return draw(st.integers(2, 2 * chunk + 70)), channels, 1
     if kind == "wide rows":   # one or two chunks of 64 rows, in blocks of 1024+ columns
         return draw(st.integers(2, 130)), draw(st.integers(2040, 2100)), 1
+    if kind == "prefetched rows":   # simd.c NM_PREFETCH_LD_MIN .. NM_PREFETCH_LD_MAX
+        channels = draw(st.sampled_from([127, *range(128, 138), *range(503, 513), 513]))
+        return draw(st.integers(2, 140)), channels, 1
     return draw(st.integers(1, 9)), draw(st.integers(1, 3)), draw(st.integers(2, 70))
 
 
