@@ -1,4 +1,4 @@
-"""The cpu backend's cache of large output buffers: an output of 32 MiB or more reuses the
+"""The cpu backend's cache of large output buffers: an output of 4 MiB or more reuses the
 memory of an earlier one only once that array and every view of it are gone; the cache
 keeps at most its limit of idle memory."""
 import numpy as np

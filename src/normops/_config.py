@@ -66,7 +66,7 @@ def get_num_threads():
 
 
 def set_output_cache(max_bytes):
-    """Outputs of the cpu backend of 32 MiB and more (y, dx) reuse the memory of earlier
+    """Outputs of the cpu backend of 4 MiB and more (y, dx) reuse the memory of earlier
     outputs of the same size once those arrays are gone, instead of fresh pages that the
     operating system maps and zeroes on first touch. At most ``max_bytes`` of such idle
     memory is kept (256 MiB at import); 0 frees it and turns reuse off."""

@@ -16,8 +16,10 @@ from .._saved import BatchNormSaved, BatchRenormSaved
 from . import _buffers, _cpu
 
 # Outputs at least this large take their memory from _buffers, which reuses the blocks
-# earlier outputs gave back (page-aligned).
-POOLED_BYTES = 32 << 20
+# earlier outputs gave back (page-aligned). The C library often keeps freed blocks below
+# 32 MiB for reuse, but not always: in one bench run every 25.7 MB NHWC output got fresh
+# pages, and its ops took 3x as long. A block of 4 MiB is already many pages to map.
+POOLED_BYTES = 4 << 20
 # The kernels write a float32 output with streaming stores, in whole cache lines only,
 # when the op's arrays hold _cpu.stream_bytes() or more (and the AVX2 loops run); an op
 # has at most 3 arrays of its output's size (a backward: dy, x, dx). Such outputs start
