@@ -130,7 +130,7 @@ NM_AVX2 static double lanes_total16(__m256d s0, __m256d s1, __m256d s2, __m256d 
     return _mm_cvtsd_f64(_mm_hadd_pd(r, r));
 }
 
-/* The accumulators of nm_plane_sums_f32_simd: lane 4q + j of the sums of u in a[q][j],
+/* The accumulators of nm_unit_sums_f32_simd: lane 4q + j of the sums of u in a[q][j],
  * of u v in b[q][j] */
 typedef struct {
     __m256d a[4], b[4];
@@ -156,9 +156,9 @@ NM_AVX2 static inline void acc_add16(plane_acc *s, const float *dy, const float 
     }
 }
 
-/* the last m < NM_LANES values into lanes 0 .. m - 1, then the lane totals into *su, *sv */
-NM_AVX2 static inline void acc_finish(plane_acc *s, const float *dy, const float *x, ptrdiff_t m,
-                                      __m256d c, double *su, double *sv)
+/* the last m < NM_LANES values of a plane into lanes 0 .. m - 1 */
+NM_AVX2 static inline void acc_tail(plane_acc *s, const float *dy, const float *x, ptrdiff_t m,
+                                    __m256d c)
 {
     int j;
     for (j = 0; j < 4; j++) {   /* j constant once unrolled */
@@ -170,20 +170,29 @@ NM_AVX2 static inline void acc_finish(plane_acc *s, const float *dy, const float
             s->b[j] = add_part(s->b[j], _mm256_mul_pd(u, v), w);
         }
     }
+}
+
+/* the lane totals into *su, *sv */
+NM_AVX2 static inline void acc_totals(const plane_acc *s, double *su, double *sv)
+{
     *su += lanes_total16(s->a[0], s->a[1], s->a[2], s->a[3]);
     *sv += lanes_total16(s->b[0], s->b[1], s->b[2], s->b[3]);
 }
 
-NM_AVX2 void nm_plane_sums_f32_simd(const float *dy, const float *x, ptrdiff_t n, double centre,
-                                    double *su, double *sv)
+NM_AVX2 void nm_unit_sums_f32_simd(const float *dy, const float *x, ptrdiff_t count,
+                                   ptrdiff_t step, ptrdiff_t n, double centre, double *su,
+                                   double *sv)
 {
     const __m256d one = opaque_one(), c = _mm256_set1_pd(centre);
     plane_acc s;
-    ptrdiff_t i;
+    ptrdiff_t i, o;
     acc_zero(&s);
-    for (i = 0; i + NM_LANES <= n; i += NM_LANES)
-        acc_add16(&s, dy ? dy + i : NULL, x + i, c, one);
-    acc_finish(&s, dy ? dy + i : NULL, x + i, n - i, c, su, sv);
+    for (o = 0; o < count; o++, x += step, dy = dy ? dy + step : NULL) {
+        for (i = 0; i + NM_LANES <= n; i += NM_LANES)
+            acc_add16(&s, dy ? dy + i : NULL, x + i, c, one);
+        acc_tail(&s, dy ? dy + i : NULL, x + i, n - i, c);
+    }
+    acc_totals(&s, su, sv);
 }
 
 /* s[0 .. w) += v[0 .. w) for two pairs, as fma(v, 1, s) (w <= 4 columns of a row) */
@@ -395,7 +404,8 @@ NM_AVX2 static inline __attribute__((always_inline)) void sums_and_map(
         store8(out + i, map8(dym ? dym + i : NULL, xm + i, k), stream);
         store8(out + i + 8, map8(dym ? dym + i + 8 : NULL, xm + i + 8, k), stream);
     }
-    acc_finish(&s, dy ? dy + i : NULL, x + i, n - i, c, su, sv);
+    acc_tail(&s, dy ? dy + i : NULL, x + i, n - i, c);
+    acc_totals(&s, su, sv);
     for (; i + 8 <= n; i += 8)   /* (a streamed plane is whole lines: no tail) */
         _mm256_storeu_ps(out + i, map8(dym ? dym + i : NULL, xm + i, k));
     for (; i < n; i++)
@@ -473,10 +483,10 @@ void nm_set_stream_bytes(size_t nbytes)
     (void)nbytes;
 }
 
-void nm_plane_sums_f32_simd(const float *dy, const float *x, ptrdiff_t n, double centre,
-                            double *su, double *sv)
+void nm_unit_sums_f32_simd(const float *dy, const float *x, ptrdiff_t count, ptrdiff_t step,
+                           ptrdiff_t n, double centre, double *su, double *sv)
 {
-    (void)dy, (void)x, (void)n, (void)centre, (void)su, (void)sv;
+    (void)dy, (void)x, (void)count, (void)step, (void)n, (void)centre, (void)su, (void)sv;
 }
 
 ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff_t ld, ptrdiff_t nrows,

@@ -36,11 +36,12 @@ static inline double nm_lanes_total(const double *acc)
     return pair[0];
 }
 
-/* What plane_sums_portable (planes.inc) computes, whole: with u = dy (or x - centre when
- * dy is NULL) and v = x - centre, *su += sum u and *sv += sum u v over a plane of n
- * values (NM_LANES lanes, the tail in lanes 0 .., then nm_lanes_total) */
-void nm_plane_sums_f32_simd(const float *dy, const float *x, ptrdiff_t n, double centre,
-                            double *su, double *sv);
+/* What unit_sums_portable (planes.inc) computes, whole: with u = dy (or x - centre when
+ * dy is NULL) and v = x - centre, *su += sum u and *sv += sum u v over `count` planes of
+ * n values, `step` elements apart (NM_LANES lanes shared by the planes, each plane's tail
+ * in lanes 0 .., then one nm_lanes_total) */
+void nm_unit_sums_f32_simd(const float *dy, const float *x, ptrdiff_t count, ptrdiff_t step,
+                           ptrdiff_t n, double centre, double *su, double *sv);
 
 /* The main part of a block of rows (C columns, rows ld elements apart); each returns how
  * many rows it took (whole groups), and the portable loop does the rest. */
@@ -93,7 +94,7 @@ void nm_rows_grad_apply_f32_stream(const float *dy, const float *x, float *dx, p
                                    const float *s);
 
 /* The pipelined planes path (planes.inc): while a thread maps one channel it sums the
- * next. Each of these gives, in one loop, what nm_plane_sums_f32_simd gives for the plane
+ * next. Each of these gives, in one loop, what nm_unit_sums_f32_simd gives for the plane
  * x (and dy) about `centre`, and the map of another plane of n values: y = ((xm - hi) - lo)
  * a + b with coef = {hi, lo, a, b}, or dx = p dym + q ((xm - hi) - lo) + s with
  * coef = {hi, lo, p, q, s}, in the float operations of the portable maps; `stream`: with

@@ -24,8 +24,9 @@ def stat_shapes(draw):
     narrow rows (C < 8, taken 8 at a time) with every count of rows left over, wide rows
     in column blocks, rows of 128 to 512 values (whose statistics loops prefetch the next
     rows) and either side of that range; or planes of every length mod 16, short ones
-    grouped into units (up to 8 values: read as rows of C planes)."""
-    kind = draw(st.sampled_from(["rows", "wide rows", "prefetched rows", "planes"]))
+    grouped into units (up to 8 values: read as rows of C planes), in one unit or in
+    several with a shorter last one (kernels.c NM_UNIT_MIN: units of 768 values or more)."""
+    kind = draw(st.sampled_from(["rows", "wide rows", "prefetched rows", "planes", "units"]))
     if kind == "rows":
         channels = draw(st.integers(1, 13))
         chunk = 64 * -(-64 // channels) if channels < 64 else 64   # kernels.c chunk_len
@@ -35,6 +36,8 @@ def stat_shapes(draw):
     if kind == "prefetched rows":   # simd.c NM_PREFETCH_LD_MIN .. NM_PREFETCH_LD_MAX
         channels = draw(st.sampled_from([127, *range(128, 138), *range(503, 513), 513]))
         return draw(st.integers(2, 140)), channels, 1
+    if kind == "units":   # 3 to 8 planes a unit, 2 to 7 units a channel
+        return draw(st.integers(9, 20)), draw(st.integers(1, 3)), draw(st.integers(97, 300))
     return draw(st.integers(1, 9)), draw(st.integers(1, 3)), draw(st.integers(2, 70))
 
 
