@@ -83,7 +83,7 @@ class RepeatPolicy:
         return max(self.min_repeats, min(self.max_repeats, wanted))
 
 
-FULL = RepeatPolicy(budget_s=0.3, min_repeats=5, max_repeats=200)
+FULL = RepeatPolicy(budget_s=0.3, min_repeats=5, max_repeats=1000)
 # Quick mode covers every cell in well under 30 s on a 2-core machine: a small budget,
 # and the slow reference cells (half a second per backward on NC-8192x2048) get 3 calls.
 QUICK = RepeatPolicy(budget_s=0.1, min_repeats=3, max_repeats=30)
@@ -103,8 +103,9 @@ def _seconds(fn):
 
 
 # Blocks per callable in time_in_rounds: a slow spell of this shared machine (seconds)
-# then lands on every backend's calls alike instead of on one backend's block.
-ROUNDS = 3
+# then lands on every backend's calls alike instead of on one backend's block (with 3
+# blocks, the sub-millisecond rows swung by 30 % between runs; see benchmarks/README.md).
+ROUNDS = 8
 
 
 def time_in_rounds(fns, policy, rounds=ROUNDS):
