@@ -37,7 +37,9 @@ def _check_report(report, stdout):
         assert any(line.startswith("NC-256x1024") and op in line for line in stdout.splitlines())
     for row in rows:
         assert row["shape"] == "NC-256x1024" and row["nbytes"] == 256 * 1024 * 4
-        assert row["copy_gbps"] > 0
+        # the row's baseline: the faster copy kernel timed in this op's own blocks
+        assert row["copy_gbps"] == max(k["gbps"] for k in row["copy_kernels"].values()) > 0
+        assert row["copy_kernels"].keys() == report["copy"]["NC-256x1024"]["kernels"].keys()
         assert "reference" in row["cells"]
         for cell in row["cells"].values():
             assert cell["median_s"] > 0 and cell["repeats"] == 1
@@ -64,7 +66,8 @@ def test_bench_every_column_with_a_cpu_backend(tmp_path, capsys, cpu_stand_in):
     _check_report(report, out)
     for row in report["rows"]:
         assert row["cells"]["cpu"]["median_s"] > 0
-        assert row["reference_over_cpu"] > 0 and row["cpu_gbps"] > 0 and row["cpu_fraction_of_copy"] > 0
+        assert row["reference_over_cpu"] > 0 and row["cpu_gbps"] > 0
+        assert row["cpu_fraction_of_copy"] == pytest.approx(row["cpu_gbps"] / row["copy_gbps"])
         if "torch" in row["cells"]:
             assert row["cpu_over_torch"] > 0
     if "torch" in report["rows"][0]["cells"]:

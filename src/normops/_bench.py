@@ -4,8 +4,9 @@ reference backends against PyTorch, and set each time against the copy bandwidth
 Every cell (shape x op x backend) is the median of single-call timings after one warm-up
 call; cpu, torch and the copy are timed in alternating blocks. The effective bandwidth of
 the cpu backend counts the array traffic an op cannot avoid (PASSES) and is compared with
-a plain copy of a buffer as large as x, measured per shape because caches make small and
-large buffers copy at different speeds.
+a plain copy of a buffer as large as x, timed in the op's own blocks: per shape because
+caches make small and large buffers copy at different speeds, per op so that both see the
+same spells of the machine.
 """
 import argparse
 import contextlib
@@ -305,9 +306,11 @@ def thread_count(n, torch):
 # ---------------------------------------------------------------------------- measuring
 
 def bench_shape(inp, available, torch, policy):
-    """Timings of one shape: {"copy": {kernel: Timing}, op: {backend: Timing}}. For each
-    op, the copies, cpu and torch are timed in alternating blocks (time_in_rounds); the
-    copy samples of the three ops are pooled. The slow reference is timed on its own."""
+    """Timings of one shape: {op: {backend: Timing}, ("copy", op): {kernel: Timing},
+    "copy": {kernel: Timing}}. For each op, the copies, cpu and torch are timed in
+    alternating blocks (time_in_rounds), so the op's cpu time is set against the copies
+    timed in the same spells of the machine; "copy" pools the three ops' copy samples
+    (the shape's copy bandwidth in the header). The slow reference is timed on its own."""
     copies = {("copy", name): fn for name, fn in copy_calls(inp.x, copy_kernels()).items()}
     calls = {b: ops_for(b, torch, inp) for b in BACKENDS if available[b]}
     copy_samples = {key: [] for key in copies}
@@ -317,6 +320,7 @@ def bench_shape(inp, available, torch, policy):
         samples = time_in_rounds({**copies, **fast}, policy)
         for key in copies:
             copy_samples[key] += samples[key]
+        result[("copy", op)] = {key[1]: timing_of(samples[key]) for key in copies}
         result[op] = {b: timing_of(samples[b]) for b in fast}
         if "reference" in calls:
             result[op]["reference"] = time_callable(calls["reference"][op], policy)
@@ -331,17 +335,18 @@ def ratio(numerator, denominator):
 
 
 def make_rows(shape, nbytes, timings):
-    """One dict per op with its times, ratios and the cpu backend's bandwidth."""
-    copy = {name: copy_gbps(nbytes, t) for name, t in timings["copy"].items()}
-    best_copy = max(copy.values())
+    """One dict per op with its times, ratios and the cpu backend's bandwidth, against the
+    faster copy kernel timed in the op's own rounds."""
     rows = []
     for op in OPS:
+        best_copy = max(copy_gbps(nbytes, t) for t in timings[("copy", op)].values())
         cells = timings[op]
         cpu = cells.get("cpu")
         cpu_gbps = PASSES[op] * nbytes / cpu.median_s / GB if cpu else None
         rows.append({
             "shape": shape.name, "op": op, "dims": list(shape.dims), "axis": shape.axis,
             "nbytes": nbytes, "passes": PASSES[op], "copy_gbps": best_copy,
+            "copy_kernels": copy_record(nbytes, timings[("copy", op)]),
             "cells": {b: {"median_s": t.median_s, "min_s": t.min_s, "repeats": t.repeats}
                       for b, t in cells.items()},
             "cpu_over_torch": ratio(cpu, cells.get("torch")),
@@ -415,7 +420,8 @@ def format_header(meta, copies):
     ]
     for backend, note in meta["notes"].items():
         lines.append(f"{backend} column left empty: {note}")
-    lines.append("copy bandwidth (2 x nbytes / median copy time; the larger is the baseline):")
+    lines.append("copy bandwidth (2 x nbytes / median copy time, the three ops' blocks pooled; each "
+                 "row's baseline is the larger in its op's blocks):")
     for name, rec in copies.items():
         kernels = "  ".join(f"{k} {v['gbps']:.1f} GB/s" for k, v in rec["kernels"].items())
         lines.append(f"  {name:<18} {rec['nbytes'] / 1e6:7.1f} MB  {kernels}")
