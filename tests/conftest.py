@@ -1,19 +1,14 @@
-"""Hypothesis profiles (chosen by HYPOTHESIS_PROFILE, default "ci") and the backends
-every property runs on."""
+"""The kit's Hypothesis profiles (chosen by HYPOTHESIS_PROFILE, default "ci") and the
+backends every property runs on."""
 import os
 
 import hypothesis
 
 import normops
 from kernels_only import KernelsOnly
+from normops import testing
 
-hypothesis.settings.register_profile(
-    "ci", derandomize=True, deadline=None, max_examples=60, print_blob=True,
-    suppress_health_check=[hypothesis.HealthCheck.too_slow])
-hypothesis.settings.register_profile("dev", deadline=None, max_examples=60, print_blob=True)
-hypothesis.settings.register_profile(
-    "thorough", deadline=None, max_examples=1000, print_blob=True,
-    suppress_health_check=[hypothesis.HealthCheck.too_slow])
+testing.register_profiles()
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # "reference-kernels" is the reference backend stripped to its four kernels: every op

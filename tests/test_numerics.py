@@ -1,11 +1,11 @@
 """What every backend's statistics must survive: a large common offset (no
 E[x^2] - E[x]^2 in working precision), float32 data accumulated in double, constant
-channels."""
+channels; and NaN or inf, which propagate to their channel without an exception."""
 import numpy as np
 import pytest
 
 import normops
-from tolerances import assert_close
+from normops.testing import assert_close
 
 
 def two_pass(x, axes):
@@ -50,3 +50,20 @@ def test_constant_channel_normalizes_to_beta(backend, dtype, value):
     dx, dgamma, dbeta = normops.batch_norm_backward(np.ones_like(x), x, saved, gamma,
                                                     backend=backend)
     assert np.all(np.isfinite(dx)) and np.isfinite(dgamma).all() and np.isfinite(dbeta).all()
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_nan_and_inf_propagate_to_their_channel(backend):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 3, 5))
+    x[1, 1, 2] = np.nan
+    x[2, 2, 0] = np.inf
+    rm, rv = np.zeros(3), np.ones(3)
+    y, _ = normops.batch_norm(x, None, None, rm, rv, backend=backend)
+    assert np.all(np.isfinite(y[:, 0]))
+    assert np.all(np.isnan(y[:, 1])) and np.all(np.isnan(y[:, 2]))
+    assert np.isfinite(rm[0]) and np.isnan(rm[1]) and not np.isfinite(rm[2])
+    y_eval, _ = normops.batch_norm(x, None, None, np.zeros(3), np.ones(3), training=False,
+                                   backend=backend)
+    assert np.isnan(y_eval[1, 1, 2]) and np.isinf(y_eval[2, 2, 0])
+    assert np.isfinite(np.delete(y_eval.ravel(), [1 * 15 + 1 * 5 + 2, 2 * 15 + 2 * 5 + 0])).all()

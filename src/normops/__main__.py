@@ -1,4 +1,4 @@
-"""Command line: ``python -m normops backends`` and ``python -m normops bench``."""
+"""Command line: ``python -m normops backends``, ``bench`` and ``check``."""
 import argparse
 import platform
 import sys
@@ -38,6 +38,40 @@ def cmd_bench(args):
     return _bench.main(args)
 
 
+def cmd_check(args):
+    try:
+        from normops import testing
+    except ImportError as exc:
+        print(f"python -m normops check: {exc}", file=sys.stderr)
+        return 2
+    if args.list:
+        for prop in testing.properties():
+            print(f"{prop.name}: {prop.summary}")
+        return 0
+    if args.backend is None:
+        print("python -m normops check: --backend NAME is required (see: python -m normops backends)",
+              file=sys.stderr)
+        return 2
+    try:
+        impl = testing.backend_implementation(args.backend)
+        chosen = testing.properties(args.property)
+    except (normops.BackendError, ValueError) as exc:
+        print(f"python -m normops check: {exc}", file=sys.stderr)
+        return 2
+    examples = testing.profile_settings(args.profile).max_examples
+    print(f"checking backend {args.backend!r}: {len(chosen)} properties, profile {args.profile} "
+          f"(up to {examples} examples each)", flush=True)
+
+    def progress(result):
+        print(f"  {result.name}: {result.status} ({result.examples} examples, {result.seconds:.1f} s)",
+              flush=True)
+
+    report = testing.run(impl, profile=args.profile, names=args.property, progress=progress)
+    print()
+    print(report)
+    return 0 if report.passed else 1
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m normops", description=normops.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -45,6 +79,19 @@ def main(argv=None):
     bench = commands.add_parser("bench", help="time the ops on each backend against PyTorch and a memory copy",
                                 description=_bench.DESCRIPTION)
     _bench.add_arguments(bench).set_defaults(run=cmd_bench)
+    check = commands.add_parser(
+        "check", help="run the conformance kit (normops.testing) on a backend",
+        description="Run every property of normops.testing on a registered backend through the "
+                    "public ops; print a table of properties, examples run and results. Exits 1 "
+                    "if a property fails.")
+    check.add_argument("--backend", help="registered backend name (python -m normops backends lists them)")
+    check.add_argument("--profile", choices=("ci", "dev", "thorough"), default="ci",
+                       help="ci: 60 derandomized examples per property (default); dev: 60 random "
+                            "ones; thorough: 1000 random ones")
+    check.add_argument("--property", action="append", metavar="NAME",
+                       help="run only this property (repeatable)")
+    check.add_argument("--list", action="store_true", help="list the properties and exit")
+    check.set_defaults(run=cmd_check)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -1,0 +1,167 @@
+"""A test case: one full argument set for BN/BRN, made from a short recipe.
+
+Every case is ``make_case(...)`` of a few plain values (shape, axis, dtype, value regime,
+memory layout, seed, ...), and a case prints as that call, so a failure the kit reports
+can be rebuilt exactly from its message.
+"""
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+# Value regimes, each one a way naive BN code goes wrong: "moderate" (per-channel offsets
+# up to 10 and scales 0.01..100), "large_offset" (a common offset 1e3..1e4 times the
+# spread in float32, up to 1e8 in float64: E[x^2] - E[x]^2 loses the variance),
+# "tiny_variance" (spreads 1e-6..1e-3, far below eps), "constant_channels" (some
+# channels hold one value: variance 0, must normalize to beta, never NaN),
+# "mixed_scales" (channel spreads and offsets from 1e-4 to 1e4 side by side).
+REGIMES = ("moderate", "large_offset", "tiny_variance", "constant_channels", "mixed_scales")
+
+# Memory arrangements of the same values: C order, negative strides on every axis, every
+# other element of a bigger buffer, Fortran order, channel axis innermost in memory.
+MEMORY = ("contiguous", "reversed", "strided", "fortran", "channels_last")
+
+
+def as_memory(values, kind, axis=1):
+    """``values`` (same shape, same elements) in the memory arrangement ``kind``."""
+    if kind == "contiguous":
+        return np.ascontiguousarray(values)
+    if kind == "reversed":
+        return np.flip(np.flip(values).copy())
+    if kind == "strided":
+        wide = np.zeros(values.shape[:-1] + (2 * values.shape[-1],), values.dtype)
+        wide[..., ::2] = values
+        return wide[..., ::2]
+    if kind == "fortran":
+        return np.asfortranarray(values)
+    if kind == "channels_last":
+        return np.moveaxis(np.ascontiguousarray(np.moveaxis(values, axis, -1)), -1, axis)
+    raise ValueError(f"unknown memory arrangement {kind!r}; known: {', '.join(MEMORY)}")
+
+
+def _channel_values(rng, regime, channels, dtype):
+    """Per-channel (offset, spread) for ``regime``."""
+    if regime == "moderate":
+        offset = rng.uniform(-10, 10) + rng.normal(0.0, 1.0, channels)
+        spread = 10.0 ** (rng.uniform(-1.5, 1.5) + rng.uniform(-0.5, 0.5, channels))
+    elif regime == "large_offset":
+        # float32 keeps ~7 digits: past 1e4 spreads the offset would swallow the values
+        top = 4.0 if dtype == np.float32 else 8.0
+        offset = rng.choice([-1.0, 1.0]) * 10.0 ** rng.uniform(3.0, top) * rng.uniform(1, 2, channels)
+        spread = 10.0 ** rng.uniform(-0.5, 0.5, channels)
+    elif regime == "tiny_variance":
+        offset = rng.normal(0.0, 1.0, channels)
+        spread = 10.0 ** rng.uniform(-6.0, -3.0, channels)
+    elif regime == "constant_channels":
+        offset, spread = _channel_values(rng, "moderate", channels, dtype)
+        constant = rng.random(channels) < 0.5
+        constant[rng.integers(channels)] = True
+        spread = np.where(constant, 0.0, spread)
+    elif regime == "mixed_scales":
+        spread = 10.0 ** rng.uniform(-4.0, 4.0, channels)
+        offset = rng.normal(0.0, 1.0, channels) * 10.0 ** rng.uniform(-4.0, 4.0, channels)
+    else:
+        raise ValueError(f"unknown value regime {regime!r}; known: {', '.join(REGIMES)}")
+    return offset, spread
+
+
+def make_case(shape, axis=1, dtype="float64", *, regime="moderate", memory="contiguous",
+              seed=0, gamma=True, beta=True, momentum=0.1, eps=1e-5, renorm=False):
+    """A full argument set for batch_norm (``renorm``: batch_renorm, whose second running
+    statistic is a standard deviation), its values drawn from a NumPy generator seeded
+    with ``seed`` in the value ``regime``, x and dy laid out in ``memory``."""
+    shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+    ndim = len(shape)
+    channel_axis = axis % ndim
+    channels = shape[channel_axis]
+    rng = np.random.default_rng(seed)
+    offset, spread = _channel_values(rng, regime, channels, dtype)
+    bshape = [1] * ndim
+    bshape[channel_axis] = channels
+    x = rng.normal(size=shape) * spread.reshape(bshape) + offset.reshape(bshape)
+    dy = rng.normal(size=shape)
+    g = rng.uniform(0.5, 2.0, channels) * rng.choice([-1.0, 1.0], channels)
+    b = rng.normal(size=channels)
+    # running statistics near the batch's, so eval mode and BRN's r and d see sane values;
+    # a constant channel's running spread is 1, not 0 (BRN requires sigma > 0)
+    running_spread = rng.uniform(0.5, 2.0, channels) * np.where(spread > 0, spread, 1.0)
+    running_mean = offset + rng.normal(0.0, 0.5, channels) * running_spread
+    running_second = running_spread if renorm else running_spread ** 2
+    recipe = (f"make_case({shape}, axis={axis}, dtype={dtype.name!r}, regime={regime!r}, "
+              f"memory={memory!r}, seed={seed}, gamma={gamma}, beta={beta}, "
+              f"momentum={momentum}, eps={eps}, renorm={renorm})")
+    return Case(as_memory(x.astype(dtype), memory, channel_axis),
+                as_memory(dy.astype(dtype), memory, channel_axis), axis,
+                g.astype(dtype) if gamma else None, b.astype(dtype) if beta else None,
+                running_mean.astype(dtype), running_second.astype(dtype), momentum, eps,
+                recipe)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Case:
+    """x, the upstream gradient dy, the channel ``axis``, gamma/beta (or None), running
+    statistics (``running_second``: running_var for BN, running_std for BRN), momentum
+    and eps. ``recipe`` is the make_case call that built it."""
+
+    x: np.ndarray
+    dy: np.ndarray
+    axis: int
+    gamma: Optional[np.ndarray]
+    beta: Optional[np.ndarray]
+    running_mean: np.ndarray
+    running_second: np.ndarray
+    momentum: float
+    eps: float
+    recipe: str = ""
+
+    def __repr__(self):
+        return self.recipe or self.describe()
+
+    def describe(self):
+        """Shape, dtype and axis, then how to rebuild the case."""
+        text = f"x of shape {self.x.shape}, {self.x.dtype}, axis {self.axis} (m = {self.m})"
+        return f"{text}, from {self.recipe}" if self.recipe else text
+
+    @property
+    def reduce_axes(self):
+        axis = self.axis % self.x.ndim
+        return tuple(i for i in range(self.x.ndim) if i != axis)
+
+    @property
+    def channels(self):
+        return self.x.shape[self.axis]
+
+    @property
+    def m(self):
+        """Values per channel."""
+        return math.prod(self.x.shape) // self.channels
+
+    def bc(self, v):
+        """A per-channel vector shaped to broadcast against x."""
+        shape = [1] * self.x.ndim
+        shape[self.axis] = -1
+        return np.asarray(v).reshape(shape)
+
+    def channel_sum(self, v):
+        return np.asarray(v, dtype=np.float64).sum(axis=self.reduce_axes)
+
+    def batch_mean_var(self):
+        """The batch mean and biased variance per channel, two-pass in float64."""
+        x = self.x.astype(np.float64)
+        mean = x.mean(axis=self.reduce_axes)
+        return mean, ((x - self.bc(mean)) ** 2).mean(axis=self.reduce_axes)
+
+    def running(self):
+        """Fresh copies of the running statistics (the ops update them in place)."""
+        return self.running_mean.copy(), self.running_second.copy()
+
+    def replace(self, **changes):
+        """A modified case; its recipe says it was modified."""
+        recipe = f"{self.recipe}, then {', '.join(sorted(changes))} replaced" if self.recipe else ""
+        return dataclasses.replace(self, recipe=recipe, **changes)
+
+    def as_renorm(self):
+        """The case with its running spread usable as BRN's running std (positive)."""
+        return self.replace(running_second=np.abs(self.running_second) + 0.5)

@@ -1,0 +1,86 @@
+"""Tolerances keyed by dtype, and the comparison every property uses.
+
+An implementation computes in its working precision and rounds once per stored result,
+but BN's outputs are differences of larger terms: y = a*x + b with a large offset in x,
+dx = p*dy + q*x + s. So each result is held to ``tol`` times the size of the terms it is
+made of (its *scale*), not to its own size, which may cancel to near 0.
+"""
+import numpy as np
+
+# about 100 units of the last place of each dtype: room for a few roundings of the terms
+TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
+
+
+def tolerance(dtype):
+    return TOL[np.dtype(dtype)]
+
+
+def assert_close(actual, expected, dtype=None, *, tol=None, scale=None, what=""):
+    """|actual - expected| <= tol * (|expected| + scale) elementwise, else an
+    AssertionError naming ``what``, the worst element against its bound and how many
+    elements are beyond theirs.
+
+    ``scale`` (broadcastable, e.g. per channel) is the size of the terms the result was
+    computed from; its default is max|expected|. NaNs must match; infinities must be equal.
+    """
+    if tol is None:
+        tol = tolerance(dtype or np.asarray(expected).dtype)
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        raise AssertionError(f"{what}: shape {actual.shape}, expected {expected.shape}")
+    if scale is None:
+        scale = np.max(np.abs(expected), initial=0.0, where=np.isfinite(expected))
+    bound = np.broadcast_to(tol * (np.abs(expected) + scale), expected.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        error = np.abs(actual - expected)
+        ok = (error <= bound) | (actual == expected) | (np.isnan(actual) & np.isnan(expected))
+        if ok.all():
+            return
+        excess = np.where(ok, 0.0, np.where(bound > 0, error / bound, np.inf))
+        excess[np.isnan(excess)] = np.inf
+    i = np.unravel_index(np.argmax(excess), excess.shape)
+    raise AssertionError(
+        f"{what}: worst error {error[i]:.3g} at {tuple(map(int, i))} (actual {actual[i]!r}, "
+        f"expected {expected[i]!r}) against a tolerance of {bound[i]:.3g} "
+        f"= {tol:g} x (|expected| + scale {np.broadcast_to(scale, expected.shape)[i]:.3g}); "
+        f"{np.count_nonzero(~ok)} of {ok.size} elements beyond their tolerance")
+
+
+def term_scales(case, mean, invstd, r=None, d=None, training=True):
+    """Per channel, the size of the terms of each result for the statistics (``mean``,
+    ``invstd``, BRN's ``r`` and ``d``) the op normalized with: y = a*x + b and
+    dx = p*dy + q*x + s (``"y"``, ``"dx"``, shaped to broadcast against x), and
+    dgamma = sum(dy * (r * invstd * (x - mean) + d)), dbeta = sum(dy) (shape (C,)),
+    where x - mean is only as exact as the mean, a sum of values up to max|x|."""
+    scale = np.abs(invstd * (1.0 if r is None else r))
+    gain = scale if case.gamma is None else scale * np.abs(case.gamma.astype(np.float64))
+    shift = 0.0 if case.beta is None else np.abs(case.beta.astype(np.float64))
+    x_max = np.abs(case.x).max(axis=case.reduce_axes).astype(np.float64)
+    dy_max = np.abs(case.dy).max(axis=case.reduce_axes).astype(np.float64)
+    dy_sum = case.channel_sum(np.abs(case.dy))
+    dx = gain * dy_max
+    if training:
+        # q = -p * invstd^2 * sum(dy * (x - mean)) / m multiplies x, offset and all
+        centred = case.x.astype(np.float64) - case.bc(mean)
+        q = gain * invstd ** 2 * np.abs(case.channel_sum(case.dy * centred)) / case.m
+        dx = dx + q * x_max
+    d = 0.0 if d is None else np.abs(d)
+    return dict(y=case.bc(gain * x_max + shift), dx=case.bc(dx),
+                dgamma=(scale * (x_max + np.abs(mean)) + d) * dy_sum, dbeta=dy_sum)
+
+
+def running_scales(case):
+    """Per channel, the size of the terms of the running-statistics updates
+    ``(1 - momentum) * running + momentum * batch``. The batch mean sums values up to
+    max|x|, and an error of tol * max|x| in it moves the variance by its square (which
+    is all a constant channel's variance is made of)."""
+    mean, var = case.batch_mean_var()
+    keep, mom = 1.0 - case.momentum, case.momentum
+    tol = tolerance(case.x.dtype)
+    x_max = np.abs(case.x).max(axis=case.reduce_axes).astype(np.float64)
+    old_mean, old_second = (np.abs(a.astype(np.float64)) for a in case.running())
+    unbiased = var * case.m / (case.m - 1)
+    return dict(running_mean=keep * old_mean + mom * x_max,
+                running_var=keep * old_second + mom * (unbiased + tol * x_max ** 2),
+                running_std=keep * old_second + mom * np.sqrt(var + case.eps))

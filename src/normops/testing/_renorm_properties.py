@@ -1,0 +1,85 @@
+"""Properties of batch renormalization (Ioffe, 2017): its relation to BN, its formulas in
+training and eval mode, and agreement with the reference."""
+import numpy as np
+from hypothesis import strategies as st
+
+from ._compare import assert_close, running_scales, term_scales
+from ._implementation import REFERENCE, assert_steps_close, bn_step, brn_step
+from ._property import prop
+from ._bn_properties import draw_cases
+from .strategies import renorm_clips
+
+
+def renorm_cases(impl, **options):
+    return draw_cases(impl, renorm=True, **options)
+
+
+def renorm_constants(case, rmax, dmax):
+    """mu_B, sigma_B = sqrt(var_B + eps), and r, d from the running statistics as they
+    are before the step, in float64."""
+    mean, var = case.batch_mean_var()
+    sigma_b = np.sqrt(var + case.eps)
+    mu, sigma = (a.astype(np.float64) for a in case.running())
+    r = np.clip(sigma_b / sigma, 1 / rmax, rmax)
+    d = np.clip((mean - mu) / sigma, -dmax, dmax)
+    return mean, sigma_b, r, d
+
+
+def affine(case):
+    """gamma and beta in float64 (1 and 0 when absent)."""
+    ones = np.ones(case.channels)
+    return (ones if case.gamma is None else case.gamma.astype(np.float64),
+            0 * ones if case.beta is None else case.beta.astype(np.float64))
+
+
+@prop("batch_renorm", lambda impl: dict(case=renorm_cases(impl)))
+def brn_rmax1_dmax0_is_bn(impl, case):
+    """BRN with rmax = 1, dmax = 0 gives BN's y, dx, dgamma, dbeta and running mean."""
+    brn = brn_step(impl, case, rmax=1.0, dmax=0.0)
+    assert_steps_close(brn, bn_step(impl, case), case,
+                       keys=("y", "dx", "dgamma", "dbeta", "running_mean"))
+
+
+@prop("batch_renorm", lambda impl: dict(case=renorm_cases(impl), clip=renorm_clips()))
+def brn_training_formulas(impl, case, clip):
+    """Training: y = gamma ((x - mu_B) / sigma_B r + d) + beta, r and d from the running stats before the step; mu += momentum (mu_B - mu), sigma += momentum (sigma_B - sigma)."""
+    rmax, dmax = clip
+    mu, sigma = case.running()
+    y, _ = impl.batch_renorm(case.x, case.gamma, case.beta, mu, sigma, training=True,
+                             rmax=rmax, dmax=dmax, momentum=case.momentum, eps=case.eps,
+                             axis=case.axis)
+    mean, sigma_b, r, d = renorm_constants(case, rmax, dmax)
+    g, b = affine(case)
+    expected = case.bc(g) * ((case.x - case.bc(mean)) / case.bc(sigma_b) * case.bc(r) + case.bc(d)) + case.bc(b)
+    assert_close(y, expected, case.x.dtype, scale=term_scales(case, mean, 1 / sigma_b, r, d)["y"],
+                 what="y")
+    mom, scales = case.momentum, running_scales(case)
+    mu0, sigma0 = (a.astype(np.float64) for a in case.running())
+    assert_close(mu, mu0 + mom * (mean - mu0), case.x.dtype, scale=scales["running_mean"],
+                 what="running_mean")
+    assert_close(sigma, sigma0 + mom * (sigma_b - sigma0), case.x.dtype,
+                 scale=scales["running_std"], what="running_std")
+
+
+@prop("batch_renorm", lambda impl: dict(case=renorm_cases(impl, training=False)))
+def brn_eval_formulas(impl, case):
+    """Eval mode: y = gamma (x - mu) / sigma + beta, dx = dy gamma / sigma; running stats untouched."""
+    step = brn_step(impl, case, training=False)
+    mu, sigma = (a.astype(np.float64) for a in case.running())
+    g, b = affine(case)
+    x_hat = (case.x - case.bc(mu)) / case.bc(sigma)
+    expected = dict(y=case.bc(g) * x_hat + case.bc(b), dx=case.dy * case.bc(g / sigma),
+                    dgamma=case.channel_sum(case.dy * x_hat), dbeta=case.channel_sum(case.dy))
+    scales = term_scales(case, mu, 1 / sigma, training=False)
+    for key, want in expected.items():
+        assert_close(step[key], want, case.x.dtype, scale=scales[key], what=key)
+    np.testing.assert_array_equal(step["running_mean"], case.running_mean, err_msg="running_mean changed")
+    np.testing.assert_array_equal(step["running_std"], case.running_second, err_msg="running_std changed")
+
+
+@prop("batch_renorm", lambda impl: dict(case=renorm_cases(impl), training=st.booleans(),
+                                        clip=renorm_clips()))
+def brn_matches_reference(impl, case, training, clip):
+    """y, running stats, dx, dgamma and dbeta equal normops's reference backend."""
+    options = dict(training=training, rmax=clip[0], dmax=clip[1])
+    assert_steps_close(brn_step(impl, case, **options), brn_step(REFERENCE, case, **options), case)

@@ -1,0 +1,130 @@
+"""Running properties through Hypothesis and reporting the outcome of each."""
+import time
+from dataclasses import dataclass
+
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.errors import HypothesisException
+
+from ._implementation import Implementation, backend_implementation
+from ._profiles import profile_settings
+from ._property import PROPERTIES
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one property: ``status`` is "passed", "FAILED" or "n/a";
+    ``examples`` counts the inputs tried (shrinking included); ``message`` says what
+    failed, on which input, or why the property does not apply."""
+
+    name: str
+    status: str
+    examples: int
+    seconds: float
+    message: str = ""
+
+    @property
+    def failed(self):
+        return self.status == "FAILED"
+
+
+@dataclass(frozen=True)
+class Report:
+    implementation: str
+    results: tuple
+
+    @property
+    def passed(self):
+        return not any(r.failed for r in self.results)
+
+    def counts(self):
+        statuses = [r.status for r in self.results]
+        return {s: statuses.count(s) for s in ("passed", "FAILED", "n/a")}
+
+    def table(self):
+        rows = [("property", "examples", "seconds", "result")]
+        rows += [(r.name, str(r.examples), f"{r.seconds:.1f}", r.status) for r in self.results]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def failures(self):
+        return "\n\n".join(f"FAILED {r.name}: {r.message}" for r in self.results if r.failed)
+
+    def __str__(self):
+        counts = self.counts()
+        summary = f"{self.implementation}: {counts['passed']} passed, {counts['FAILED']} failed, {counts['n/a']} n/a"
+        return "\n\n".join(part for part in (self.table(), self.failures(), summary) if part)
+
+
+def _describe(drawn):
+    return ", ".join(f"{key}={value!r}" for key, value in drawn.items())
+
+
+def run_property(prop, impl, profile=None):
+    """Run one property on ``impl`` under ``profile`` (see profile_settings): a Result."""
+    if not prop.applies_to(impl):
+        return Result(prop.name, "n/a", 0, 0.0, f"{impl.name} has no batch_renorm")
+    examples = 0
+
+    def property_holds(drawn):
+        nonlocal examples
+        examples += 1
+        try:
+            prop.check(impl, **drawn)
+        except HypothesisException:   # assume() and the like steer Hypothesis itself
+            raise
+        except Exception as exc:
+            what = str(exc) if isinstance(exc, AssertionError) else f"raised {type(exc).__name__}: {exc}"
+            raise AssertionError(f"{prop.name} does not hold for {impl.name} on "
+                                 f"{_describe(drawn)}:\n  {what}") from exc
+
+    # distinct example-database keys per property and implementation
+    property_holds._hypothesis_internal_add_digest = f"{prop.name}:{impl.name}".encode()
+    test = profile_settings(profile)(given(st.fixed_dictionaries(prop.draws(impl)))(property_holds))
+    start = time.perf_counter()
+    try:
+        test()
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {exc}"
+        return Result(prop.name, "FAILED", examples, time.perf_counter() - start, message)
+    return Result(prop.name, "passed", examples, time.perf_counter() - start)
+
+
+def properties(names=None):
+    """The registered properties, all or those named (unknown names are an error)."""
+    if names is None:
+        return list(PROPERTIES.values())
+    unknown = [n for n in names if n not in PROPERTIES]
+    if unknown:
+        raise ValueError(f"unknown properties {unknown}; known: {', '.join(PROPERTIES)}")
+    return [PROPERTIES[n] for n in names]
+
+
+def run(impl, *, profile=None, names=None, progress=None):
+    """Run every property (or those ``names``) on the Implementation ``impl``: a Report.
+    ``progress(result)`` is called after each property."""
+    results = []
+    for prop in properties(names):
+        results.append(run_property(prop, impl, profile))
+        if progress is not None:
+            progress(results[-1])
+    return Report(impl.name, tuple(results))
+
+
+def check(impl, *, profile=None, names=None):
+    """As ``run``, but raise an AssertionError holding the report when a property fails."""
+    if not isinstance(impl, Implementation):
+        raise TypeError(f"check() takes an Implementation, not {type(impl).__name__}; "
+                        "for a registered backend use check_backend(name)")
+    report = run(impl, profile=profile, names=names)
+    if not report.passed:
+        raise AssertionError(str(report))
+    return report
+
+
+def check_backend(name, *, profile=None, names=None):
+    """Run the kit on the registered backend ``name`` through the public ops; raise an
+    AssertionError holding the report when a property fails."""
+    return check(backend_implementation(name), profile=profile, names=names)
