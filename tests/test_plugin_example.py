@@ -90,76 +90,50 @@ def test_backends_lists_the_plugin(plugin):
 
 
 OPS_SCRIPT = textwrap.dedent("""
+    import itertools
     import numpy as np
     import normops
 
-    PLUGIN, REF = "example-numpy", "reference"
     RTOL = {np.float32: 1e-5, np.float64: 1e-10}
     rng = np.random.default_rng(0)
 
 
-    def close(actual, expected, dtype, what):
-        expected = np.asarray(expected)
-        rtol = RTOL[dtype]
-        atol = rtol * float(np.max(np.abs(expected))) if expected.size else 0.0
-        assert np.asarray(actual).dtype == expected.dtype, (what, np.asarray(actual).dtype, expected.dtype)
-        np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
+    def step(forward, backward, args, second, options, backend):
+        \"\"\"forward then backward on fresh running statistics: every array they return.\"\"\"
+        x, dy, gamma, beta, rm, rs = args
+        running = (rm.copy(), rs.copy())
+        y, saved = forward(x, gamma, beta, *running, **options, backend=backend)
+        grads = backward(dy, x, saved, gamma, backend=backend)
+        return dict(zip(("y", "running_mean", second, "dx", "dgamma", "dbeta"), (y, *running, *grads)))
 
 
-    def channel_vectors(c, dtype, low, high):
-        return rng.uniform(low, high, c).astype(dtype)
-
-
+    OPS = [(normops.batch_norm, normops.batch_norm_backward, "running_var",
+            [dict(training=True), dict(training=False)]),
+           (normops.batch_renorm, normops.batch_renorm_backward, "running_std",
+            [dict(training=True), dict(training=True, rmax=1.1, dmax=0.2), dict(training=False)])]
     checked = 0
-    for dtype in (np.float32, np.float64):
-        for shape, axis in (((4, 3, 5, 6), 1), ((4, 5, 6, 3), -1)):
-            c = shape[axis]
-            x = (3.0 + 2.0 * rng.standard_normal(shape)).astype(dtype)
-            dy = rng.standard_normal(shape).astype(dtype)
-            for affine in (False, True):
-                gamma = channel_vectors(c, dtype, 0.5, 2.0) if affine else None
-                beta = channel_vectors(c, dtype, -1.0, 1.0) if affine else None
-                case = f"{np.dtype(dtype).name} shape={shape} axis={axis} affine={affine}"
-
-                # batch_norm, training then eval, and its backward
-                for training in (True, False):
-                    what = f"batch_norm training={training} {case}"
-                    rm0, rv0 = channel_vectors(c, dtype, -1.0, 1.0), channel_vectors(c, dtype, 0.5, 2.0)
-                    out = {}
-                    for be in (PLUGIN, REF):
-                        rm, rv = rm0.copy(), rv0.copy()
-                        y, saved = normops.batch_norm(x, gamma, beta, rm, rv, training=training,
-                                                      axis=axis, backend=be)
-                        grads = normops.batch_norm_backward(dy, x, saved, gamma, backend=be)
-                        out[be] = (y, rm, rv, *grads)
-                    for name, a, e in zip(("y", "running_mean", "running_var", "dx", "dgamma", "dbeta"),
-                                          out[PLUGIN], out[REF]):
-                        close(a, e, dtype, f"{what}: {name}")
-                        checked += 1
-                # training without running statistics
-                y, saved = normops.batch_norm(x, gamma, beta, axis=axis, backend=PLUGIN)
-                y_ref, saved_ref = normops.batch_norm(x, gamma, beta, axis=axis, backend=REF)
-                close(y, y_ref, dtype, f"batch_norm without running stats {case}: y")
-                checked += 1
-
-                # batch_renorm, training (with and without clipping of r and d) and eval
-                for training, rmax, dmax in ((True, 3.0, 5.0), (True, 1.1, 0.2), (False, 3.0, 5.0)):
-                    what = f"batch_renorm training={training} rmax={rmax} dmax={dmax} {case}"
-                    rm0, rs0 = channel_vectors(c, dtype, -1.0, 1.0), channel_vectors(c, dtype, 0.5, 2.0)
-                    out = {}
-                    for be in (PLUGIN, REF):
-                        rm, rs = rm0.copy(), rs0.copy()
-                        y, saved = normops.batch_renorm(x, gamma, beta, rm, rs, training=training,
-                                                        rmax=rmax, dmax=dmax, axis=axis, backend=be)
-                        grads = normops.batch_renorm_backward(dy, x, saved, gamma, backend=be)
-                        out[be] = (y, rm, rs, *grads)
-                    for name, a, e in zip(("y", "running_mean", "running_std", "dx", "dgamma", "dbeta"),
-                                          out[PLUGIN], out[REF]):
-                        close(a, e, dtype, f"{what}: {name}")
-                        checked += 1
+    for dtype, (shape, axis), affine in itertools.product(
+            (np.float32, np.float64), (((4, 3, 5, 6), 1), ((4, 5, 6, 3), -1)), (False, True)):
+        c = shape[axis]
+        args = ((3.0 + 2.0 * rng.standard_normal(shape)).astype(dtype),
+                rng.standard_normal(shape).astype(dtype),
+                rng.uniform(0.5, 2.0, c).astype(dtype) if affine else None,
+                rng.uniform(-1.0, 1.0, c).astype(dtype) if affine else None,
+                rng.uniform(-1.0, 1.0, c).astype(dtype), rng.uniform(0.5, 2.0, c).astype(dtype))
+        for forward, backward, second, settings in OPS:
+            for options in settings:
+                options = dict(options, axis=axis)
+                got, want = (step(forward, backward, args, second, options, be)
+                             for be in ("example-numpy", "reference"))
+                for name, expected in want.items():
+                    what = f"{forward.__name__} {options} {np.dtype(dtype).name} {shape} affine={affine}: {name}"
+                    assert got[name].dtype == expected.dtype, what
+                    atol = RTOL[dtype] * float(np.max(np.abs(expected)))
+                    np.testing.assert_allclose(got[name], expected, rtol=RTOL[dtype], atol=atol, err_msg=what)
+                    checked += 1
 
     # the plugin really is a kernels-only backend: every op above ran normops' composition
-    backend = normops.get_backend(PLUGIN)
+    backend = normops.get_backend("example-numpy")
     assert type(backend).__module__ == "normops_example_plugin", type(backend)
     for op in ("batch_norm", "batch_renorm", "batch_norm_backward", "batch_renorm_backward"):
         assert not hasattr(backend, op), op

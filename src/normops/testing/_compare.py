@@ -70,17 +70,25 @@ def term_scales(case, mean, invstd, r=None, d=None, training=True):
                 dgamma=(scale * (x_max + np.abs(mean)) + d) * dy_sum, dbeta=dy_sum)
 
 
+def variance_floor(case):
+    """Per channel, how far the batch variance is known: its mean is a sum of values up to
+    max|x|, known to tol * max|x|, which moves the variance by up to the square of that
+    (all that a constant channel's variance is made of)."""
+    x_max = np.abs(case.x).max(axis=case.reduce_axes).astype(np.float64)
+    return (tolerance(case.x.dtype) * x_max) ** 2
+
+
 def running_scales(case):
     """Per channel, the size of the terms of the running-statistics updates
-    ``(1 - momentum) * running + momentum * batch``. The batch mean sums values up to
-    max|x|, and an error of tol * max|x| in it moves the variance by its square (which
-    is all a constant channel's variance is made of)."""
+    ``(1 - momentum) * running + momentum * batch``, and of how far the batch statistics
+    are known (see variance_floor)."""
     mean, var = case.batch_mean_var()
     keep, mom = 1.0 - case.momentum, case.momentum
     tol = tolerance(case.x.dtype)
     x_max = np.abs(case.x).max(axis=case.reduce_axes).astype(np.float64)
     old_mean, old_second = (np.abs(a.astype(np.float64)) for a in case.running())
-    unbiased = var * case.m / (case.m - 1)
+    sigma = np.sqrt(var + case.eps)
+    unknown = variance_floor(case) / tol   # as a scale: tol * scale is the floor
     return dict(running_mean=keep * old_mean + mom * x_max,
-                running_var=keep * old_second + mom * (unbiased + tol * x_max ** 2),
-                running_std=keep * old_second + mom * np.sqrt(var + case.eps))
+                running_var=keep * old_second + mom * (var * case.m / (case.m - 1) + unknown),
+                running_std=keep * old_second + mom * (sigma + unknown / (2 * sigma)))
