@@ -1,5 +1,6 @@
 """Command line: ``python -m normops backends``, ``bench`` and ``check``."""
 import argparse
+import os
 import platform
 import sys
 
@@ -58,15 +59,20 @@ def cmd_check(args):
     except (normops.BackendError, ValueError) as exc:
         print(f"python -m normops check: {exc}", file=sys.stderr)
         return 2
-    examples = testing.profile_settings(args.profile).max_examples
-    print(f"checking backend {args.backend!r}: {len(chosen)} properties, profile {args.profile} "
+    profile = args.profile or os.environ.get("HYPOTHESIS_PROFILE") or "ci"
+    try:
+        examples = testing.profile_settings(profile).max_examples
+    except ValueError as exc:
+        print(f"python -m normops check: HYPOTHESIS_PROFILE: {exc}", file=sys.stderr)
+        return 2
+    print(f"checking backend {args.backend!r}: {len(chosen)} properties, profile {profile} "
           f"(up to {examples} examples each)", flush=True)
 
     def progress(result):
         print(f"  {result.name}: {result.status} ({result.examples} examples, {result.seconds:.1f} s)",
               flush=True)
 
-    report = testing.run(impl, profile=args.profile, names=args.property, progress=progress)
+    report = testing.run(impl, profile=profile, names=args.property, progress=progress)
     print()
     print(report)
     return 0 if report.passed else 1
@@ -85,9 +91,10 @@ def main(argv=None):
                     "public ops; print a table of properties, examples run and results. Exits 1 "
                     "if a property fails.")
     check.add_argument("--backend", help="registered backend name (python -m normops backends lists them)")
-    check.add_argument("--profile", choices=("ci", "dev", "thorough"), default="ci",
-                       help="ci: 60 derandomized examples per property (default); dev: 60 random "
-                            "ones; thorough: 1000 random ones")
+    check.add_argument("--profile", choices=("ci", "dev", "thorough"),
+                       help="ci: 60 derandomized examples per property (the default, unless "
+                            "HYPOTHESIS_PROFILE names another); dev: 60 random ones; thorough: "
+                            "1000 random ones")
     check.add_argument("--property", action="append", metavar="NAME",
                        help="run only this property (repeatable)")
     check.add_argument("--list", action="store_true", help="list the properties and exit")

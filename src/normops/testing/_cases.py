@@ -71,7 +71,9 @@ def make_case(shape, axis=1, dtype="float64", *, regime="moderate", memory="cont
               seed=0, gamma=True, beta=True, momentum=0.1, eps=1e-5, renorm=False):
     """A full argument set for batch_norm (``renorm``: batch_renorm, whose second running
     statistic is a standard deviation), its values drawn from a NumPy generator seeded
-    with ``seed`` in the value ``regime``, x and dy laid out in ``memory``."""
+    with ``seed`` in the value ``regime``, x and dy laid out in ``memory``. The same call
+    gives the same values under the same NumPy version (its generators' streams may
+    change between versions)."""
     shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
     ndim = len(shape)
     channel_axis = axis % ndim
@@ -117,12 +119,12 @@ class Case:
     recipe: str = ""
 
     def __repr__(self):
-        return self.recipe or self.describe()
+        return self.recipe or self.summary
 
-    def describe(self):
-        """Shape, dtype and axis, then how to rebuild the case."""
-        text = f"x of shape {self.x.shape}, {self.x.dtype}, axis {self.axis} (m = {self.m})"
-        return f"{text}, from {self.recipe}" if self.recipe else text
+    @property
+    def summary(self):
+        """x's shape, dtype and channel axis."""
+        return f"x of shape {self.x.shape}, {self.x.dtype}, axis {self.axis} (m = {self.m})"
 
     @property
     def reduce_axes(self):

@@ -7,7 +7,9 @@ made of (its *scale*), not to its own size, which may cancel to near 0.
 """
 import numpy as np
 
-# about 100 units of the last place of each dtype: room for a few roundings of the terms
+# float32: about 80 units in the last place, room for a few roundings of the terms;
+# float64: 1e-10, room for a few digits lost to cancellation, while float32 arithmetic
+# leaking into a float64 op (errors near 1e-7) still fails
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
 
 

@@ -23,6 +23,8 @@ class Implementation:
     rmax, dmax, momentum, eps, axis) -> (y, saved)`` with ``batch_renorm_backward`` (the
     BRN properties are "n/a" without them).
 
+    Every result is a NumPy array of x's dtype, dgamma and dbeta too when gamma and beta
+    are None (then they are the gradients at gamma = 1, beta = 0).
     ``saved`` is whatever the forward returns: the kit only hands it to the backward.
     ``conventions``: the running-variance conventions ``convention`` may take ("pytorch":
     unbiased, "keras": biased); ``dtypes``: the dtypes the kit draws.
@@ -106,7 +108,7 @@ def assert_steps_close(actual, expected, case, keys=ARRAYS):
         if expected.get(key) is not None:
             want = np.asarray(expected[key])
             got = actual[key]
-            if getattr(got, "dtype", None) != want.dtype:
-                raise AssertionError(f"{key}: dtype {getattr(got, 'dtype', type(got))}, "
-                                     f"expected {want.dtype}")
+            if not isinstance(got, np.ndarray) or got.dtype != want.dtype:
+                what = f"dtype {got.dtype}" if isinstance(got, np.ndarray) else f"a {type(got).__name__}"
+                raise AssertionError(f"{key}: {what}, expected an array of {want.dtype}")
             assert_close(got, want, case.x.dtype, scale=scales.get(key), what=key)

@@ -6,7 +6,8 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-_QUIET = dict(deadline=None, print_blob=False,
+# one failure per property, shrunk: Hypothesis's "distinct bugs" would group them
+_QUIET = dict(deadline=None, print_blob=False, report_multiple_bugs=False,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 PROFILES = {

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException
 
+from ._cases import Case
 from ._implementation import Implementation, backend_implementation
 from ._profiles import profile_settings
 from ._property import PROPERTIES
@@ -59,7 +60,11 @@ class Report:
 
 
 def _describe(drawn):
-    return ", ".join(f"{key}={value!r}" for key, value in drawn.items())
+    """The drawn input: x's shape, dtype and axis first, then every drawn value (a case as
+    the make_case call that rebuilds it)."""
+    cases = [value.summary for value in drawn.values() if isinstance(value, Case)]
+    values = ", ".join(f"{key}={value!r}" for key, value in drawn.items())
+    return "; ".join(cases + [values])
 
 
 def run_property(prop, impl, profile=None):
@@ -80,14 +85,16 @@ def run_property(prop, impl, profile=None):
             raise AssertionError(f"{prop.name} does not hold for {impl.name} on "
                                  f"{_describe(drawn)}:\n  {what}") from exc
 
-    # distinct example-database keys per property and implementation
-    property_holds._hypothesis_internal_add_digest = f"{prop.name}:{impl.name}".encode()
+    # a key per property (Hypothesis's example database, and the "ci" profile's seed):
+    # every implementation sees the same examples of a property
+    property_holds._hypothesis_internal_add_digest = prop.name.encode()
     test = profile_settings(profile)(given(st.fixed_dictionaries(prop.draws(impl)))(property_holds))
     start = time.perf_counter()
     try:
         test()
     except Exception as exc:
-        message = str(exc) if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {exc}"
+        message = (str(exc) if isinstance(exc, AssertionError) else
+                   f"Hypothesis could not run the property: {type(exc).__name__}: {exc}")
         return Result(prop.name, "FAILED", examples, time.perf_counter() - start, message)
     return Result(prop.name, "passed", examples, time.perf_counter() - start)
 
