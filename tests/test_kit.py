@@ -37,7 +37,7 @@ def unbiased_batch_norm(x, gamma, beta, running_mean, running_var, *, training, 
 BN_ONLY = testing.Implementation(
     "reference-bn-only", testing.backend_implementation("reference").batch_norm,
     testing.backend_implementation("reference").batch_norm_backward)
-UNBIASED = BN_ONLY.__class__("unbiased", unbiased_batch_norm, BN_ONLY.batch_norm_backward)
+UNBIASED = testing.Implementation("unbiased", unbiased_batch_norm, BN_ONLY.batch_norm_backward)
 
 
 def test_a_wrong_implementation_fails_on_the_right_property_with_a_useful_message():
@@ -87,7 +87,7 @@ def test_exceptions_from_the_implementation_are_failures_naming_them():
     def refuses(*args, **kwargs):
         raise ValueError("not today")
 
-    report = testing.run(BN_ONLY.__class__("refuses", refuses, refuses), names=["bn_identity_recovery"])
+    report = testing.run(testing.Implementation("refuses", refuses, refuses), names=["bn_identity_recovery"])
     assert report.results[0].failed
     assert "raised ValueError: not today" in report.results[0].message
 

@@ -1,6 +1,5 @@
 """Command line: ``python -m normops backends``, ``bench`` and ``check``."""
 import argparse
-import os
 import platform
 import sys
 
@@ -8,20 +7,14 @@ import numpy
 
 import normops
 from normops import _bench, _config, _registry
-
-
-def _table(rows, header):
-    widths = [max(len(str(v)) for v in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+from normops._text import table
 
 
 def cmd_backends(args):
     infos = normops.backends()
     rows = [(i.name, "yes" if i.available else "no", i.device or "-", i.auto_for or "-",
              i.source, i.reason or "") for i in infos]
-    print(_table(rows, ("backend", "available", "device", "auto for", "source", "reason unavailable")))
+    print(table(("backend", "available", "device", "auto for", "source", "reason unavailable"), rows))
     print()
     print(f"normops {normops.__version__}  python {platform.python_version()}  "
           f"numpy {numpy.__version__}  {platform.system()} {platform.machine()}")
@@ -59,14 +52,13 @@ def cmd_check(args):
     except (normops.BackendError, ValueError) as exc:
         print(f"python -m normops check: {exc}", file=sys.stderr)
         return 2
-    profile = args.profile or os.environ.get("HYPOTHESIS_PROFILE") or "ci"
     try:
-        examples = testing.profile_settings(profile).max_examples
+        profile = testing.profile_name(args.profile)
     except ValueError as exc:
         print(f"python -m normops check: HYPOTHESIS_PROFILE: {exc}", file=sys.stderr)
         return 2
     print(f"checking backend {args.backend!r}: {len(chosen)} properties, profile {profile} "
-          f"(up to {examples} examples each)", flush=True)
+          f"(up to {testing.PROFILES[profile].max_examples} examples each)", flush=True)
 
     def progress(result):
         print(f"  {result.name}: {result.status} ({result.examples} examples, {result.seconds:.1f} s)",

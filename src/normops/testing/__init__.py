@@ -22,13 +22,13 @@ from ._cases import MEMORY, REGIMES, Case, as_memory, make_case
 from ._compare import TOL, assert_close, tolerance
 from ._implementation import (Implementation, assert_steps_close, backend_implementation, bn_step,
                               brn_step)
-from ._profiles import PROFILES, profile_settings, register_profiles
+from ._profiles import PROFILES, profile_name, profile_settings, register_profiles
 from ._property import Property
 from ._runner import Report, Result, check, check_backend, properties, run, run_property
 
 __all__ = [
     "Case", "Implementation", "MEMORY", "PROFILES", "Property", "REGIMES", "Report", "Result",
     "TOL", "as_memory", "assert_close", "assert_steps_close", "backend_implementation", "bn_step", "brn_step",
-    "check", "check_backend", "make_case", "profile_settings", "properties",
+    "check", "check_backend", "make_case", "profile_name", "profile_settings", "properties",
     "register_profiles", "run", "run_property", "strategies", "tolerance",
 ]

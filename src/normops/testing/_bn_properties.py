@@ -132,19 +132,25 @@ def bn_running_stats_update(impl, case, convention):
 @prop("batch_norm", lambda impl: dict(case=draw_cases(impl, training=False)))
 def bn_eval_formulas(impl, case):
     """Eval mode: y = gamma (x - running_mean) / sqrt(running_var + eps) + beta, dx = dy gamma invstd; running stats untouched."""
-    step = bn_step(impl, case, training=False)
     rm, rv = (a.astype(np.float64) for a in case.running())
-    g = np.ones_like(rm) if case.gamma is None else case.gamma.astype(np.float64)
-    b = np.zeros_like(rm) if case.beta is None else case.beta.astype(np.float64)
-    invstd = 1 / np.sqrt(rv + case.eps)
-    x_hat = (case.x - case.bc(rm)) * case.bc(invstd)
+    check_eval_step(case, bn_step(impl, case, training=False), rm, 1 / np.sqrt(rv + case.eps),
+                    "running_var")
+
+
+def check_eval_step(case, step, mean, invstd, second):
+    """An eval-mode step (BN's or BRN's) against y = gamma (x - mean) invstd + beta,
+    dx = dy gamma invstd, dgamma = sum(dy x_hat), dbeta = sum(dy); the running statistics
+    (``second``: the name of the second one) untouched."""
+    g = np.ones_like(mean) if case.gamma is None else case.gamma.astype(np.float64)
+    b = np.zeros_like(mean) if case.beta is None else case.beta.astype(np.float64)
+    x_hat = (case.x - case.bc(mean)) * case.bc(invstd)
     expected = dict(y=case.bc(g) * x_hat + case.bc(b), dx=case.dy * case.bc(g * invstd),
                     dgamma=case.channel_sum(case.dy * x_hat), dbeta=case.channel_sum(case.dy))
-    scales = term_scales(case, rm, invstd, training=False)
+    scales = term_scales(case, mean, invstd, training=False)
     for key, want in expected.items():
-        assert_close(step[key], want, case.x.dtype, scale=scales.get(key), what=key)
+        assert_close(step[key], want, case.x.dtype, scale=scales[key], what=key)
     np.testing.assert_array_equal(step["running_mean"], case.running_mean, err_msg="running_mean changed")
-    np.testing.assert_array_equal(step["running_var"], case.running_second, err_msg="running_var changed")
+    np.testing.assert_array_equal(step[second], case.running_second, err_msg=f"{second} changed")
 
 
 @prop("batch_norm", lambda impl: dict(case=draw_cases(impl)))

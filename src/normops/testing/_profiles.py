@@ -17,15 +17,19 @@ PROFILES = {
 }
 
 
-def profile_settings(profile=None):
-    """The settings for ``profile``: a name in PROFILES, a hypothesis ``settings``, or None
-    for the profile named by HYPOTHESIS_PROFILE (default "ci")."""
-    if isinstance(profile, settings):
-        return profile
+def profile_name(profile=None):
+    """``profile``, or the profile named by HYPOTHESIS_PROFILE (default "ci") when None;
+    a ValueError unless it is one of PROFILES."""
     name = profile or os.environ.get("HYPOTHESIS_PROFILE") or "ci"
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; the kit's profiles: {', '.join(PROFILES)}")
-    return PROFILES[name]
+    return name
+
+
+def profile_settings(profile=None):
+    """The settings for ``profile``: a hypothesis ``settings`` as it is, else the kit's
+    profile that profile_name picks."""
+    return profile if isinstance(profile, settings) else PROFILES[profile_name(profile)]
 
 
 def register_profiles():

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException
 
+from .._text import table
 from ._cases import Case
 from ._implementation import Implementation, backend_implementation
 from ._profiles import profile_settings
@@ -43,12 +44,8 @@ class Report:
         return {s: statuses.count(s) for s in ("passed", "FAILED", "n/a")}
 
     def table(self):
-        rows = [("property", "examples", "seconds", "result")]
-        rows += [(r.name, str(r.examples), f"{r.seconds:.1f}", r.status) for r in self.results]
-        widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return table(("property", "examples", "seconds", "result"),
+                     [(r.name, r.examples, f"{r.seconds:.1f}", r.status) for r in self.results])
 
     def failures(self):
         return "\n\n".join(f"FAILED {r.name}: {r.message}" for r in self.results if r.failed)
