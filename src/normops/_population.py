@@ -1,0 +1,87 @@
+"""Population statistics over many batches ("precise BN"): per-channel count, mean and
+M2 = sum((x - mean)^2), pooled across batches with Chan's formula in float64."""
+import sys
+
+import numpy as np
+
+from ._composed import canonical_view
+from .layers import is_layer
+
+
+class PooledMoments:
+    """Per-channel count, mean and M2 of every batch added so far."""
+
+    def __init__(self, channels):
+        self.count = 0
+        self.mean = np.zeros(channels)
+        self.m2 = np.zeros(channels)
+
+    def add(self, x, axis):
+        x3 = canonical_view(x, axis).astype(np.float64)
+        n = x3.shape[0] * x3.shape[2]
+        mean = x3.mean(axis=(0, 2))
+        m2 = np.square(x3 - mean[:, None]).sum(axis=(0, 2))   # two passes: no cancellation
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta * delta * (self.count * n / total)
+        self.count = total
+
+
+def _progress(done, total, stream):
+    of = f"/{total}" if total is not None else ""
+    stream.write(f"\rpopulation statistics: batch {done}{of}")
+    stream.flush()
+
+
+def recompute_population_stats(layer_or_layers, batches, *, forward=None, progress=False):
+    """Set the running statistics of BN/BRN layers to the exact population statistics of
+    the data in ``batches`` ("precise BN").
+
+    Every batch is run through ``forward`` (default: the single layer's own forward);
+    meanwhile the layers normalize with each batch's statistics, as in training, without
+    touching their running statistics, and pool the per-channel count, mean and M2 of
+    their inputs with Chan's formula. At the end each layer gets the pooled mean and the
+    pooled variance: unbiased, M2 / (n - 1), for BatchNorm with convention="pytorch",
+    M2 / n for "keras", and sigma = sqrt(M2 / n + eps) for BatchRenorm. Not an average of
+    per-batch variances: the spread between batch means counts too.
+
+    ``forward``: a function that runs the network on one batch (needed when several layers
+    are given). ``progress``: True to write a progress line to stderr.
+    Returns the number of batches seen.
+    """
+    layers = [layer_or_layers] if is_layer(layer_or_layers) else list(layer_or_layers)
+    if not layers or not all(is_layer(layer) for layer in layers):
+        raise TypeError("layer_or_layers must be a BatchNorm/BatchRenorm layer or an iterable of them")
+    for layer in layers:
+        if not layer.track_running_stats:
+            raise ValueError(f"{layer!r} tracks no running statistics")
+        if layer._collector is not None:
+            raise RuntimeError(f"{layer!r} is already collecting population statistics")
+    if forward is None:
+        if len(layers) != 1:
+            raise ValueError("with several layers, pass forward=: the function that runs the "
+                             "network on one batch")
+        forward = layers[0].forward
+    total = len(batches) if hasattr(batches, "__len__") else None
+    seen = 0
+    for layer in layers:
+        layer._collector = PooledMoments(layer.num_features)
+    try:
+        for batch in batches:
+            forward(batch)
+            seen += 1
+            if progress:
+                _progress(seen, total, sys.stderr)
+        collected = [layer._collector for layer in layers]
+    finally:
+        for layer in layers:
+            layer._collector = None
+        if progress:
+            sys.stderr.write("\n")
+    for i, (layer, pooled) in enumerate(zip(layers, collected)):
+        if pooled.count == 0:
+            raise ValueError(f"layer {i} ({layer!r}) saw no batch: forward never called it")
+    for layer, pooled in zip(layers, collected):
+        layer._set_population(pooled.count, pooled.mean, pooled.m2)
+    return seen
