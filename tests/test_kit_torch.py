@@ -2,7 +2,6 @@
 kit as the README's own code block stands: torch passes every BN property in float64,
 and in float32 fails only the large-batch one, whose sums it does not keep in double.
 Skipped without PyTorch, unless NORMOPS_REQUIRE_TORCH is set (CI sets it)."""
-import os
 import pathlib
 import re
 
@@ -10,14 +9,9 @@ import numpy as np
 import pytest
 
 from normops import testing
+from optional_torch import import_torch
 
-try:
-    import torch  # noqa: F401
-except ImportError:
-    if os.environ.get("NORMOPS_REQUIRE_TORCH"):
-        raise
-    pytest.skip("PyTorch is not installed (pip install torch==2.13.0 enables this check)",
-                allow_module_level=True)
+import_torch("this check")
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 

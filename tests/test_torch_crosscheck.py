@@ -1,21 +1,14 @@
 """BN forward, backward and running statistics against torch.nn.functional.batch_norm and
 autograd. Skipped when PyTorch is missing, unless NORMOPS_REQUIRE_TORCH is set (CI sets
 it, so there the cross-check always runs)."""
-import os
-
 import numpy as np
 import pytest
 
 import normops
+from optional_torch import import_torch
 
-try:
-    import torch
-    import torch.nn.functional as F
-except ImportError:
-    if os.environ.get("NORMOPS_REQUIRE_TORCH"):
-        raise
-    pytest.skip("PyTorch is not installed (pip install torch==2.13.0 enables this cross-check)",
-                allow_module_level=True)
+torch = import_torch("this cross-check")
+import torch.nn.functional as F  # noqa: E402
 
 # rtol = atol, as the cross-check's acceptance asks
 TOL = {np.float32: 1e-5, np.float64: 1e-10}
