@@ -2,29 +2,20 @@
 kit as the README's own code block stands: torch passes every BN property in float64,
 and in float32 fails only the large-batch one, whose sums it does not keep in double.
 Skipped without PyTorch, unless NORMOPS_REQUIRE_TORCH is set (CI sets it)."""
-import pathlib
-import re
-
 import numpy as np
 import pytest
 
 from normops import testing
 from optional_torch import import_torch
+from readme_blocks import run_readme_block
 
 import_torch("this check")
-
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
 @pytest.fixture(scope="module")
 def adapter():
     """The README's block, run: it prints the report and checks the float64 adapter."""
-    text = README.read_text()
-    found = re.search(r"<!-- kit: torch adapter.*?-->\n```python\n(.*?)\n```", text, re.S)
-    assert found, "README.md has no torch adapter block"
-    namespace = {}
-    exec(compile(found.group(1), str(README), "exec"), namespace)   # raises if float64 fails
-    return namespace
+    return run_readme_block("kit: torch adapter")   # raises if float64 fails
 
 
 BN_PROPERTIES = [p.name for p in testing.properties() if p.needs == "batch_norm"]
