@@ -69,6 +69,18 @@ def test_folded_conv_equals_conv_then_bn(make, dtype):
     np.testing.assert_allclose(conv2d(x, Wf, bf), expected, rtol=TOL[dtype] * 5, atol=TOL[dtype] * 50)
 
 
+def test_folded_conv_with_output_channels_on_axis_1():
+    """(in, out, kh, kw): the layout of an ungrouped transposed convolution's weights."""
+    rng = np.random.default_rng(3)
+    bn = trained(normops.BatchNorm(4, dtype=np.float64), (4, 4, 3, 3), rng)
+    W = rng.normal(size=(3, 4, 2, 2))
+    Wf, bf = normops.fold_into_conv(W, None, bn, out_axis=1)
+    x = rng.normal(size=(2, 3, 5, 5))
+    as_out_in = (1, 0, 2, 3)
+    expected = bn(conv2d(x, W.transpose(as_out_in), None))
+    np.testing.assert_allclose(conv2d(x, Wf.transpose(as_out_in), bf), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_folding_is_independent_of_the_layer_mode():
     rng = np.random.default_rng(2)
     bn = trained(normops.BatchNorm(3), (8, 3), rng)
@@ -86,6 +98,8 @@ def test_folding_is_independent_of_the_layer_mode():
     (lambda bn: normops.fold_into_conv(np.ones((4, 3)), None, bn), ValueError, "convolution weights W must have 3"),
     (lambda bn: normops.fold_into_linear(np.ones((4, 3), int), None, bn), TypeError, "floating-point"),
     (lambda bn: normops.fold_into_linear(np.ones((4, 3)), None, bn, out_axis=2), ValueError, "out_axis=2"),
+    (lambda bn: normops.fold_into_linear(np.ones((4, 3)), None, bn, out_axis=0.0), TypeError, "out_axis must be an int"),
+    (lambda bn: normops.fold_into_linear(np.ones((4, 3)), np.ones(4, complex), bn), TypeError, "b must hold real"),
     (lambda bn: normops.fold_into_linear(np.ones((4, 3)), None, "bn"), TypeError, "BatchNorm or BatchRenorm"),
     (lambda bn: normops.fold_into_linear(np.ones((4, 3)), None, normops.BatchNorm(4, track_running_stats=False)),
      ValueError, "tracks no running statistics"),

@@ -22,7 +22,7 @@ def per_batch_moments(xs):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_cumulative_average_is_seed_population_statistics(dtype):
+def test_cumulative_average_gives_mean_of_batch_means_and_of_unbiased_variances(dtype):
     xs = batches(7, dtype=dtype)
     layer = normops.BatchNorm(3, momentum=None, dtype=dtype)
     for x in xs:
@@ -161,9 +161,55 @@ def test_batch_renorm_evaluates_its_schedule_at_the_step_count():
     assert seen == [0, 1, 2, 3]
     assert layer.clips(7) == (1.0, 0.0)
     layer.rmax = lambda step: 0.5
+    layer.eval()(xs[0])                      # eval mode never asks the schedule
     with pytest.raises(ValueError, match="rmax"):
-        layer(xs[0])
+        layer.train()(xs[0])
     assert layer.num_batches_tracked == 4    # a refused step counts nothing
+    with pytest.raises(RuntimeError, match="forward"):
+        layer.backward(xs[0])                # and leaves no earlier batch to differentiate
+
+
+def test_schedule_edges():
+    assert Linear(1, 3, 5, 5)(5) == 3.0 and Linear(1, 3, 5, 5)(4) == 1.0
+    assert renorm_paper(warmup_steps=0, rmax_steps=0, dmax_steps=0).rmax(0) == 3.0
+    assert Linear(0, 1, 1e3, 2e3)(1500) == 0.5          # whole numbers written as floats
+    with pytest.raises(ValueError, match="begin must be a whole number"):
+        Linear(0, 1, 2.5, 4)
+    with pytest.raises(ValueError, match="rmax_steps=1000 comes before the end of the warm-up"):
+        renorm_paper(rmax_steps=1000)
+
+
+def test_reset_running_stats_in_place():
+    layer = normops.BatchRenorm(3)
+    held = layer.running_std
+    layer(batches(1)[0])
+    layer.reset_running_stats()
+    assert layer.running_std is held and layer.num_batches_tracked == 0
+    np.testing.assert_array_equal(held, np.ones(3, np.float32))
+    np.testing.assert_array_equal(layer.running_mean, np.zeros(3, np.float32))
+
+
+@pytest.mark.parametrize("cls, key, values", [
+    (normops.BatchNorm, "running_var", [-1.0, 1.0, 1.0]),
+    (normops.BatchNorm, "running_var", [np.nan, 1.0, 1.0]),
+    (normops.BatchRenorm, "running_std", [0.0, 1.0, 1.0]),
+    (normops.BatchRenorm, "running_std", [1.0, np.nan, 1.0]),
+    (normops.BatchRenorm, "running_var", [1.0, -1.0, 1.0]),    # a BN state into BRN
+])
+def test_load_refuses_invalid_spreads(cls, key, values):
+    layer = cls(3)
+    state = {k: v for k, v in layer.state_dict().items() if k not in ("running_var", "running_std")}
+    with pytest.raises(ValueError, match=f"{key} must be"):
+        layer.load_state_dict({**state, key: np.array(values)})
+
+
+def test_load_without_num_batches_tracked_keeps_the_count():
+    layer = normops.BatchNorm(3)
+    layer(batches(1)[0])
+    state = layer.state_dict()
+    del state["num_batches_tracked"]
+    assert layer.load_state_dict(state) == ([], [])
+    assert layer.num_batches_tracked == 1
 
 
 def test_state_dict_round_trip_and_atomic_load():

@@ -81,6 +81,29 @@ def test_layers_inside_a_network():
     np.testing.assert_allclose(second.running_var, var * n / (n - 1), rtol=1e-10)
     n, mean, var = concatenated_moments(xs)
     np.testing.assert_allclose(first.running_mean, mean, rtol=1e-12)
+    np.testing.assert_allclose(first.running_var, var * n / (n - 1), rtol=1e-12)
+
+
+def test_batch_renorm_inside_a_network_normalizes_with_the_batch():
+    """While collecting, a BatchRenorm must not correct with its old running statistics
+    (r, d): the next layer then pools what it will see in eval mode."""
+    rng = np.random.default_rng(4)
+    brn = normops.BatchRenorm(3, rmax=10.0, dmax=10.0, dtype=np.float64)   # fresh: mu 0, sigma 1
+    bn = normops.BatchNorm(3, affine=False, dtype=np.float64)
+    xs = [rng.normal(3.0, 2.0, (50, 3)) for _ in range(8)]
+
+    def network(x):
+        return bn(brn(x))
+
+    normops.recompute_population_stats([brn, bn], xs, forward=network)
+    hidden = [normops.batch_norm(x, brn.gamma, brn.beta, training=True)[0] for x in xs]
+    n, mean, var = concatenated_moments(hidden)
+    np.testing.assert_allclose(bn.running_mean, mean, atol=1e-12)
+    np.testing.assert_allclose(bn.running_var, var * n / (n - 1), rtol=1e-10)
+    brn.eval()
+    bn.eval()
+    out = np.concatenate([network(x) for x in xs])
+    np.testing.assert_allclose(out.mean(axis=0), 0.0, atol=0.05)   # eval is centred now
 
 
 def test_state_is_restored_when_a_batch_fails():
@@ -110,6 +133,7 @@ def test_progress_line(capsys):
      "pass forward="),
     (([], []), {}, TypeError, "BatchNorm/BatchRenorm layer"),
     (("layer", []), {}, TypeError, "BatchNorm/BatchRenorm layer"),
+    ((5, []), {}, TypeError, "BatchNorm/BatchRenorm layer"),
     ((normops.BatchNorm(2), []), {}, ValueError, "saw no batch"),
     (([normops.BatchNorm(2), normops.BatchNorm(2)], [np.ones((2, 2), np.float32)]),
      dict(forward=lambda x: None), ValueError, "layer 0 .* saw no batch"),

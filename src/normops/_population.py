@@ -39,7 +39,8 @@ def recompute_population_stats(layer_or_layers, batches, *, forward=None, progre
     the data in ``batches`` ("precise BN").
 
     Every batch is run through ``forward`` (default: the single layer's own forward);
-    meanwhile the layers normalize with each batch's statistics, as in training, without
+    meanwhile the layers normalize with each batch's statistics, as BN does in training
+    (BatchRenorm too: no r/d correction from the old running statistics), without
     touching their running statistics, and pool the per-channel count, mean and M2 of
     their inputs with Chan's formula. At the end each layer gets the pooled mean and the
     pooled variance: unbiased, M2 / (n - 1), for BatchNorm with convention="pytorch",
@@ -47,12 +48,17 @@ def recompute_population_stats(layer_or_layers, batches, *, forward=None, progre
     per-batch variances: the spread between batch means counts too.
 
     ``forward``: a function that runs the network on one batch (needed when several layers
-    are given). ``progress``: True to write a progress line to stderr.
+    are given). Every batch needs more than one value per channel, as in training: drop
+    a last batch of a single example. ``progress``: True to write a progress line to stderr.
     Returns the number of batches seen.
     """
-    layers = [layer_or_layers] if is_layer(layer_or_layers) else list(layer_or_layers)
+    try:
+        layers = [layer_or_layers] if is_layer(layer_or_layers) else list(layer_or_layers)
+    except TypeError:
+        layers = []
     if not layers or not all(is_layer(layer) for layer in layers):
-        raise TypeError("layer_or_layers must be a BatchNorm/BatchRenorm layer or an iterable of them")
+        raise TypeError("layer_or_layers must be a BatchNorm/BatchRenorm layer or an iterable "
+                        f"of them, got {layer_or_layers!r}")
     for layer in layers:
         if not layer.track_running_stats:
             raise ValueError(f"{layer!r} tracks no running statistics")

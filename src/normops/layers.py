@@ -16,6 +16,8 @@ from .ops import batch_norm, batch_norm_backward, batch_renorm, batch_renorm_bac
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # state-dict key -> attribute; PyTorch names gamma "weight" and beta "bias"
 _PARAM_KEYS = {"weight": "gamma", "bias": "beta"}
+# a loaded running_var may be 0 (a constant channel); a loaded running_std divides
+_SPREAD_LOW = {"running_var": -np.finfo(np.float64).tiny, "running_std": 0.0}
 
 
 class LoadResult(NamedTuple):
@@ -29,7 +31,11 @@ def _to_numpy(value):
     """A NumPy array from an array, list or PyTorch tensor (without importing torch)."""
     detach = getattr(value, "detach", None)
     if callable(detach):
-        value = detach().cpu().numpy()
+        tensor = detach().cpu()
+        try:
+            value = tensor.numpy()
+        except TypeError:            # a dtype NumPy lacks (bfloat16): widen it first
+            value = tensor.double().numpy()
     return np.asarray(value)
 
 
@@ -67,8 +73,9 @@ class _Norm:
         self.track_running_stats = check.flag(track_running_stats, "track_running_stats")
         self.backend = backend
         c = self.num_features
-        self.gamma = np.ones(c, self.dtype) if affine and check.flag(scale, "scale") else None
-        self.beta = np.zeros(c, self.dtype) if affine and check.flag(center, "center") else None
+        scale, center = check.flag(scale, "scale"), check.flag(center, "center")
+        self.gamma = np.ones(c, self.dtype) if affine and scale else None
+        self.beta = np.zeros(c, self.dtype) if affine and center else None
         self.running_mean = self.num_batches_tracked = None
         self.reset_running_stats()
         self.training = True
@@ -85,11 +92,15 @@ class _Norm:
         return self.train(False)
 
     def reset_running_stats(self):
-        """Running mean 0, running spread 1, no batches tracked (None when not tracking)."""
+        """Running mean 0, running spread 1, no batches tracked (None when not tracking).
+        Existing arrays are reset in place, so references to them stay valid."""
         if self.track_running_stats:
             c = self.num_features
-            self.running_mean = np.zeros(c, self.dtype)
-            setattr(self, self._spread, np.full(c, self._spread_init, self.dtype))
+            for name, value in (("running_mean", 0.0), (self._spread, self._spread_init)):
+                if isinstance(getattr(self, name, None), np.ndarray):
+                    getattr(self, name)[...] = value
+                else:
+                    setattr(self, name, np.full(c, value, self.dtype))
             self.num_batches_tracked = 0
         else:
             self.running_mean = self.num_batches_tracked = None
@@ -123,6 +134,7 @@ class _Norm:
         running statistics (when tracked); eval: normalize with the running statistics
         (with the batch statistics when they are not tracked). The layer keeps a
         reference to x for backward: do not modify x in place before calling it."""
+        self._x = self._saved = self._grads = None   # a failed forward leaves nothing to differentiate
         x = self._check_input(x)
         if self._collector is not None:
             self._collector.add(x, check.channel_axis(self.axis, x.ndim))
@@ -203,7 +215,8 @@ class _Norm:
         ``strict``: missing or unexpected keys are an error; else they are returned."""
         state = self._convert_state(state)
         attrs = self._state_attrs()
-        missing = [k for k in attrs if k not in state]
+        # as PyTorch does, a state without num_batches_tracked keeps the current count
+        missing = [k for k in attrs if k not in state and k != "num_batches_tracked"]
         unexpected = [k for k in state if k not in attrs]
         if strict and (missing or unexpected):
             raise KeyError(f"{self!r}: state dict does not match: missing keys {missing}, "
@@ -222,6 +235,9 @@ class _Norm:
                 raise ValueError(f"{key} must have shape ({self.num_features},), got {value.shape}")
             if not np.issubdtype(value.dtype, np.number) or np.issubdtype(value.dtype, np.complexfloating):
                 raise TypeError(f"{key} must hold real numbers, got dtype {value.dtype}")
+            if key in _SPREAD_LOW and not np.all(value > _SPREAD_LOW[key]):   # NaN fails too
+                bound = "positive" if key == "running_std" else "non-negative"
+                raise ValueError(f"{key} must be {bound} (and not NaN), got {value}")
             loaded[attr] = value
         for attr, value in loaded.items():    # every value checked before any is written
             if attr == "num_batches_tracked":
@@ -250,7 +266,7 @@ class BatchNorm(_Norm):
     ``momentum``: the weight of each batch in the running statistics (PyTorch's; Keras's
     ``momentum`` and TF's ``decay`` are 1 minus it), or None for a cumulative average:
     running_mean becomes the mean of the batch means and running_var the mean of the
-    unbiased batch variances, m/(m-1) times the mean of the batch variances.
+    batch variances, unbiased (convention="pytorch") or biased ("keras").
     ``affine=False`` (PyTorch) drops gamma and beta; ``scale=False`` / ``center=False``
     (TensorFlow) drop one of them. ``track_running_stats=False``: no running statistics,
     batch statistics in eval mode too. ``convention``: the variance kept in running_var,
@@ -324,9 +340,14 @@ class BatchRenorm(_Norm):
         return tuple(v(step) if callable(v) else v for v in (self.rmax, self.dmax))
 
     def _op_forward(self, x, *, training, momentum, running):
-        if running is None:   # collecting population statistics: leave the running stats alone
-            running = tuple(a.copy() for a in self._running())
-        rmax, dmax = self.clips()
+        if running is None:
+            # collecting population statistics: normalize with the batch's own statistics
+            # (rmax = 1, dmax = 0 is BN) and leave the running statistics alone
+            running, (rmax, dmax) = tuple(a.copy() for a in self._running()), (1.0, 0.0)
+        elif training:
+            rmax, dmax = self.clips()
+        else:
+            rmax, dmax = 1.0, 0.0   # unused in eval mode
         return batch_renorm(x, self.gamma, self.beta, *running, training=training, rmax=rmax,
                             dmax=dmax, momentum=momentum, eps=self.eps, axis=self.axis,
                             backend=self.backend)
@@ -346,12 +367,16 @@ class BatchRenorm(_Norm):
         state = dict(state)
         if "running_std" not in state and "running_var" in state:
             var = _to_numpy(state.pop("running_var")).astype(np.float64)
+            if not np.all(var >= 0):
+                raise ValueError(f"running_var must be non-negative (and not NaN), got {var}")
             state["running_std"] = np.sqrt(var + self.eps)
         return state
 
     def batch_norm_state_dict(self):
         """The state of a BatchNorm (or PyTorch BatchNorm*d) with this layer's eps whose
-        eval mode matches this layer's: running_var = sigma^2 - eps (never below 0)."""
+        eval mode matches this layer's: running_var = sigma^2 - eps (never below 0).
+        Without gamma or beta (scale=False / center=False) it lacks weight or bias, which
+        PyTorch's affine layers require."""
         state = self.state_dict()
         sigma = state.pop("running_std").astype(np.float64)
         state["running_var"] = np.maximum(sigma * sigma - self.eps, 0.0).astype(self.dtype)
