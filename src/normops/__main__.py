@@ -1,4 +1,4 @@
-"""Command line: ``python -m normops backends``, ``bench`` and ``check``."""
+"""Command line: ``python -m normops backends``, ``bench``, ``check`` and ``demo``."""
 import argparse
 import platform
 import sys
@@ -6,7 +6,7 @@ import sys
 import numpy
 
 import normops
-from normops import _bench, _config, _registry
+from normops import _bench, _config, _registry, demo
 from normops._text import table
 
 
@@ -70,6 +70,10 @@ def cmd_check(args):
     return 0 if report.passed else 1
 
 
+def cmd_demo(args):
+    return demo.main(args)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m normops", description=normops.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +95,10 @@ def main(argv=None):
                        help="run only this property (repeatable)")
     check.add_argument("--list", action="store_true", help="list the properties and exit")
     check.set_defaults(run=cmd_check)
+    demo_parser = commands.add_parser(
+        "demo", help="train a NumPy MLP on the digits data: no BN vs BN, BN vs BRN (needs normops[demo])",
+        description=demo.DESCRIPTION)
+    demo.add_arguments(demo_parser).set_defaults(run=cmd_demo)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -1,0 +1,135 @@
+"""``python -m normops demo``: a NumPy MLP (Linear -> BN -> ReLU) on scikit-learn's
+bundled handwritten digits, trained with SGD over several seeds, comparing (a) no BN vs BN
+(iterations and time until the validation loss falls below a threshold, test accuracy)
+and (b) BN vs BRN with i.i.d. batches, microbatches of 4 and non-i.i.d. batches.
+
+Needs the demo extra (``pip install "normops[demo]"``): scikit-learn for the data,
+matplotlib for the PNG plots (skipped, with a note, when it is missing).
+
+The pieces: ``data`` (loading, splits, batch orders), ``nn`` (Linear, ReLU, softmax
+cross-entropy, Sequential, SGD), ``experiments`` (training runs and the two comparisons),
+``report`` (tables) and ``plots`` (PNGs).
+"""
+import contextlib
+import sys
+import time
+from typing import NamedTuple
+
+import normops
+
+from normops._registry import selected_name
+
+from . import plots, report
+from .data import load_digits
+from .experiments import (BN_MOMENTUM, BN_VS_NONE, RENORM_MOMENTUM, RENORM_SETTINGS, Plan, bn_vs_brn,
+                          bn_vs_none, scaled_paper_schedule)
+
+DESCRIPTION = ("Train a small NumPy MLP (Linear -> BN -> ReLU) on scikit-learn's bundled "
+               "handwritten digits with SGD over several seeds; print (a) no BN vs BN: iterations "
+               "and time to a validation-loss threshold and test accuracy, and (b) BN vs BRN with "
+               "microbatches of 4 and with non-i.i.d. batches; write PNG plots of the loss curves. "
+               'Needs: pip install "normops[demo]".')
+
+
+def add_arguments(parser):
+    parser.add_argument("--quick", action="store_true",
+                        help="3 seeds and shorter runs (under a minute on two cores)")
+    parser.add_argument("--out", default="normops-demo", metavar="DIR",
+                        help="folder for the PNG plots (default: normops-demo)")
+    parser.add_argument("--seeds", type=int, metavar="N",
+                        help="number of seeds (default: 5, or 3 with --quick)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="threads of the cpu backend's kernels (default 1: the arrays are at "
+                             "most 64 x 64 values, and more threads compete with NumPy's BLAS "
+                             "threads for the cores; 0: OpenMP's default)")
+    return parser
+
+
+class Results(NamedTuple):
+    bn_vs_none: object      # experiments.Comparison
+    bn_vs_brn: list         # one experiments.Comparison per batch setting
+    plots: list             # paths of the PNGs written (empty when skipped)
+
+
+@contextlib.contextmanager
+def cpu_threads(n):
+    """The cpu backend's kernels on ``n`` threads (0: OpenMP's default) inside the block."""
+    try:
+        before = normops.get_num_threads()
+    except RuntimeError:      # no cpu extension: nothing to set
+        yield
+        return
+    normops.set_num_threads(n)
+    try:
+        yield
+    finally:
+        normops.set_num_threads(before)
+
+
+def _setup_lines(split, plan, threads):
+    schedule = scaled_paper_schedule(plan.renorm_steps)
+    sizes = "-".join(map(str, (split.num_features, *BN_VS_NONE.hidden, split.num_classes)))
+    per_step = max(training.forwards_per_step for _, training in RENORM_SETTINGS)
+    try:
+        backend = selected_name()
+    except normops.BackendError as exc:
+        backend = f"none ({exc})"
+    return [
+        f"digits (scikit-learn): 8x8 pixels scaled to [0, 1]; {len(split.y_train)} train, "
+        f"{len(split.y_val)} validation, {len(split.y_test)} test (stratified, fixed split)",
+        f"MLP {sizes}: Linear (He init) -> [BN | BRN] -> ReLU, softmax cross-entropy, plain SGD; "
+        f"seeds {', '.join(map(str, plan.seeds))} (init and batch order; each method sees the same)",
+        f"(a) BN momentum {BN_MOMENTUM:g}; (b) BN and BRN momentum {RENORM_MOMENTUM:g} (the BRN paper's); "
+        f"BRN rmax 1 -> 3, dmax 0 -> 5 on the paper's schedule scaled to {plan.renorm_steps} steps "
+        f"(warm-up {schedule.rmax.begin}, dmax at {schedule.dmax.finish}, rmax at {schedule.rmax.finish}; "
+        f"x{per_step} layer steps with microbatches)",
+        f"normops backend {backend}, cpu kernels on {threads or 'the default number of'} thread(s)",
+    ]
+
+
+def run(*, quick=False, out="normops-demo", seeds=None, threads=1, log=print):
+    """Run both experiments, print their tables through ``log`` and write the plots into
+    ``out``; returns the Results. Raises ImportError without scikit-learn."""
+    plan = Plan.quick(seeds or 3) if quick else Plan.full(seeds or 5)
+    start = time.perf_counter()
+    split = load_digits()
+    for line in _setup_lines(split, plan, threads):
+        log(line)
+    log("")
+    with cpu_threads(threads):
+        log("(a) no BN vs BN")
+        a = bn_vs_none(split, plan, log=log)
+        log("(b) BN vs BRN")
+        b = bn_vs_brn(split, plan, log=log)
+    log("")
+    log(report.bn_vs_none_table(a))
+    log("")
+    log(report.bn_vs_brn_table(b))
+    log("")
+    log("Times are spent inside the training steps (evaluations excluded), medians over seeds; "
+        "the machine's load moves them.")
+    try:
+        paths = plots.write_all(a, b, out)
+        log("plots: " + ", ".join(paths))
+    except ImportError as exc:
+        paths = []
+        log(f"plots skipped: {exc}")
+    log(f"demo finished in {time.perf_counter() - start:.1f} s")
+    return Results(a, b, paths)
+
+
+def main(args):
+    """The ``python -m normops demo`` command: 0 on success, 2 without scikit-learn."""
+    if args.seeds is not None and args.seeds < 1:
+        print("python -m normops demo: --seeds must be at least 1", file=sys.stderr)
+        return 2
+    if args.threads < 0:
+        print("python -m normops demo: --threads must be 0 or more", file=sys.stderr)
+        return 2
+    try:
+        run(quick=args.quick, out=args.out, seeds=args.seeds, threads=args.threads,
+            log=lambda line: print(line, flush=True))
+    except ImportError as exc:
+        print(f"python -m normops demo: {exc}", file=sys.stderr)
+        return 2
+    return 0
