@@ -318,7 +318,8 @@ class BatchRenorm(_Norm):
     running standard deviation sigma (initially 0 and 1).
 
     ``rmax`` / ``dmax``: numbers, or schedules ``step -> value`` evaluated at the number
-    of training steps done so far (``normops.schedules.renorm_paper()`` is the paper's
+    of training forwards done so far, ``num_batches_tracked`` (with microbatches, several
+    per optimizer step: scale the schedule by them) (``normops.schedules.renorm_paper()`` is the paper's
     warm-up). ``momentum=None``: cumulative averages of the batch means and of the batch
     sigmas sqrt(var_B + eps). ``state_dict`` has ``running_std`` where BatchNorm has
     ``running_var``; ``batch_norm_state_dict`` exports the eval-equivalent BN state.
