@@ -1,9 +1,9 @@
 """Fold an eval-mode BN/BRN layer into the linear or conv layer before it: with
 bn(z) = scale * z + shift per output channel and z = W x + b, the folded layer has
 W' = scale * W (along W's output axis) and b' = scale * b + shift."""
-import operator
-
 import numpy as np
+
+from . import _validation as check
 
 from .layers import is_layer
 
@@ -17,10 +17,7 @@ def _fold(W, b, bn, out_axis, min_ndim, max_ndim, kind):
     if not min_ndim <= W.ndim <= max_ndim:
         raise ValueError(f"{kind} weights W must have {min_ndim}"
                          f"{' or more' if max_ndim > min_ndim else ''} dimensions, got shape {W.shape}")
-    try:
-        out_axis = operator.index(out_axis)
-    except TypeError:
-        raise TypeError(f"out_axis must be an int, got {out_axis!r}") from None
+    out_axis = check.integer(out_axis, "out_axis")
     if not -W.ndim <= out_axis < W.ndim:
         raise ValueError(f"out_axis={out_axis} is out of range for W of shape {W.shape}")
     out_axis %= W.ndim

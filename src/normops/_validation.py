@@ -33,14 +33,19 @@ def as_input(xp, x, name="x"):
     return arr
 
 
+def integer(value, name):
+    """An int (NumPy integers too; bools and floats refused)."""
+    if isinstance(value, (bool, numpy.bool_)):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+
+
 def channel_axis(axis, ndim):
     """``axis`` as a non-negative int, checked against ``ndim``."""
-    if isinstance(axis, (bool, numpy.bool_)):
-        raise TypeError(f"axis must be an int, got {axis!r}")
-    try:
-        axis = operator.index(axis)
-    except TypeError:
-        raise TypeError(f"axis must be an int, got {type(axis).__name__}") from None
+    axis = integer(axis, "axis")
     if not -ndim <= axis < ndim:
         raise ValueError(f"axis={axis} is out of range for an input with {ndim} dimensions "
                          f"(valid: {-ndim} to {ndim - 1})")

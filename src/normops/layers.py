@@ -5,7 +5,6 @@ state dicts with the keys of PyTorch's ``BatchNorm*d``.
 The layers hold NumPy arrays and call the public ops, so every check of the ops applies
 and any backend for NumPy arrays may run them (``backend=``).
 """
-import operator
 from typing import NamedTuple
 
 import numpy as np
@@ -39,18 +38,6 @@ def _to_numpy(value):
     return np.asarray(value)
 
 
-def _positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return value
-
-
 class _Norm:
     """What BatchNorm and BatchRenorm share; subclasses name their spread statistic
     (``_spread``) and run their op (``_op_forward`` / ``_op_backward``)."""
@@ -60,15 +47,15 @@ class _Norm:
 
     def __init__(self, num_features, *, eps, momentum, affine, center, scale,
                  track_running_stats, axis, dtype, backend):
-        self.num_features = _positive_int(num_features, "num_features")
+        self.num_features = check.integer(num_features, "num_features")
+        if self.num_features < 1:
+            raise ValueError(f"num_features must be at least 1, got {self.num_features}")
         self.eps = check.number(eps, "eps", low=0.0, low_open=True, finite=True)
         self.momentum = None if momentum is None else check.number(momentum, "momentum", low=0.0, high=1.0)
         self.dtype = np.dtype(dtype)
         if self.dtype not in _FLOATS:
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
-        if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
-            raise TypeError(f"axis must be an int, got {axis!r}")
-        self.axis = int(axis)
+        self.axis = check.integer(axis, "axis")
         affine = check.flag(affine, "affine")
         self.track_running_stats = check.flag(track_running_stats, "track_running_stats")
         self.backend = backend
