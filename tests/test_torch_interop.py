@@ -112,3 +112,14 @@ def test_batch_renorm_exports_a_torch_batch_norm_state():
     with torch.no_grad():
         expected = theirs.eval()(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(brn.eval()(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_state_loads_widened():
+    theirs = torch.nn.BatchNorm2d(3)
+    with torch.no_grad():
+        theirs.weight.copy_(torch.tensor([0.5, 1.25, 2.0]))
+        theirs.running_var.copy_(torch.tensor([0.25, 4.0, 1.5]))
+    layer = normops.BatchNorm(3)
+    layer.load_state_dict(theirs.to(torch.bfloat16).state_dict())   # NumPy has no bfloat16
+    np.testing.assert_array_equal(layer.gamma, [0.5, 1.25, 2.0])     # exact in bfloat16
+    np.testing.assert_array_equal(layer.running_var, [0.25, 4.0, 1.5])
