@@ -94,6 +94,11 @@ int nm_backward_f64(nm_shape shape, const double *dy, const double *x, double *d
 int nm_openmp_enabled(void);
 int nm_get_num_threads(void);
 void nm_set_num_threads(int n);   /* n <= 0: back to OpenMP's default */
+/* An op uses at most one thread per this many values (its team is never larger than
+ * nm_get_num_threads()); results do not depend on it. n <= 0: back to the default. */
+#define NM_MIN_VALUES_PER_THREAD ((ptrdiff_t)32768)
+ptrdiff_t nm_get_min_values_per_thread(void);
+void nm_set_min_values_per_thread(ptrdiff_t n);
 /* The float32 statistics loops for AVX2 + FMA: used when the CPU has both (1), else 0,
  * and always 0 in builds for other architectures. They give bitwise the results of the
  * portable loops; nm_set_simd(0) turns them off (for tests that compare the two). */

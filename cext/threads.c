@@ -11,6 +11,7 @@
 
 /* 0: follow OpenMP's default (OMP_NUM_THREADS, omp_set_num_threads, threadpoolctl) */
 static volatile int requested_threads = 0;
+static volatile ptrdiff_t min_values_per_thread = NM_MIN_VALUES_PER_THREAD;
 
 int nm_openmp_enabled(void)
 {
@@ -36,12 +37,29 @@ void nm_set_num_threads(int n)
     requested_threads = n > 0 ? n : 0;
 }
 
+ptrdiff_t nm_get_min_values_per_thread(void)
+{
+    return min_values_per_thread;
+}
+
+void nm_set_min_values_per_thread(ptrdiff_t n)
+{
+    min_values_per_thread = n > 0 ? n : NM_MIN_VALUES_PER_THREAD;
+}
+
+int nm_team_for(ptrdiff_t values)
+{
+    const int threads = nm_get_num_threads();
+    const ptrdiff_t by_work = values / min_values_per_thread;
+    return by_work < 1 ? 1 : (by_work < threads ? (int)by_work : threads);
+}
+
 void nm_copy(void *dst, const void *src, size_t nbytes)
 {
     const size_t piece = (size_t)1 << 20;
     const ptrdiff_t pieces = (ptrdiff_t)((nbytes + piece - 1) / piece);
     ptrdiff_t k;
-    NM_PARALLEL_FOR
+    NM_PARALLEL_FOR_OVER((ptrdiff_t)(nbytes / sizeof(float)))
     for (k = 0; k < pieces; k++) {
         size_t start = (size_t)k * piece;
         size_t len = nbytes - start < piece ? nbytes - start : piece;

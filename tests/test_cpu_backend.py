@@ -141,6 +141,7 @@ DETERMINISM_SCRIPT = textwrap.dedent("""
     import numpy as np
     import normops
     from normops._backends import _cpu
+    _cpu.set_min_values_per_thread(1)   # full teams on these small arrays too
     digest = hashlib.sha256()
     for shape, axis in [((1000, 37), 1), ((6, 19, 300), 1), ((41, 5, 10), 1), ((4, 9, 9, 21), -1),
                         ((20003, 3), 1), ((40, 3000), 1), ((300, 7, 2, 3), 1),
@@ -179,9 +180,27 @@ def test_results_are_bitwise_identical_for_any_thread_count():
     assert len(set(digests.values())) == 1, digests
 
 
+def test_small_ops_run_on_fewer_threads():
+    """One thread per 32,768 values at most (cext/threads.h), never more than asked for."""
+    assert _cpu.get_min_values_per_thread() == 32768
+    before = normops.get_num_threads()
+    try:
+        normops.set_num_threads(4)
+        expected = [1, 1, 1, 2, 3, 4, 4] if CPU_OPENMP else [1] * 7
+        values = [0, 64 * 64, 65535, 65536, 3 * 32768 + 5, 4 * 32768, 10**8]
+        assert [_cpu.team_for(v) for v in values] == expected
+        _cpu.set_min_values_per_thread(1000)
+        assert _cpu.team_for(2500) == (2 if CPU_OPENMP else 1)
+    finally:
+        normops.set_num_threads(before)
+        _cpu.set_min_values_per_thread(0)
+    assert _cpu.get_min_values_per_thread() == 32768
+
+
 def test_set_num_threads_changes_the_team_not_the_result():
     case = fixed_case((300, 40), 1, np.float32)
     before = normops.get_num_threads()
+    _cpu.set_min_values_per_thread(1)     # a team of 3 on 12,000 values
     try:
         results = []
         for n in (1, 3):
@@ -192,6 +211,7 @@ def test_set_num_threads_changes_the_team_not_the_result():
         assert results[0] == results[1]
     finally:
         normops.set_num_threads(0)
+        _cpu.set_min_values_per_thread(0)
     assert normops.get_num_threads() == before
     with pytest.raises(ValueError, match="positive count"):
         normops.set_num_threads(-1)

@@ -132,6 +132,7 @@ def test_pipelined_planes_give_the_portable_bits(outer, channels, inner, threads
     before = normops.get_num_threads()
     try:
         normops.set_num_threads(threads)
+        _cpu.set_min_values_per_thread(1)     # the team is `threads`, however small the planes
         count = _cpu.pipelined_ops()
         portable = run_with(x3, dy3, simd=False)
         assert _cpu.pipelined_ops() == count
@@ -143,6 +144,7 @@ def test_pipelined_planes_give_the_portable_bits(outer, channels, inner, threads
             assert not differing, f"{label} and portable loops differ in {differing} for {shape}"
     finally:
         normops.set_num_threads(before)
+        _cpu.set_min_values_per_thread(0)
 
 
 @st.composite

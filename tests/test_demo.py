@@ -23,14 +23,6 @@ from normops.demo.nn import Linear, ReLU, evaluate, mlp, softmax_cross_entropy, 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """As the demo runs: the arrays are tiny, and the cpu backend's threads would compete
-    with NumPy's BLAS threads for the cores."""
-    with demo.cpu_threads(1):
-        yield
-
-
 def numeric_grad(f, arr, h=1e-6):
     """Central differences of the scalar f() with respect to each entry of arr (in place)."""
     grad = np.zeros_like(arr)
@@ -181,7 +173,7 @@ def test_missing_scikit_learn_says_how_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     with pytest.raises(ImportError, match=r'scikit-learn.*pip install "normops\[demo\]"'):
         data.load_digits()
-    args = argparse.Namespace(quick=True, out="unused", seeds=None, threads=1)
+    args = argparse.Namespace(quick=True, out="unused", seeds=None)
     assert demo.main(args) == 2
     assert 'pip install "normops[demo]"' in capsys.readouterr().err
 

@@ -33,6 +33,8 @@ def config():
         "build": ext.build_info(),
         "openmp": "on" if ext.openmp_enabled() else "off (serial build)",
         "threads": ext.get_num_threads(),
+        # smaller ops run on fewer threads (one below this): see cext/threads.h
+        "min values per thread": ext.get_min_values_per_thread(),
         "simd": (f"AVX2 + FMA statistics loops; float32 outputs written around the cache "
                  f"when an op's arrays hold {ext.stream_bytes() / MIB:g} MiB or more"
                  if ext.simd_enabled()

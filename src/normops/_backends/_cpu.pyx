@@ -51,6 +51,9 @@ cdef extern from "normops.h" nogil:
     int nm_openmp_enabled()
     int nm_get_num_threads()
     void nm_set_num_threads(int)
+    Py_ssize_t nm_get_min_values_per_thread()
+    void nm_set_min_values_per_thread(Py_ssize_t)
+    int nm_team_for(Py_ssize_t)
     int nm_simd_enabled()
     void nm_set_simd(int)
     size_t nm_stream_bytes()
@@ -299,6 +302,21 @@ def get_num_threads():
 
 def set_num_threads(int n):
     nm_set_num_threads(n)
+
+
+def get_min_values_per_thread():
+    return nm_get_min_values_per_thread()
+
+
+def set_min_values_per_thread(Py_ssize_t n):
+    """At most one thread per n values in an op (n <= 0: the default); for tests that
+    need teams on small arrays."""
+    nm_set_min_values_per_thread(n)
+
+
+def team_for(Py_ssize_t values):
+    """The number of threads an op over ``values`` values runs on."""
+    return nm_team_for(values)
 
 
 def simd_enabled():

@@ -10,7 +10,6 @@ The pieces: ``data`` (loading, splits, batch orders), ``nn`` (Linear, ReLU, soft
 cross-entropy, Sequential, SGD), ``experiments`` (training runs and the two comparisons),
 ``report`` (tables) and ``plots`` (PNGs).
 """
-import contextlib
 import sys
 import time
 from typing import NamedTuple
@@ -38,10 +37,6 @@ def add_arguments(parser):
                         help="folder for the PNG plots (default: normops-demo)")
     parser.add_argument("--seeds", type=int, metavar="N",
                         help="number of seeds (default: 5, or 3 with --quick)")
-    parser.add_argument("--threads", type=int, default=1, metavar="N",
-                        help="threads of the cpu backend's kernels (default 1: the arrays are at "
-                             "most 64 x 64 values, and more threads compete with NumPy's BLAS "
-                             "threads for the cores; 0: OpenMP's default)")
     return parser
 
 
@@ -51,22 +46,7 @@ class Results(NamedTuple):
     plots: list             # paths of the PNGs written (empty when skipped)
 
 
-@contextlib.contextmanager
-def cpu_threads(n):
-    """The cpu backend's kernels on ``n`` threads (0: OpenMP's default) inside the block."""
-    try:
-        before = normops.get_num_threads()
-    except RuntimeError:      # no cpu extension: nothing to set
-        yield
-        return
-    normops.set_num_threads(n)
-    try:
-        yield
-    finally:
-        normops.set_num_threads(before)
-
-
-def _setup_lines(split, plan, threads):
+def _setup_lines(split, plan):
     schedule = scaled_paper_schedule(plan.renorm_steps)
     sizes = "-".join(map(str, (split.num_features, *BN_VS_NONE.hidden, split.num_classes)))
     per_step = max(training.forwards_per_step for _, training in RENORM_SETTINGS)
@@ -83,24 +63,23 @@ def _setup_lines(split, plan, threads):
         f"BRN rmax 1 -> 3, dmax 0 -> 5 on the paper's schedule scaled to {plan.renorm_steps} steps "
         f"(warm-up {schedule.rmax.begin}, dmax at {schedule.dmax.finish}, rmax at {schedule.rmax.finish}; "
         f"x{per_step} layer steps with microbatches)",
-        f"normops backend {backend}, cpu kernels on {threads or 'the default number of'} thread(s)",
+        f"normops backend {backend}",
     ]
 
 
-def run(*, quick=False, out="normops-demo", seeds=None, threads=1, log=print):
+def run(*, quick=False, out="normops-demo", seeds=None, log=print):
     """Run both experiments, print their tables through ``log`` and write the plots into
     ``out``; returns the Results. Raises ImportError without scikit-learn."""
     plan = Plan.quick(seeds or 3) if quick else Plan.full(seeds or 5)
     start = time.perf_counter()
     split = load_digits()
-    for line in _setup_lines(split, plan, threads):
+    for line in _setup_lines(split, plan):
         log(line)
     log("")
-    with cpu_threads(threads):
-        log("(a) no BN vs BN")
-        a = bn_vs_none(split, plan, log=log)
-        log("(b) BN vs BRN")
-        b = bn_vs_brn(split, plan, log=log)
+    log("(a) no BN vs BN")
+    a = bn_vs_none(split, plan, log=log)
+    log("(b) BN vs BRN")
+    b = bn_vs_brn(split, plan, log=log)
     log("")
     log(report.bn_vs_none_table(a))
     log("")
@@ -123,12 +102,8 @@ def main(args):
     if args.seeds is not None and args.seeds < 1:
         print("python -m normops demo: --seeds must be at least 1", file=sys.stderr)
         return 2
-    if args.threads < 0:
-        print("python -m normops demo: --threads must be 0 or more", file=sys.stderr)
-        return 2
     try:
-        run(quick=args.quick, out=args.out, seeds=args.seeds, threads=args.threads,
-            log=lambda line: print(line, flush=True))
+        run(quick=args.quick, out=args.out, seeds=args.seeds, log=lambda line: print(line, flush=True))
     except ImportError as exc:
         print(f"python -m normops demo: {exc}", file=sys.stderr)
         return 2
