@@ -27,9 +27,10 @@ def concatenated_moments(xs, axis=1):
     (np.float32, 1e4, 1e-6),
 ])
 @pytest.mark.parametrize("convention", ["pytorch", "keras"])
-def test_batch_norm_gets_the_pooled_statistics(dtype, offset, rtol, convention):
+def test_batch_norm_gets_the_pooled_statistics(backend, dtype, offset, rtol, convention):
+    """Each batch measured by the layer's backend's batch_stats kernel, pooled here."""
     xs = ragged_batches(dtype, offset=offset)
-    layer = normops.BatchNorm(4, dtype=dtype, convention=convention)
+    layer = normops.BatchNorm(4, dtype=dtype, convention=convention, backend=backend)
     assert normops.recompute_population_stats(layer, xs) == 4
     n, mean, var = concatenated_moments(xs)
     np.testing.assert_allclose(layer.running_mean, mean, rtol=rtol)

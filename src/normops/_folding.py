@@ -4,7 +4,6 @@ W' = scale * W (along W's output axis) and b' = scale * b + shift."""
 import numpy as np
 
 from . import _validation as check
-
 from .layers import is_layer
 
 
@@ -17,10 +16,7 @@ def _fold(W, b, bn, out_axis, min_ndim, max_ndim, kind):
     if not min_ndim <= W.ndim <= max_ndim:
         raise ValueError(f"{kind} weights W must have {min_ndim}"
                          f"{' or more' if max_ndim > min_ndim else ''} dimensions, got shape {W.shape}")
-    out_axis = check.integer(out_axis, "out_axis")
-    if not -W.ndim <= out_axis < W.ndim:
-        raise ValueError(f"out_axis={out_axis} is out of range for W of shape {W.shape}")
-    out_axis %= W.ndim
+    out_axis = check.channel_axis(out_axis, W.ndim, "out_axis")
     if W.shape[out_axis] != bn.num_features:
         raise ValueError(f"W has {W.shape[out_axis]} outputs on axis {out_axis} but {bn!r} "
                          f"normalizes {bn.num_features} channels")
@@ -53,7 +49,7 @@ def fold_into_conv(W, b, bn, *, out_axis=0):
     """``(W', b')`` of a convolution followed by ``bn`` in eval mode, as one convolution.
 
     ``W``: (out, in/groups, *kernel) weights (PyTorch's layout, ``out_axis=0``); pass the
-    axis of the output channels for other layouts (1 for a transposed convolution's
-    (in, out/groups, *kernel)). ``b``: (out,) or None. As fold_into_linear otherwise.
+    axis of the output channels for other layouts (1 for the (in, out, *kernel) weights of
+    a transposed convolution without groups; grouped ones are not supported). ``b``: (out,) or None. As fold_into_linear otherwise.
     """
     return _fold(W, b, bn, out_axis, 3, 32, "convolution")

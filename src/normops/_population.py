@@ -1,26 +1,27 @@
-"""Population statistics over many batches ("precise BN"): per-channel count, mean and
-M2 = sum((x - mean)^2), pooled across batches with Chan's formula in float64."""
+"""Population statistics over many batches ("precise BN"): each batch's per-channel count,
+mean and M2 = sum((x - mean)^2) from the backend's batch_stats kernel, pooled across
+batches with Chan's formula in float64."""
 import sys
 
 import numpy as np
 
 from ._composed import canonical_view
+from ._registry import backend_for
 from .layers import is_layer
 
 
 class PooledMoments:
-    """Per-channel count, mean and M2 of every batch added so far."""
+    """Per-channel count, mean and M2 of every batch added so far; ``backend``: the one
+    whose batch_stats kernel measures each batch (None: the one the ops would pick)."""
 
-    def __init__(self, channels):
+    def __init__(self, channels, backend=None):
+        self.backend = backend
         self.count = 0
         self.mean = np.zeros(channels)
         self.m2 = np.zeros(channels)
 
     def add(self, x, axis):
-        x3 = canonical_view(x, axis).astype(np.float64)
-        n = x3.shape[0] * x3.shape[2]
-        mean = x3.mean(axis=(0, 2))
-        m2 = np.square(x3 - mean[:, None]).sum(axis=(0, 2))   # two passes: no cancellation
+        n, mean, m2 = backend_for(x, self.backend).batch_stats(canonical_view(x, axis))
         total = self.count + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)
@@ -72,7 +73,7 @@ def recompute_population_stats(layer_or_layers, batches, *, forward=None, progre
     total = len(batches) if hasattr(batches, "__len__") else None
     seen = 0
     for layer in layers:
-        layer._collector = PooledMoments(layer.num_features)
+        layer._collector = PooledMoments(layer.num_features, layer.backend)
     try:
         for batch in batches:
             forward(batch)

@@ -9,7 +9,7 @@ import numpy
 CONVENTIONS = ("pytorch", "keras")
 
 
-_FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 
 
 def _no_mask(arr, name):
@@ -22,7 +22,7 @@ def as_input(xp, x, name="x"):
     """An array of dtype float32/float64 with ndim >= 2 and at least one element."""
     _no_mask(x, name)
     arr = x if type(x) is xp.ndarray else xp.asarray(x)
-    if arr.dtype not in _FLOATS:
+    if arr.dtype not in FLOATS:
         raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
     if arr.ndim < 2:
         raise ValueError(
@@ -43,11 +43,11 @@ def integer(value, name):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
 
 
-def channel_axis(axis, ndim):
+def channel_axis(axis, ndim, name="axis"):
     """``axis`` as a non-negative int, checked against ``ndim``."""
-    axis = integer(axis, "axis")
+    axis = integer(axis, name)
     if not -ndim <= axis < ndim:
-        raise ValueError(f"axis={axis} is out of range for an input with {ndim} dimensions "
+        raise ValueError(f"{name}={axis} is out of range for an input with {ndim} dimensions "
                          f"(valid: {-ndim} to {ndim - 1})")
     return axis % ndim
 

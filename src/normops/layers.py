@@ -12,11 +12,12 @@ import numpy as np
 from . import _validation as check
 from .ops import batch_norm, batch_norm_backward, batch_renorm, batch_renorm_backward
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # state-dict key -> attribute; PyTorch names gamma "weight" and beta "bias"
 _PARAM_KEYS = {"weight": "gamma", "bias": "beta"}
-# a loaded running_var may be 0 (a constant channel); a loaded running_std divides
-_SPREAD_LOW = {"running_var": -np.finfo(np.float64).tiny, "running_std": 0.0}
+# what a loaded spread must be: a running_var may be 0 (a constant channel), a running_std
+# divides; NaN fails both
+_SPREAD_RULES = {"running_var": ("non-negative", np.greater_equal),
+                 "running_std": ("positive", np.greater)}
 
 
 class LoadResult(NamedTuple):
@@ -38,6 +39,12 @@ def _to_numpy(value):
     return np.asarray(value)
 
 
+def _check_spread(key, value):
+    bound, holds = _SPREAD_RULES[key]
+    if not np.all(holds(value, 0)):
+        raise ValueError(f"{key} must be {bound} (and not NaN), got {value}")
+
+
 class _Norm:
     """What BatchNorm and BatchRenorm share; subclasses name their spread statistic
     (``_spread``) and run their op (``_op_forward`` / ``_op_backward``)."""
@@ -53,7 +60,7 @@ class _Norm:
         self.eps = check.number(eps, "eps", low=0.0, low_open=True, finite=True)
         self.momentum = None if momentum is None else check.number(momentum, "momentum", low=0.0, high=1.0)
         self.dtype = np.dtype(dtype)
-        if self.dtype not in _FLOATS:
+        if self.dtype not in check.FLOATS:
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
         self.axis = check.integer(axis, "axis")
         affine = check.flag(affine, "affine")
@@ -63,7 +70,6 @@ class _Norm:
         scale, center = check.flag(scale, "scale"), check.flag(center, "center")
         self.gamma = np.ones(c, self.dtype) if affine and scale else None
         self.beta = np.zeros(c, self.dtype) if affine and center else None
-        self.running_mean = self.num_batches_tracked = None
         self.reset_running_stats()
         self.training = True
         self._x = self._saved = None
@@ -103,18 +109,17 @@ class _Norm:
 
     # -- forward and backward ---------------------------------------------------------
     def _check_input(self, x):
-        x = x if isinstance(x, np.ndarray) else np.asarray(x)
+        """x (an array of this layer's dtype and channels) and its channel axis (>= 0)."""
+        x = check.as_input(np, x)
         if x.dtype != self.dtype:
             raise TypeError(f"{self!r} holds {self.dtype} parameters but x has dtype {x.dtype}: "
                             f"convert x (x.astype(np.{self.dtype})) or create the layer with "
                             f"dtype=np.{x.dtype}")
-        if x.ndim < 2:
-            raise ValueError(f"x must have at least 2 dimensions (batch and channel), got shape {x.shape}")
         axis = check.channel_axis(self.axis, x.ndim)
         if x.shape[axis] != self.num_features:
             raise ValueError(f"{self!r} expects {self.num_features} channels on axis {self.axis}, "
                              f"got x of shape {x.shape}")
-        return x
+        return x, axis
 
     def forward(self, x):
         """y for a batch x. Training: normalize with the batch statistics and update the
@@ -122,9 +127,9 @@ class _Norm:
         (with the batch statistics when they are not tracked). The layer keeps a
         reference to x for backward: do not modify x in place before calling it."""
         self._x = self._saved = self._grads = None   # a failed forward leaves nothing to differentiate
-        x = self._check_input(x)
+        x, axis = self._check_input(x)
         if self._collector is not None:
-            self._collector.add(x, check.channel_axis(self.axis, x.ndim))
+            self._collector.add(x, axis)
             y, saved = self._op_forward(x, training=True, momentum=0.0, running=None)
         elif self.training and self.track_running_stats:
             y, saved = self._op_forward(x, training=True, momentum=self._step_momentum(),
@@ -134,7 +139,7 @@ class _Norm:
             batch_stats = self.training or not self.track_running_stats
             y, saved = self._op_forward(x, training=batch_stats, momentum=0.0,
                                         running=self._running())
-        self._x, self._saved, self._grads = x, saved, None
+        self._x, self._saved = x, saved
         return y
 
     __call__ = forward
@@ -222,9 +227,8 @@ class _Norm:
                 raise ValueError(f"{key} must have shape ({self.num_features},), got {value.shape}")
             if not np.issubdtype(value.dtype, np.number) or np.issubdtype(value.dtype, np.complexfloating):
                 raise TypeError(f"{key} must hold real numbers, got dtype {value.dtype}")
-            if key in _SPREAD_LOW and not np.all(value > _SPREAD_LOW[key]):   # NaN fails too
-                bound = "positive" if key == "running_std" else "non-negative"
-                raise ValueError(f"{key} must be {bound} (and not NaN), got {value}")
+            if key in _SPREAD_RULES:
+                _check_spread(key, value)
             loaded[attr] = value
         for attr, value in loaded.items():    # every value checked before any is written
             if attr == "num_batches_tracked":
@@ -306,8 +310,8 @@ class BatchRenorm(_Norm):
 
     ``rmax`` / ``dmax``: numbers, or schedules ``step -> value`` evaluated at the number
     of training forwards done so far, ``num_batches_tracked`` (with microbatches, several
-    per optimizer step: scale the schedule by them) (``normops.schedules.renorm_paper()`` is the paper's
-    warm-up). ``momentum=None``: cumulative averages of the batch means and of the batch
+    per optimizer step: scale the schedule by them); ``normops.schedules.renorm_paper()``
+    is the paper's warm-up. ``momentum=None``: cumulative averages of the batch means and of the batch
     sigmas sqrt(var_B + eps). ``state_dict`` has ``running_std`` where BatchNorm has
     ``running_var``; ``batch_norm_state_dict`` exports the eval-equivalent BN state.
     """
@@ -355,8 +359,7 @@ class BatchRenorm(_Norm):
         state = dict(state)
         if "running_std" not in state and "running_var" in state:
             var = _to_numpy(state.pop("running_var")).astype(np.float64)
-            if not np.all(var >= 0):
-                raise ValueError(f"running_var must be non-negative (and not NaN), got {var}")
+            _check_spread("running_var", var)
             state["running_std"] = np.sqrt(var + self.eps)
         return state
 

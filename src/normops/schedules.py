@@ -1,7 +1,8 @@
 """Schedules of the training step for BatchRenorm's ``rmax`` and ``dmax``.
 
 A schedule is any callable ``step -> value``, where ``step`` counts the layer's training
-forwards before the current one (0 for the first): its ``num_batches_tracked``. BatchRenorm also takes plain numbers.
+forwards before the current one (0 for the first): its ``num_batches_tracked``.
+BatchRenorm also takes plain numbers.
 """
 import numbers
 from typing import Callable, NamedTuple
