@@ -99,6 +99,11 @@ void nm_set_num_threads(int n);   /* n <= 0: back to OpenMP's default */
 #define NM_MIN_VALUES_PER_THREAD ((ptrdiff_t)32768)
 ptrdiff_t nm_get_min_values_per_thread(void);
 void nm_set_min_values_per_thread(ptrdiff_t n);
+/* The team for an op over `values` values: nm_get_num_threads(), but no more threads than
+ * nm_get_min_values_per_thread() values each. A small array runs on the calling thread:
+ * waking a team costs more than it saves there, and idle OpenMP workers spinning between
+ * calls would compete with other threads (NumPy's BLAS) for the cores. */
+int nm_team_for(ptrdiff_t values);
 /* The float32 statistics loops for AVX2 + FMA: used when the CPU has both (1), else 0,
  * and always 0 in builds for other architectures. They give bitwise the results of the
  * portable loops; nm_set_simd(0) turns them off (for tests that compare the two). */

@@ -5,13 +5,8 @@
 #ifndef NORMOPS_THREADS_H
 #define NORMOPS_THREADS_H
 
-#include <stddef.h>
-
-/* The team for an op over `values` values: nm_get_num_threads(), but no more threads than
- * nm_get_min_values_per_thread() values each. A small array runs on the calling thread:
- * waking a team costs more than it saves there, and idle OpenMP workers spinning between
- * calls would compete with other threads (NumPy's BLAS) for the cores. */
-int nm_team_for(ptrdiff_t values);
+/* the number of values of an op over the nm_shape `sh`, which sizes its team (nm_team_for) */
+#define NM_VALUES(sh) ((sh).outer * (sh).channels * (sh).inner)
 
 #define NM_PRAGMA(text) _Pragma(#text)
 #define NM_PARALLEL_FOR_OVER(values) \
