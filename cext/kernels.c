@@ -37,6 +37,46 @@ static double clip(double v, double lo, double hi)
     return v < lo ? lo : (v > hi ? hi : v);   /* NaN passes through, as numpy.clip */
 }
 
+/* wide_map: the maps run in the data's precision from coefficients rounded to it, which
+ * is exact to that precision while the coefficients, the centre and the products stay
+ * well inside the dtype's normal range (NM_MAP_RANGE, set per dtype below). At extreme
+ * but finite scales they do not: a float32 channel of spread 1e25 has a gradient
+ * coefficient q of order gamma dy / sigma^2 = 1e-50, which underflows float32 (dx 3 % off);
+ * gamma 1e38 over a spread of 0.01 makes a = gamma invstd overflow; values near FLT_MAX of
+ * both signs make x - mean overflow. Such a channel is mapped "wide": in double, from the
+ * double coefficients, in a factored form whose every intermediate is of the size of a
+ * result (y = ((x - m) k) g + b, dx = ((c1 dy + c2 (x - m)) + c3) c4), rounded once. The
+ * choice depends on the coefficients alone, so results stay bitwise the same for any
+ * thread count. A NaN coefficient takes the ordinary map, which gives NaN too. */
+static int beyond_range(double v, double range)
+{
+    const double mag = fabs(v);
+    return mag > range || (mag != 0.0 && mag < 1.0 / range);
+}
+
+/* whether any of the C channels maps wide (wide_map): then the whole op does on the rows path, whose
+ * loops run across the channels */
+static int any_wide(const unsigned char *wide, ptrdiff_t C)
+{
+    ptrdiff_t c;
+    for (c = 0; c < C; c++)
+        if (wide[c])
+            return 1;
+    return 0;
+}
+
+/* The coefficients of the elementwise maps of the rows path, spread from the channels to
+ * the columns: col[j] = col[j / fold] for j < C fold (downwards, as col[j / fold] is then
+ * still unread), then group - 1 more copies of those (row_group) */
+#define NM_SPREAD_COLUMNS(col, C, fold, group)                                             \
+    do {                                                                                   \
+        ptrdiff_t j_;                                                                      \
+        for (j_ = (C) * (fold) - 1; (fold) > 1 && j_ > 0; j_--)                            \
+            (col)[j_] = (col)[j_ / (fold)];                                                \
+        for (j_ = (C) * (fold); j_ < (group) * (C) * (fold); j_++)                         \
+            (col)[j_] = (col)[j_ - (C) * (fold)];                                          \
+    } while (0)
+
 /* planes per unit of the planes path's statistics */
 static ptrdiff_t plane_group(ptrdiff_t inner)
 {
@@ -164,6 +204,9 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
 #define NM_SUF(name) name##_f32
 #define NM_TWO_PASS 0
 #define NM_SIMD_F32 1   /* the statistics loops may hand their main part to simd.c */
+/* float32: 2^100 leaves 2^27 of headroom below FLT_MAX for the products and sums of a
+ * map, and keeps coefficients 2^26 above the denormals (wide_map) */
+#define NM_MAP_RANGE 0x1p100
 #include "channel.inc"
 #include "planes.inc"
 #include "rows.inc"
@@ -172,11 +215,13 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
 #undef NM_SUF
 #undef NM_TWO_PASS
 #undef NM_SIMD_F32
+#undef NM_MAP_RANGE
 
 #define NM_T double
 #define NM_SUF(name) name##_f64
 #define NM_TWO_PASS 1
 #define NM_SIMD_F32 0
+#define NM_MAP_RANGE 0x1p900
 #include "channel.inc"
 #include "planes.inc"
 #include "rows.inc"
@@ -185,3 +230,4 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
 #undef NM_SUF
 #undef NM_TWO_PASS
 #undef NM_SIMD_F32
+#undef NM_MAP_RANGE

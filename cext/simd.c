@@ -234,11 +234,17 @@ NM_AVX2 static inline void prefetch_rows(const float *p, ptrdiff_t C, ptrdiff_t 
             _mm_prefetch((const char *)(p + k * ld + j), _MM_HINT_T0);
 }
 
+/* the first w values of p (0 < w <= 4); the others 0 */
+NM_AVX2 static __m256d load_f64_part(const double *p, ptrdiff_t w)
+{
+    return w >= 4 ? _mm256_loadu_pd(p) : _mm256_maskload_pd(p, mask_pd(w));
+}
+
 /* one group of 4 columns (w of them valid) of 4 rows, ld elements apart */
-NM_AVX2 static void moments_4x4(const float *x0, ptrdiff_t ld, const float *first, ptrdiff_t w,
+NM_AVX2 static void moments_4x4(const float *x0, ptrdiff_t ld, const double *centre, ptrdiff_t w,
                                 __m256d one, double *s1, double *s2)
 {
-    const __m256d k = load_f32_part(first, w);
+    const __m256d k = load_f64_part(centre, w);
     const __m256d d0 = _mm256_sub_pd(load_f32_part(x0, w), k);
     const __m256d d1 = _mm256_sub_pd(load_f32_part(x0 + ld, w), k);
     const __m256d d2 = _mm256_sub_pd(load_f32_part(x0 + 2 * ld, w), k);
@@ -251,7 +257,8 @@ NM_AVX2 static void moments_4x4(const float *x0, ptrdiff_t ld, const float *firs
 }
 
 NM_AVX2 ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff_t ld,
-                                            ptrdiff_t nrows, double *s1, double *s2)
+                                            ptrdiff_t nrows, const double *centre, double *s1,
+                                            double *s2)
 {
     const __m256d one = opaque_one();
     const int prefetch = prefetched(ld);
@@ -260,7 +267,8 @@ NM_AVX2 ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff
         if (prefetch && r + 8 <= nrows)   /* the next 4 rows */
             prefetch_rows(x + (r + 4) * ld, C, ld, 4);
         for (j = 0; j < C; j += 4)
-            moments_4x4(x + r * ld + j, ld, x + j, C - j < 4 ? C - j : 4, one, s1 + j, s2 + j);
+            moments_4x4(x + r * ld + j, ld, centre + j, C - j < 4 ? C - j : 4, one, s1 + j,
+                        s2 + j);
     }
     return r;
 }
@@ -270,7 +278,7 @@ NM_AVX2 static void grad_sums_2x4(const float *dy0, const float *x0, ptrdiff_t l
                                   const double *centre, ptrdiff_t w, __m256d one, double *s0,
                                   double *s1)
 {
-    const __m256d c = w >= 4 ? _mm256_loadu_pd(centre) : _mm256_maskload_pd(centre, mask_pd(w));
+    const __m256d c = load_f64_part(centre, w);
     const __m256d g0 = load_f32_part(dy0, w), g1 = load_f32_part(dy0 + ld, w);
     const __m256d e0 = _mm256_sub_pd(load_f32_part(x0, w), c);
     const __m256d e1 = _mm256_sub_pd(load_f32_part(x0 + ld, w), c);
@@ -490,9 +498,9 @@ void nm_unit_sums_f32_simd(const float *dy, const float *x, ptrdiff_t count, ptr
 }
 
 ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff_t ld, ptrdiff_t nrows,
-                                    double *s1, double *s2)
+                                    const double *centre, double *s1, double *s2)
 {
-    (void)x, (void)C, (void)ld, (void)nrows, (void)s1, (void)s2;
+    (void)x, (void)C, (void)ld, (void)nrows, (void)centre, (void)s1, (void)s2;
     return 0;
 }
 

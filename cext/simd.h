@@ -47,9 +47,9 @@ void nm_unit_sums_f32_simd(const float *dy, const float *x, ptrdiff_t count, ptr
  * many rows it took (whole groups), and the portable loop does the rest. */
 
 /* adds, per column j of whole groups of 4 rows: s1[j] += sum of d, s2[j] += sum of d^2 with
- * d = x[r][j] - x[0][j], as ((d0 + d1) + (d2 + d3)) */
+ * d = x[r][j] - centre[j], as ((d0 + d1) + (d2 + d3)) */
 ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff_t ld, ptrdiff_t nrows,
-                                    double *s1, double *s2);
+                                    const double *centre, double *s1, double *s2);
 /* adds, per column j of whole pairs of rows: s0[j] += dy0 + dy1 and
  * s1[j] += dy0 (x0 - centre[j]) + dy1 (x1 - centre[j]) */
 ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t C,
