@@ -5,7 +5,7 @@ dx = p * dy + q * x + s, with the sums S0 = sum(dy) and S1 = sum(dy * (x - mean)
 With scale = r * invstd (r = 1 for BN, d = 0) and g = gamma (1 when None):
 
     a = g * scale                b = beta + g * (d - scale * mean)
-    p = g * scale                q = -p * invstd**2 * S1 / m     (0 in eval mode)
+    p = g * scale                q = -p * invstd * (invstd * S1 / m)   (0 in eval mode)
     s = -p * S0 / m - q * mean   (0 in eval mode)
     dgamma = scale * S1 + d * S0                dbeta = S0
 """
@@ -95,7 +95,9 @@ def _backward(backend, dy, x, gamma, saved, r=None, d=None):
     p = scale if gamma is None else _f64(xp, gamma) * scale
     if saved.training:
         m = x3.shape[0] * x3.shape[2]
-        q = -p * invstd * invstd * sum_dy_xmu / m
+        # -invstd (invstd S1 / m) is of the size of dy / sigma: invstd^3 alone underflows at
+        # sigma = 1e104
+        q = p * -(invstd * (invstd * sum_dy_xmu / m))
         s = -p * sum_dy / m - q * mean
     else:
         q = s = xp.zeros_like(p)
