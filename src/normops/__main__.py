@@ -49,6 +49,9 @@ def cmd_check(args):
     try:
         impl = testing.backend_implementation(args.backend)
         chosen = testing.properties(args.property)
+        unknown = sorted(set(args.regime or ()) - set(testing.ALL_REGIMES))
+        if unknown:
+            raise ValueError(f"unknown value regimes {unknown}; known: {', '.join(testing.ALL_REGIMES)}")
     except (normops.BackendError, ValueError) as exc:
         print(f"python -m normops check: {exc}", file=sys.stderr)
         return 2
@@ -64,7 +67,8 @@ def cmd_check(args):
         print(f"  {result.name}: {result.status} ({result.examples} examples, {result.seconds:.1f} s)",
               flush=True)
 
-    report = testing.run(impl, profile=profile, names=args.property, progress=progress)
+    report = testing.run(impl, profile=profile, names=args.property, regimes=args.regime,
+                         progress=progress)
     print()
     print(report)
     return 0 if report.passed else 1
@@ -93,6 +97,9 @@ def main(argv=None):
                             "1000 random ones")
     check.add_argument("--property", action="append", metavar="NAME",
                        help="run only this property (repeatable)")
+    check.add_argument("--regime", action="append", metavar="NAME",
+                       help="draw only this value regime (repeatable; default: every regime "
+                            "but extreme_scales, which this asks for)")
     check.add_argument("--list", action="store_true", help="list the properties and exit")
     check.set_defaults(run=cmd_check)
     demo_parser = commands.add_parser(

@@ -18,7 +18,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from . import _api_properties, _bn_properties, _gradient_properties, _renorm_properties  # noqa: F401 (they register the properties)
 from . import strategies
-from ._cases import MEMORY, REGIMES, Case, as_memory, make_case
+from ._cases import ALL_REGIMES, EXTREME_REGIMES, MEMORY, REGIMES, Case, as_memory, make_case
 from ._compare import TOL, assert_close, tolerance
 from ._implementation import (Implementation, assert_steps_close, backend_implementation, bn_step,
                               brn_step)
@@ -27,7 +27,7 @@ from ._property import Property
 from ._runner import Report, Result, check, check_backend, properties, run, run_property
 
 __all__ = [
-    "Case", "Implementation", "MEMORY", "PROFILES", "Property", "REGIMES", "Report", "Result",
+    "ALL_REGIMES", "Case", "EXTREME_REGIMES", "Implementation", "MEMORY", "PROFILES", "Property", "REGIMES", "Report", "Result",
     "TOL", "as_memory", "assert_close", "assert_steps_close", "backend_implementation", "bn_step", "brn_step",
     "check", "check_backend", "make_case", "profile_name", "profile_settings", "properties",
     "register_profiles", "run", "run_property", "strategies", "tolerance",

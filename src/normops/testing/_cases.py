@@ -18,6 +18,15 @@ import numpy as np
 # channels hold one value: variance 0, must normalize to beta, never NaN),
 # "mixed_scales" (channel spreads and offsets from 1e-4 to 1e4 side by side).
 REGIMES = ("moderate", "large_offset", "tiny_variance", "constant_channels", "mixed_scales")
+# Drawn only when asked for (Implementation.regimes, run(..., regimes=...), or
+# ``python -m normops check --regime``): "extreme_scales", channel spreads over the whole
+# range where the results are still representable (float32 1e-30..1e30, float64
+# 1e-150..1e150), offsets up to 1e3 spreads (float32) or 1e12 (float64), |gamma| up to
+# 1e37, eps scaled with the smallest variance, and dy scaled so that dx is representable
+# too: where float32 coefficients underflow or overflow, and where invstd^3 does in
+# float64.
+EXTREME_REGIMES = ("extreme_scales",)
+ALL_REGIMES = REGIMES + EXTREME_REGIMES
 
 # Memory arrangements of the same values: C order, negative strides on every axis, every
 # other element of a bigger buffer, Fortran order, channel axis innermost in memory.
@@ -59,6 +68,11 @@ def _channel_values(rng, regime, channels, dtype):
         constant = rng.random(channels) < 0.5
         constant[rng.integers(channels)] = True
         spread = np.where(constant, 0.0, spread)
+    elif regime == "extreme_scales":
+        top = 30.0 if dtype == np.float32 else 150.0
+        spread = 10.0 ** rng.uniform(-top, top, channels)
+        offset = (rng.choice([-1.0, 1.0], channels) * spread
+                  * 10.0 ** rng.uniform(-1.0, 3.0 if dtype == np.float32 else 12.0, channels))
     elif regime == "mixed_scales":
         spread = 10.0 ** rng.uniform(-4.0, 4.0, channels)
         offset = rng.normal(0.0, 1.0, channels) * 10.0 ** rng.uniform(-4.0, 4.0, channels)
@@ -86,6 +100,9 @@ def make_case(shape, axis=1, dtype="float64", *, regime="moderate", memory="cont
     dy = rng.normal(size=shape)
     g = rng.uniform(0.5, 2.0, channels) * rng.choice([-1.0, 1.0], channels)
     b = rng.normal(size=channels)
+    if regime == "extreme_scales":
+        g, b, dy_scale, eps = _extreme_parameters(rng, g, b, spread, dtype, eps, gamma)
+        dy = dy * dy_scale.reshape(bshape)
     # running statistics near the batch's, so eval mode and BRN's r and d see sane values;
     # a constant channel's running spread is 1, not 0 (BRN requires sigma > 0)
     running_spread = rng.uniform(0.5, 2.0, channels) * np.where(spread > 0, spread, 1.0)
@@ -99,6 +116,24 @@ def make_case(shape, axis=1, dtype="float64", *, regime="moderate", memory="cont
                 g.astype(dtype) if gamma else None, b.astype(dtype) if beta else None,
                 running_mean.astype(dtype), running_second.astype(dtype), momentum, eps,
                 recipe)
+
+
+def _extreme_parameters(rng, g, b, spread, dtype, eps, with_gamma):
+    """The extreme_scales regime's gamma (|gamma| from 1e-2 to 1e37, not so far from the
+    spread that no dy gives a representable dx), beta (of gamma's size), per-channel dy
+    scales (dy and dx = gamma dy / sigma both within 10^+-top, for gamma = 1 when it is
+    absent) and eps (scaled by the smallest variance, so it does not swamp tiny spreads)."""
+    top = 30.0 if dtype == np.float32 else 150.0
+    log_spread = np.log10(spread)
+    log_g = np.clip(rng.uniform(-2.0, 37.0, len(g)), log_spread - 2 * top + 4, log_spread + 2 * top - 4)
+    g = np.sign(g) * 10.0 ** log_g
+    b = b * np.abs(g)
+    if not with_gamma:
+        log_g = np.zeros_like(log_g)
+    low = np.maximum(-top, -top + log_spread - log_g) + 2
+    high = np.minimum(top, top + log_spread - log_g) - 2
+    dy_scale = 10.0 ** rng.uniform(low, np.maximum(low, high))
+    return g, b, dy_scale, eps * float(np.min(spread)) ** 2
 
 
 @dataclass(frozen=True, eq=False, repr=False)

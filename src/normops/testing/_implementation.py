@@ -8,6 +8,7 @@ import numpy as np
 
 import normops
 
+from ._cases import REGIMES
 from ._compare import assert_close, running_scales, term_scales
 
 
@@ -27,7 +28,8 @@ class Implementation:
     are None (then they are the gradients at gamma = 1, beta = 0).
     ``saved`` is whatever the forward returns: the kit only hands it to the backward.
     ``conventions``: the running-variance conventions ``convention`` may take ("pytorch":
-    unbiased, "keras": biased); ``dtypes``: the dtypes the kit draws.
+    unbiased, "keras": biased); ``dtypes``: the dtypes the kit draws; ``regimes``: the
+    value regimes it draws (``REGIMES`` by default; ``EXTREME_REGIMES`` are asked for).
     """
 
     name: str
@@ -37,6 +39,7 @@ class Implementation:
     batch_renorm_backward: Optional[Callable] = None
     conventions: tuple = ("pytorch", "keras")
     dtypes: tuple = (np.float32, np.float64)
+    regimes: tuple = REGIMES
 
     @property
     def renorm(self):

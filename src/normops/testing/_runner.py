@@ -1,4 +1,5 @@
 """Running properties through Hypothesis and reporting the outcome of each."""
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -7,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException
 
 from .._text import table
-from ._cases import Case
+from ._cases import ALL_REGIMES, Case
 from ._implementation import Implementation, backend_implementation
 from ._profiles import profile_settings
 from ._property import PROPERTIES
@@ -106,9 +107,12 @@ def properties(names=None):
     return [PROPERTIES[n] for n in names]
 
 
-def run(impl, *, profile=None, names=None, progress=None):
+def run(impl, *, profile=None, names=None, regimes=None, progress=None):
     """Run every property (or those ``names``) on the Implementation ``impl``: a Report.
-    ``progress(result)`` is called after each property."""
+    ``regimes``: the value regimes to draw instead of ``impl.regimes`` (e.g.
+    ``EXTREME_REGIMES``). ``progress(result)`` is called after each property."""
+    if regimes is not None:
+        impl = dataclasses.replace(impl, regimes=_known_regimes(regimes))
     results = []
     for prop in properties(names):
         results.append(run_property(prop, impl, profile))
@@ -117,18 +121,26 @@ def run(impl, *, profile=None, names=None, progress=None):
     return Report(impl.name, tuple(results))
 
 
-def check(impl, *, profile=None, names=None):
+def _known_regimes(regimes):
+    regimes = (regimes,) if isinstance(regimes, str) else tuple(regimes)
+    unknown = [r for r in regimes if r not in ALL_REGIMES]
+    if unknown or not regimes:
+        raise ValueError(f"unknown value regimes {unknown}; known: {', '.join(ALL_REGIMES)}")
+    return regimes
+
+
+def check(impl, *, profile=None, names=None, regimes=None):
     """As ``run``, but raise an AssertionError holding the report when a property fails."""
     if not isinstance(impl, Implementation):
         raise TypeError(f"check() takes an Implementation, not {type(impl).__name__}; "
                         "for a registered backend use check_backend(name)")
-    report = run(impl, profile=profile, names=names)
+    report = run(impl, profile=profile, names=names, regimes=regimes)
     if not report.passed:
         raise AssertionError(str(report))
     return report
 
 
-def check_backend(name, *, profile=None, names=None):
+def check_backend(name, *, profile=None, names=None, regimes=None):
     """Run the kit on the registered backend ``name`` through the public ops; raise an
     AssertionError holding the report when a property fails."""
-    return check(backend_implementation(name), profile=profile, names=names)
+    return check(backend_implementation(name), profile=profile, names=names, regimes=regimes)
