@@ -12,6 +12,7 @@
 /* 0: follow OpenMP's default (OMP_NUM_THREADS, omp_set_num_threads, threadpoolctl) */
 static volatile int requested_threads = 0;
 static volatile ptrdiff_t min_values_per_thread = NM_MIN_VALUES_PER_THREAD;
+static volatile int max_threads = 0;    /* nm_max_threads(), once computed */
 
 int nm_openmp_enabled(void)
 {
@@ -22,11 +23,36 @@ int nm_openmp_enabled(void)
 #endif
 }
 
+/* 4 threads per processor. The kernels are bound by memory bandwidth, which the cores
+ * saturate by themselves; extra threads only add wake-ups and time slices (training
+ * forward on NCHW-32x64x56x56 float32 on 2 cores: 1.50 ms with 2 threads, 1.77 ms with 8,
+ * 4.1 ms with 64, 7.7 ms with 196), and each one reserves a stack (8 MiB of address space
+ * with glibc's default: 196 threads took 1.6 GB, so a request of thousands made libgomp's
+ * thread creation fail under a memory limit). The factor leaves room to oversubscribe on
+ * purpose (tests compare teams of 1 to 4 on 2 cores). omp_get_num_procs() counts the
+ * processors of the affinity mask; it is read once, as it costs a system call. A serial
+ * build runs on one processor. */
+int nm_max_threads(void)
+{
+    int n = max_threads;
+    if (n == 0) {
+#ifdef _OPENMP
+        n = 4 * omp_get_num_procs();
+#else
+        n = 4;
+#endif
+        max_threads = n;
+    }
+    return n;
+}
+
 int nm_get_num_threads(void)
 {
 #ifdef _OPENMP
     int n = requested_threads;
-    return n > 0 ? n : omp_get_max_threads();
+    if (n <= 0)
+        n = omp_get_max_threads();   /* OMP_NUM_THREADS=100000 is clamped here too */
+    return n < nm_max_threads() ? n : nm_max_threads();
 #else
     return 1;
 #endif
