@@ -92,8 +92,13 @@ int nm_backward_f64(nm_shape shape, const double *dy, const double *x, double *d
 
 /* Threads: OpenMP when built with it, else everything runs serially. */
 int nm_openmp_enabled(void);
-int nm_get_num_threads(void);
+int nm_get_num_threads(void);     /* never above nm_max_threads(); 1 in a forked child */
 void nm_set_num_threads(int n);   /* n <= 0: back to OpenMP's default */
+/* The most threads an op runs on: 4 per processor OpenMP reports (see threads.c) */
+int nm_max_threads(void);
+/* 1 in a process forked (at any depth) from one whose kernels had started a team of
+ * threads: OpenMP's workers do not exist there, so its kernels run on one thread */
+int nm_forked_child(void);
 /* An op uses at most one thread per this many values (its team is never larger than
  * nm_get_num_threads()); results do not depend on it. n <= 0: back to the default. */
 #define NM_MIN_VALUES_PER_THREAD ((ptrdiff_t)32768)

@@ -5,13 +5,19 @@
 #ifndef NORMOPS_THREADS_H
 #define NORMOPS_THREADS_H
 
+#include <stddef.h>
+
 /* the number of values of an op over the nm_shape `sh`, which sizes its team (nm_team_for) */
 #define NM_VALUES(sh) ((sh).outer * (sh).channels * (sh).inner)
 
+/* nm_team_for(values), for a team about to start: a team of more than one thread makes
+ * this process's forked children run their kernels on one thread (threads.c) */
+int nm_start_team(ptrdiff_t values);
+
 #define NM_PRAGMA(text) _Pragma(#text)
 #define NM_PARALLEL_FOR_OVER(values) \
-    NM_PRAGMA(omp parallel for schedule(static) num_threads(nm_team_for(values)))
-#define NM_PARALLEL_OVER(values) NM_PRAGMA(omp parallel num_threads(nm_team_for(values)))
+    NM_PRAGMA(omp parallel for schedule(static) num_threads(nm_start_team(values)))
+#define NM_PARALLEL_OVER(values) NM_PRAGMA(omp parallel num_threads(nm_start_team(values)))
 #define NM_FOR NM_PRAGMA(omp for schedule(static))
 #define NM_SINGLE NM_PRAGMA(omp single)
 

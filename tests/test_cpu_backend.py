@@ -217,6 +217,62 @@ def test_set_num_threads_changes_the_team_not_the_result():
         normops.set_num_threads(-1)
 
 
+def test_thread_counts_are_bounded():
+    """At most 4 threads per processor (cext/threads.c); above that an error, not a
+    process killed by libgomp's failed thread creation."""
+    bound = normops.max_threads()
+    if CPU_OPENMP and hasattr(os, "sched_getaffinity"):
+        assert bound == 4 * len(os.sched_getaffinity(0))
+    assert bound >= 4 and _cpu.max_threads() == bound
+    try:
+        normops.set_num_threads(bound)
+        assert normops.get_num_threads() == (bound if CPU_OPENMP else 1)
+        for n in (bound + 1, 2**31, 10**100):
+            with pytest.raises(ValueError, match=rf"at most max_threads\(\) = {bound} .*got {n}$"):
+                normops.set_num_threads(n)
+        for n in (True, 2.0):
+            with pytest.raises(TypeError):
+                normops.set_num_threads(n)
+        assert normops.get_num_threads() == (bound if CPU_OPENMP else 1)
+    finally:
+        normops.set_num_threads(0)
+
+
+CLAMP_SCRIPT = textwrap.dedent("""
+    import hashlib, sys
+    import numpy as np
+    import normops
+    from normops._backends import _cpu
+
+    def threads():   # this process's threads, where /proc tells (-1 elsewhere)
+        try:
+            with open("/proc/self/status") as f:
+                return int(dict(line.split(":", 1) for line in f)["Threads"])
+        except OSError:
+            return -1
+
+    _cpu.set_min_values_per_thread(1)   # the largest team this op may have
+    x = np.random.default_rng(5).normal(size=(64, 1000)).astype(np.float32)
+    before = threads()
+    y, saved = normops.batch_norm(x)
+    started = threads() - before if before > 0 else -1
+    print(normops.get_num_threads(), normops.max_threads(), started,
+          hashlib.sha256(y.tobytes()).hexdigest())
+""")
+
+
+def test_openmp_default_is_clamped_to_the_bound():
+    env = {**os.environ, "OMP_NUM_THREADS": "100000"}
+    out = subprocess.run([sys.executable, "-c", CLAMP_SCRIPT], env=env, check=True,
+                         capture_output=True, text=True, timeout=120).stdout.split()
+    threads, bound, started = int(out[0]), int(out[1]), int(out[2])
+    assert bound == normops.max_threads()
+    assert threads == (bound if CPU_OPENMP else 1)
+    assert started < bound, f"the op started {started} threads"
+    x = np.random.default_rng(5).normal(size=(64, 1000)).astype(np.float32)
+    assert out[3] == hashlib.sha256(normops.batch_norm(x)[0].tobytes()).hexdigest()
+
+
 def test_concurrent_calls_equal_serial_calls():
     cases_ = [fixed_case(shape, 1, dtype, seed=i) for i, (shape, dtype) in enumerate(
         [((256, 64), np.float32), ((8, 16, 100), np.float64), ((64, 33), np.float64),

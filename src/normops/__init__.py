@@ -14,7 +14,8 @@ from ._registry import (
     unregister_backend,
     use_backend,
 )
-from ._config import get_num_threads, set_num_threads, set_output_cache, show_config
+from ._config import (get_num_threads, max_threads, set_num_threads, set_output_cache,
+                      show_config)
 from ._saved import BatchNormSaved, BatchRenormSaved
 from ._version import __version__
 from .ops import batch_norm, batch_norm_backward, batch_renorm, batch_renorm_backward
@@ -30,7 +31,7 @@ __all__ = [
     "batch_norm_backward", "batch_renorm", "batch_renorm_backward", "BatchNorm",
     "BatchNormSaved", "BatchRenorm", "BatchRenormSaved", "fold_into_conv",
     "fold_into_linear", "get_backend", "get_num_threads", "InvalidBackendError",
-    "recompute_population_stats", "register_backend", "schedules", "set_backend",
+    "max_threads", "recompute_population_stats", "register_backend", "schedules", "set_backend",
     "set_num_threads", "set_output_cache", "show_config", "UnknownBackendError",
     "unregister_backend", "use_backend", "__version__",
 ]

@@ -33,6 +33,9 @@ def config():
         "build": ext.build_info(),
         "openmp": "on" if ext.openmp_enabled() else "off (serial build)",
         "threads": ext.get_num_threads(),
+        "max threads": ext.max_threads(),
+        "forked child": ("yes: forked after normops's OpenMP threads started, so its kernels "
+                         "run on one thread" if ext.forked_child() else "no"),
         # smaller ops run on fewer threads (one below this): see cext/threads.h
         "min values per thread": ext.get_min_values_per_thread(),
         "simd": (f"AVX2 + FMA statistics loops; float32 outputs written around the cache "
@@ -53,18 +56,44 @@ def show_config():
         print(f"{key}: {value}")
 
 
+# why a forked child runs on one thread: cext/threads.c
+_FORKED = ("set_num_threads: this process was forked after normops's OpenMP threads had "
+           "started, and OpenMP's workers do not survive fork(), so normops's kernels run on "
+           "one thread here (set_num_threads(1), 0 or None are accepted); worker processes "
+           "that need threads should be started with the 'spawn' or 'forkserver' start "
+           "method, e.g. multiprocessing.get_context('spawn')")
+
+
 def set_num_threads(n):
-    """Threads for the cpu backend's kernels from now on (all Python threads); ``None`` or
-    0 goes back to OpenMP's default (OMP_NUM_THREADS, or what threadpoolctl sets)."""
+    """Threads for the cpu backend's kernels from now on (all Python threads), at most
+    ``max_threads()``; ``None`` or 0 goes back to OpenMP's default (OMP_NUM_THREADS, or
+    what threadpoolctl sets, also capped at ``max_threads()``). In a process forked after
+    the kernels started threads, they run on one thread and more is refused (_FORKED)."""
+    if isinstance(n, bool):
+        raise TypeError(f"set_num_threads takes an int or None, got {n!r}")
     n = 0 if n is None else operator.index(n)
     if n < 0:
         raise ValueError(f"set_num_threads takes a positive count, 0 or None, got {n}")
-    _required().set_num_threads(n)
+    ext = _required()
+    if n > ext.max_threads():
+        raise ValueError(f"set_num_threads takes at most max_threads() = {ext.max_threads()} "
+                         f"threads (4 per processor), got {n}")
+    if n > 1 and ext.forked_child():
+        raise RuntimeError(_FORKED)
+    ext.set_num_threads(n)
 
 
 def get_num_threads():
-    """Threads the cpu backend's kernels use now (1 when it was built without OpenMP)."""
+    """Threads the cpu backend's kernels use now (1 when it was built without OpenMP, or
+    in a process forked after they started threads)."""
     return _required().get_num_threads()
+
+
+def max_threads():
+    """The most threads the cpu backend's kernels run on: 4 per processor available to
+    the process (OpenMP's count, which follows the affinity mask); 4 in a serial build.
+    More never speeds up these memory-bound kernels, and each thread costs a stack."""
+    return _required().max_threads()
 
 
 def set_output_cache(max_bytes):

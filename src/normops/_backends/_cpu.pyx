@@ -51,6 +51,8 @@ cdef extern from "normops.h" nogil:
     int nm_openmp_enabled()
     int nm_get_num_threads()
     void nm_set_num_threads(int)
+    int nm_max_threads()
+    int nm_forked_child()
     Py_ssize_t nm_get_min_values_per_thread()
     void nm_set_min_values_per_thread(Py_ssize_t)
     int nm_team_for(Py_ssize_t)
@@ -302,6 +304,17 @@ def get_num_threads():
 
 def set_num_threads(int n):
     nm_set_num_threads(n)
+
+
+def max_threads():
+    """The most threads an op runs on (4 per processor; see cext/threads.c)."""
+    return nm_max_threads()
+
+
+def forked_child():
+    """Whether this process was forked from one whose kernels had started a team of
+    threads: its kernels run on one thread."""
+    return bool(nm_forked_child())
 
 
 def get_min_values_per_thread():
