@@ -453,6 +453,14 @@ def shape_list(text):
     return names
 
 
+def usable_cpus():
+    """The CPUs this process may run on (its affinity mask where the OS has one): a
+    process pinned to fewer CPUs than the machine has gains nothing from more threads,
+    and normops refuses more than 4 per such CPU."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
 def positive_int(text):
     value = int(text)
     if value < 1:
@@ -464,8 +472,9 @@ def add_arguments(parser):
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats (whole run well under 30 s); noisier numbers")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1,
-                        help="threads for the cpu backend and torch (default: os.cpu_count())")
+    parser.add_argument("--threads", type=positive_int, default=usable_cpus(),
+                        help="threads for the cpu backend and torch (default: the CPUs this "
+                             "process may run on)")
     parser.add_argument("--shapes", type=shape_list, nargs="+", metavar="NAME",
                         help=f"a subset of the shapes: {', '.join(SHAPES_BY_NAME)}")
     parser.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
