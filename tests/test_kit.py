@@ -141,6 +141,44 @@ def test_value_regimes_are_what_they_say():
     assert case.x.strides[0] < 0 and case.x.dtype == np.float32 and case.axis == -1
 
 
+def test_the_extreme_scales_regime_is_what_it_says():
+    spreads = []
+    for dtype, top in (("float32", 30), ("float64", 150)):
+        for seed in range(20):
+            case = testing.make_case((8, 5), 1, dtype, regime="extreme_scales", seed=seed,
+                                     gamma=seed % 2 == 0)
+            _, var = case.batch_mean_var()
+            spreads.extend(np.log10(np.sqrt(var)) / top)
+            assert np.all(np.isfinite(case.x)) and np.all(np.isfinite(case.dy))
+            g = np.ones(case.channels) if case.gamma is None else case.gamma.astype(np.float64)
+            assert np.all(np.abs(g) <= 1e36)
+            # dx = gamma dy / sigma stays representable, and so does dy
+            dx = np.abs(case.dy).max(axis=0) * np.abs(g) / np.sqrt(var + case.eps)
+            assert np.all((dx < 10.0 ** top) & (dx > 10.0 ** -top)), (case, dx)
+            assert 0 < case.eps <= 0.1 * var.min() * 1.01
+    assert min(spreads) < -0.8 and max(spreads) > 0.8   # over most of the range, both ends
+
+
+def test_extreme_scales_is_drawn_only_when_asked_for():
+    assert "extreme_scales" not in testing.REGIMES
+    assert testing.ALL_REGIMES == testing.REGIMES + testing.EXTREME_REGIMES
+    assert testing.Implementation("x", None, None).regimes == testing.REGIMES
+    asked = testing.Implementation("x", None, None, regimes=testing.EXTREME_REGIMES)
+    for impl, want in ((testing.Implementation("x", None, None), set(testing.REGIMES)),
+                       (asked, {"extreme_scales"})):
+        drawn = set()
+
+        @hypothesis.given(testing.properties(["bn_matches_reference"])[0].draws(impl)["case"])
+        @hypothesis.settings(max_examples=60, database=None)
+        def collect(case):
+            drawn.add(re.search(r"regime='(\w+)'", case.recipe).group(1))
+
+        collect()
+        assert drawn <= want and drawn
+    with pytest.raises(ValueError, match="unknown value regimes"):
+        testing.run(BN_ONLY, regimes=("huge",))
+
+
 def test_the_command_line(tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, "-m", "normops", "check", *args], cwd=tmp_path,
@@ -151,7 +189,11 @@ def test_the_command_line(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"bn_identity_recovery\s+60\s+[\d.]+\s+passed", done.stdout), done.stdout
     assert "reference: 2 passed, 0 failed, 0 n/a" in done.stdout
-    for args in (("--backend", "reference", "--property", "nope"), ("--backend", "nope"), ()):
+    done = run("--backend", "cpu", "--property", "bn_matches_reference", "--regime", "extreme_scales")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cpu: 1 passed, 0 failed, 0 n/a" in done.stdout
+    for args in (("--backend", "reference", "--property", "nope"), ("--backend", "nope"), (),
+                 ("--backend", "reference", "--regime", "huge")):
         done = run(*args)
         assert done.returncode == 2 and done.stderr.startswith("python -m normops check:"), done
     listed = run("--list").stdout.splitlines()

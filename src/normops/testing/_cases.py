@@ -22,7 +22,7 @@ REGIMES = ("moderate", "large_offset", "tiny_variance", "constant_channels", "mi
 # ``python -m normops check --regime``): "extreme_scales", channel spreads over the whole
 # range where the results are still representable (float32 1e-30..1e30, float64
 # 1e-150..1e150), offsets up to 1e3 spreads (float32) or 1e12 (float64), |gamma| up to
-# 1e37, eps scaled with the smallest variance, and dy scaled so that dx is representable
+# 1e36, eps scaled with the smallest variance, and dy scaled so that dx is representable
 # too: where float32 coefficients underflow or overflow, and where invstd^3 does in
 # float64.
 EXTREME_REGIMES = ("extreme_scales",)
@@ -108,6 +108,8 @@ def make_case(shape, axis=1, dtype="float64", *, regime="moderate", memory="cont
     running_spread = rng.uniform(0.5, 2.0, channels) * np.where(spread > 0, spread, 1.0)
     running_mean = offset + rng.normal(0.0, 0.5, channels) * running_spread
     running_second = running_spread if renorm else running_spread ** 2
+    info = np.finfo(dtype)   # a float32 variance of an extreme spread is beyond float32
+    running_second = np.clip(running_second, 4 * info.tiny, info.max / 4)
     recipe = (f"make_case({shape}, axis={axis}, dtype={dtype.name!r}, regime={regime!r}, "
               f"memory={memory!r}, seed={seed}, gamma={gamma}, beta={beta}, "
               f"momentum={momentum}, eps={eps}, renorm={renorm})")
@@ -119,13 +121,14 @@ def make_case(shape, axis=1, dtype="float64", *, regime="moderate", memory="cont
 
 
 def _extreme_parameters(rng, g, b, spread, dtype, eps, with_gamma):
-    """The extreme_scales regime's gamma (|gamma| from 1e-2 to 1e37, not so far from the
-    spread that no dy gives a representable dx), beta (of gamma's size), per-channel dy
-    scales (dy and dx = gamma dy / sigma both within 10^+-top, for gamma = 1 when it is
-    absent) and eps (scaled by the smallest variance, so it does not swamp tiny spreads)."""
+    """The extreme_scales regime's gamma (|gamma| from 1e-2 to 1e36, so that gamma x_hat
+    fits float32, and not so far from the spread that no dy gives a representable dx),
+    beta (of gamma's size), per-channel dy scales (dy and dx = gamma dy / sigma both within
+    10^+-top, for gamma = 1 when it is absent) and eps (scaled by the smallest variance, so
+    it does not swamp tiny spreads)."""
     top = 30.0 if dtype == np.float32 else 150.0
     log_spread = np.log10(spread)
-    log_g = np.clip(rng.uniform(-2.0, 37.0, len(g)), log_spread - 2 * top + 4, log_spread + 2 * top - 4)
+    log_g = np.clip(rng.uniform(-2.0, 36.0, len(g)), log_spread - 2 * top + 4, log_spread + 2 * top - 4)
     g = np.sign(g) * 10.0 ** log_g
     b = b * np.abs(g)
     if not with_gamma:
