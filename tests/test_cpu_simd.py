@@ -49,6 +49,17 @@ def harsh_values(rng, shape):
     return (offset + rng.choice([-1.0, 1.0], shape) * magnitude).astype(np.float32)
 
 
+def some_channels_wide(rng, x3, wide):
+    """x3 with, when ``wide``, some channels scaled by 1e25: their coefficients leave
+    float32's safe range, so they map in double (kernels.c wide_map), beside the others."""
+    if wide:
+        x3 = x3.copy()
+        chosen = rng.random(x3.shape[1]) < 0.5
+        chosen[rng.integers(x3.shape[1])] = True
+        x3[:, chosen] *= np.float32(1e25)
+    return x3
+
+
 def run_everything(x3, dy3):
     """Every output of the ops whose statistics take the AVX2 loops, as bytes."""
     channels = x3.shape[1]
@@ -108,10 +119,11 @@ def run_with(x3, dy3, *, simd, stream_bytes=None):
         _cpu._set_stream_bytes(default)
 
 
-@given(shape=stat_shapes(), seed=st.integers(0, 2**32 - 1))
-def test_avx2_loops_give_the_portable_bits(shape, seed):
+@given(shape=stat_shapes(), seed=st.integers(0, 2**32 - 1), wide=st.booleans())
+def test_avx2_loops_give_the_portable_bits(shape, seed, wide):
     rng = np.random.default_rng(seed)
     x3, dy3 = harsh_values(rng, shape), rng.normal(size=shape).astype(np.float32)
+    x3 = some_channels_wide(rng, x3, wide)
     portable = run_with(x3, dy3, simd=False)
     for label, stream_bytes in (("AVX2 loops", None), ("AVX2 loops, streamed outputs", 0)):
         fast = run_with(x3, dy3, simd=True, stream_bytes=stream_bytes)
@@ -121,14 +133,16 @@ def test_avx2_loops_give_the_portable_bits(shape, seed):
 
 @given(outer=st.integers(1, 5), channels=st.integers(8, 20),
        inner=st.sampled_from([*range(1024, 1040), 1061, 2061]),
-       threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**32 - 1))
-def test_pipelined_planes_give_the_portable_bits(outer, channels, inner, threads, seed):
+       threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**32 - 1), wide=st.booleans())
+def test_pipelined_planes_give_the_portable_bits(outer, channels, inner, threads, seed, wide):
     """Planes of 1024 values or more, with 4 channels or more per thread, take the
     pipelined schedule (kernels.c NM_PIPE_PLANE_MIN, NM_PIPE_CHANNELS) in training, whose
-    loops sum one channel while they map another, streamed or not."""
+    loops sum one channel while they map another, streamed or not; a channel that maps
+    wide is summed and mapped on its own there."""
     rng = np.random.default_rng(seed)
     shape = (outer, channels, inner)
     x3, dy3 = harsh_values(rng, shape), rng.normal(size=shape).astype(np.float32)
+    x3 = some_channels_wide(rng, x3, wide)
     before = normops.get_num_threads()
     try:
         normops.set_num_threads(threads)
