@@ -54,6 +54,13 @@ static int beyond_range(double v, double range)
     return mag > range || (mag != 0.0 && mag < 1.0 / range);
 }
 
+/* whether the gradient's map reads x: not in eval mode, whose dx = dy gamma invstd does not
+ * depend on x (a NaN in x leaves dx alone there; only dgamma reads x) */
+static int grad_reads_x(const nm_backward_args *A)
+{
+    return A->mode != NM_BWD_FUSED || A->training;
+}
+
 /* whether any of the C channels maps wide (wide_map): then the whole op does on the rows path, whose
  * loops run across the channels */
 static int any_wide(const unsigned char *wide, ptrdiff_t C)
