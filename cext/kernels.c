@@ -38,8 +38,8 @@ static double clip(double v, double lo, double hi)
 }
 
 /* wide_map: the maps run in the data's precision from coefficients rounded to it, which
- * is exact to that precision while the coefficients, the centre and the products stay
- * well inside the dtype's normal range (NM_MAP_RANGE, set per dtype below). At extreme
+ * is exact to that precision while the coefficients and the centre stay well inside the
+ * dtype's normal range (NM_MAP_RANGE and NM_MAP_TINY, set per dtype below). At extreme
  * but finite scales they do not: a float32 channel of spread 1e25 has a gradient
  * coefficient q of order gamma dy / sigma^2 = 1e-50, which underflows float32 (dx 3 % off);
  * gamma 1e38 over a spread of 0.01 makes a = gamma invstd overflow; values near FLT_MAX of
@@ -48,10 +48,16 @@ static double clip(double v, double lo, double hi)
  * result (y = ((x - m) k) g + b, dx = ((c1 dy + c2 (x - m)) + c3) c4), rounded once. The
  * choice depends on the coefficients alone, so results stay bitwise the same for any
  * thread count. A NaN coefficient takes the ordinary map, which gives NaN too. */
-static int beyond_range(double v, double range)
+static int beyond_range(double v, double range, double tiny)
 {
     const double mag = fabs(v);
-    return mag > range || (mag != 0.0 && mag < 1.0 / range);
+    return mag > range || (mag != 0.0 && mag < tiny);
+}
+
+/* whether the product f1 f2 underflowed to 0 (a map without its term would be wrong) */
+static int lost(double product, double f1, double f2)
+{
+    return product == 0.0 && f1 != 0.0 && f2 != 0.0;
 }
 
 /* whether the gradient's map reads x: not in eval mode, whose dx = dy gamma invstd does not
@@ -212,8 +218,11 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
 #define NM_TWO_PASS 0
 #define NM_SIMD_F32 1   /* the statistics loops may hand their main part to simd.c */
 /* float32: 2^100 leaves 2^27 of headroom below FLT_MAX for the products and sums of a
- * map, and keeps coefficients 2^26 above the denormals (wide_map) */
+ * map; from 2^-120 a coefficient has all its digits (denormals start at 2^-126), and a
+ * product of it that comes out denormal is far below the other terms of a result that
+ * float32 holds (wide_map) */
 #define NM_MAP_RANGE 0x1p100
+#define NM_MAP_TINY 0x1p-120
 #include "channel.inc"
 #include "planes.inc"
 #include "rows.inc"
@@ -223,12 +232,14 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
 #undef NM_TWO_PASS
 #undef NM_SIMD_F32
 #undef NM_MAP_RANGE
+#undef NM_MAP_TINY
 
 #define NM_T double
 #define NM_SUF(name) name##_f64
 #define NM_TWO_PASS 1
 #define NM_SIMD_F32 0
 #define NM_MAP_RANGE 0x1p900
+#define NM_MAP_TINY 0x1p-1000
 #include "channel.inc"
 #include "planes.inc"
 #include "rows.inc"
@@ -238,3 +249,4 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
 #undef NM_TWO_PASS
 #undef NM_SIMD_F32
 #undef NM_MAP_RANGE
+#undef NM_MAP_TINY

@@ -32,8 +32,8 @@ def moments(x, axis):
     (np.mean of 4096 values at 1e12 missed the mean by 8e-4, and the variance by 6e-7),
     divided by a power of two of their size, so no sum overflows (a channel of 1e307s);
     the variance is the corrected two-pass one. Statistics that are not finite (a NaN or
-    inf in the channel, or a spread whose variance overflows) are NaN, mean included: one
-    rule on every backend."""
+    inf in the channel, or a spread whose sum of squared deviations overflows) are NaN,
+    mean included: one rule on every backend."""
     v = np.ascontiguousarray(np.moveaxis(x, axis, 0), dtype=F64).reshape(x.shape[axis], -1)
     first = v[:, :1]
     with np.errstate(invalid="ignore", over="ignore"):
@@ -45,7 +45,8 @@ def moments(x, axis):
         shift = e.mean(axis=1, keepdims=True)
         var = np.maximum((e * e).mean(axis=1, keepdims=True) - shift * shift, 0.0) * scale ** 2
         mu = first + (centre + shift) * scale
-    bad = ~(np.isfinite(mu) & np.isfinite(var))
+        # the rule's "overflows": the sum of squared deviations (m var) is beyond a double
+        bad = ~(np.isfinite(mu) & np.isfinite(var * v.shape[1]))
     return np.where(bad, np.nan, mu)[:, 0], np.where(bad, np.nan, var)[:, 0]
 
 
