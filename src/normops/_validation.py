@@ -59,25 +59,32 @@ def flag(value, name):
 
 
 def number(value, name, *, low, high=math.inf, low_open=False, finite=False):
-    """A real number in [low, high] (or (low, high] with low_open), NaN refused."""
+    """A real number in [low, high] (or (low, high] with low_open), NaN refused; with
+    ``finite`` (and no finite ``high``) inf is refused too."""
     if type(value) is float and low < value < high:  # the common case: strictly inside
         return value
     if isinstance(value, numpy.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float's range: as far out as inf
+        value = math.inf if value > 0 else -math.inf
     too_low = value <= low if low_open else value < low
-    if math.isnan(value) or too_low or value > high:
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value}")
-    if finite and math.isinf(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+    if math.isnan(value) or too_low or value > high or (finite and math.isinf(value)):
+        raise ValueError(f"{name} must be {_interval(low, high, low_open, finite)}, got {value}")
     return value
 
 
+def _interval(low, high, low_open, finite):
+    if math.isinf(high) and finite:
+        return f"a finite number {'>' if low_open else '>='} {low}"
+    return f"in {'(' if low_open else '['}{low}, {high}]"
+
+
 def convention(value):
-    if value not in CONVENTIONS:
+    if not isinstance(value, str) or value not in CONVENTIONS:
         raise ValueError(f"convention must be one of {', '.join(map(repr, CONVENTIONS))}, got {value!r}")
     return value
 
