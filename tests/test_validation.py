@@ -70,10 +70,15 @@ def test_running_stats_are_checked_for_in_place_updates():
     y, _ = bn(x, g, b, rm, rv, training=False)
     assert y.shape == x.shape
     odd = unaligned(rv)
-    with pytest.raises(ValueError, match="running_var is not aligned"):
-        bn(x, g, b, np.zeros(C), odd)
     y_odd, _ = bn(x, g, b, rm, odd, training=False)   # only read: fine
     assert np.array_equal(y_odd, bn(x, g, b, rm, rv, training=False)[0])
+    # written: updated in an aligned copy, which is written back into it
+    expected = rv.copy()
+    bn(x, g, b, np.zeros(C), expected)
+    bn(x, g, b, np.zeros(C), odd)
+    assert not odd.flags.aligned and np.array_equal(odd, expected)
+    with pytest.raises(ValueError, match="running_var steps 0 bytes between its 8-byte values"):
+        bn(x, g, b, np.zeros(C), np.lib.stride_tricks.as_strided(np.ones(1), (C,), (0,)))
     with pytest.raises(TypeError, match=r"running_var must be a numpy.ndarray \(it is updated in place\), got list"):
         bn(x, g, b, np.zeros(C), [1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="running_mean and running_var must be given together"):

@@ -1,5 +1,10 @@
 """Argument checks shared by every op: bad input gets a clear exception here, before
-any backend sees it (backends may assume what these functions guarantee)."""
+any backend sees it (backends may assume what these functions guarantee).
+
+Every array handed to a backend is in native byte order, and a per-channel one is also
+aligned and steps by whole items: a valid array that is not (byte-swapped, a field of a
+record array, a view into a byte buffer at an odd offset) is copied, so that compiled
+kernels can take it as it is."""
 import math
 import numbers
 import operator
@@ -18,12 +23,40 @@ def _no_mask(arr, name):
                         f"(pass {name}.filled(...) or the unmasked values)")
 
 
+def as_array(xp, value, name, dtype=None):
+    """xp.asarray, with a failed conversion (strings, ragged lists, huge ints) reported
+    under the argument's name."""
+    try:
+        return xp.asarray(value, dtype=dtype)
+    except (TypeError, ValueError, OverflowError) as exc:
+        kind = TypeError if isinstance(exc, TypeError) else ValueError
+        raise kind(f"{name} could not be converted to an array: {exc}") from exc
+
+
+def _native(dtype):
+    """dtype in native byte order: a byte-swapped float holds the same numbers."""
+    return dtype.newbyteorder("=")
+
+
+def _kernel_ready(arr):
+    """A 1-D array compiled kernels can step through as it is: native byte order,
+    aligned, and a stride of whole items (a field of a record array has neither)."""
+    return (arr.dtype.isnative and getattr(arr.flags, "aligned", True)
+            and arr.strides[0] % arr.itemsize == 0)
+
+
 def as_input(xp, x, name="x"):
-    """An array of dtype float32/float64 with ndim >= 2 and at least one element."""
-    _no_mask(x, name)
-    arr = x if type(x) is xp.ndarray else xp.asarray(x)
+    """An array of dtype float32/float64 (native byte order: a byte-swapped one is
+    converted) with ndim >= 2 and at least one element."""
+    if type(x) is xp.ndarray:
+        arr = x
+    else:
+        _no_mask(x, name)
+        arr = as_array(xp, x, name)
     if arr.dtype not in FLOATS:
-        raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
+        if _native(arr.dtype) not in FLOATS:
+            raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
+        arr = arr.astype(_native(arr.dtype))
     if arr.ndim < 2:
         raise ValueError(
             f"{name} must have at least 2 dimensions (batch and channel), got shape {tuple(arr.shape)}"
@@ -91,41 +124,58 @@ def convention(value):
 
 def per_channel(xp, arr, name, channels, dtype):
     """gamma/beta (and running statistics that are only read): None, or shape (C,).
-    An array must have x's dtype; anything else (a list, say) is converted to it."""
+    An array must have x's dtype (in either byte order); anything else (a list, say) is
+    converted to it. An array the kernels cannot take as it is comes back as a copy."""
     if arr is None:
         return None
-    if type(arr) is xp.ndarray and arr.dtype == dtype and arr.shape == (channels,):
+    if (type(arr) is xp.ndarray and arr.dtype == dtype and arr.shape == (channels,)
+            and getattr(arr.flags, "carray", False)):
         return arr   # the common case: nothing to convert or report
     _no_mask(arr, name)
     if type(arr) is not xp.ndarray:
-        arr = xp.asarray(arr) if hasattr(arr, "dtype") else xp.asarray(arr, dtype=dtype)
+        arr = as_array(xp, arr, name, None if hasattr(arr, "dtype") else dtype)
     _check_channel_array(arr, name, channels, dtype)
-    return arr
+    return arr if _kernel_ready(arr) else arr.astype(dtype)
 
 
 def running_stat(xp, arr, name, channels, dtype, *, written):
-    """A running statistic of shape (C,) and x's dtype. When ``written`` (training) it must
-    be a writeable array of the backend's type, since it is updated in place."""
-    if written and not isinstance(arr, xp.ndarray):
+    """A running statistic of shape (C,) and x's dtype. When ``written`` (training) it is
+    updated in place, so it must be a writeable array of the backend's type whose
+    channels are distinct elements. One the kernels cannot write as it is (byte-swapped,
+    unaligned, a field of a record array) comes back as a copy for the backend to
+    update, which ``copy_back`` then writes into it."""
+    if not written:
+        return per_channel(xp, arr, name, channels, dtype)
+    if not isinstance(arr, xp.ndarray):
         raise TypeError(f"{name} must be a {xp.__name__}.ndarray (it is updated in place), "
                         f"got {type(arr).__name__}")
-    arr = per_channel(xp, arr, name, channels, dtype)
-    if written and not getattr(arr.flags, "writeable", True):
+    checked = per_channel(xp, arr, name, channels, dtype)
+    if not getattr(arr.flags, "writeable", True):
         raise ValueError(f"{name} is read-only; running statistics are updated in place "
                          f"when training, so pass a writeable array")
-    if written and not getattr(arr.flags, "aligned", True):
-        raise ValueError(f"{name} is not aligned (a view into a buffer at an odd offset); "
-                         f"running statistics are updated in place when training, so pass "
-                         f"an aligned array")
-    return arr
+    if channels > 1 and abs(arr.strides[0]) < arr.itemsize:
+        raise ValueError(f"{name} steps {arr.strides[0]} bytes between its {arr.itemsize}-byte "
+                         f"values, so its channels overlap in memory (a broadcast view?); "
+                         f"running statistics are updated in place when training, so give "
+                         f"each channel its own element")
+    return checked
+
+
+def copy_back(copies):
+    """Writes the running statistics a backend updated in copies (see running_stat) into
+    the caller's arrays: ``copies`` holds (caller's array, copy) pairs."""
+    for given, used in copies:
+        given[...] = used
 
 
 def _check_channel_array(arr, name, channels, dtype):
-    if arr.dtype == dtype and arr.shape == (channels,):
-        return
-    if arr.dtype != dtype:
+    if _native(arr.dtype) != dtype:
         raise TypeError(f"{name} has dtype {arr.dtype} but x has dtype {dtype}; "
                         f"pass {name}.astype({dtype.name!r})")
+    _one_per_channel(arr, name, channels)
+
+
+def _one_per_channel(arr, name, channels):
     if tuple(arr.shape) != (channels,):
         raise ValueError(f"{name} must have shape ({channels},) (one value per channel), "
                          f"got shape {tuple(arr.shape)}")
@@ -225,7 +275,8 @@ def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, e
 
     ``stats`` is the pair of running statistics (may be (None, None) unless
     ``stats_required``). Returns the checked (x, gamma, beta, stats, training, momentum,
-    eps, axis).
+    eps, axis, copies): after the op, ``copy_back(copies)`` writes the running statistics
+    the backend updated in copies into the caller's arrays.
     """
     x = as_input(xp, x)
     axis = channel_axis(axis, x.ndim)
@@ -234,6 +285,7 @@ def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, e
     gamma = per_channel(xp, gamma, "gamma", channels, x.dtype)
     beta = per_channel(xp, beta, "beta", channels, x.dtype)
     paired(*stats, stat_names)
+    copies = ()
     if stats[0] is None:
         if stats_required:
             raise ValueError(f"{stat_names[0]} and {stat_names[1]} are required")
@@ -241,12 +293,16 @@ def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, e
             raise ValueError(f"training=False normalizes with the running statistics: "
                              f"pass {stat_names[0]} and {stat_names[1]}")
     else:
-        stats = (running_stat(xp, stats[0], stat_names[0], channels, x.dtype, written=training),
-                 running_stat(xp, stats[1], stat_names[1], channels, x.dtype, written=training))
+        checked = (running_stat(xp, stats[0], stat_names[0], channels, x.dtype, written=training),
+                   running_stat(xp, stats[1], stat_names[1], channels, x.dtype, written=training))
         if training:
+            # the caller's arrays are the ones updated, through a copy or not
             no_overlap(xp, zip(stat_names, stats), (("x", x), ("gamma", gamma), ("beta", beta)))
+            if checked[0] is not stats[0] or checked[1] is not stats[1]:
+                copies = [(given, used) for given, used in zip(stats, checked) if used is not given]
+        stats = checked
     if training:
         training_batch(x.shape, axis)
     momentum = number(momentum, "momentum", low=0.0, high=1.0)
     eps = number(eps, "eps", low=0.0, low_open=True, finite=True)
-    return x, gamma, beta, stats, training, momentum, eps, axis
+    return x, gamma, beta, stats, training, momentum, eps, axis, copies

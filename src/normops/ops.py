@@ -30,14 +30,17 @@ def batch_norm(x, gamma=None, beta=None, running_mean=None, running_var=None, *,
     """
     be = backend_for(x, backend)
     xp = array_namespace(be)
-    x, gamma, beta, (running_mean, running_var), training, momentum, eps, axis = check.forward_args(
+    (x, gamma, beta, (running_mean, running_var), training, momentum, eps, axis,
+     copies) = check.forward_args(
         xp, x, gamma, beta, (running_mean, running_var), ("running_mean", "running_var"),
         training=training, momentum=momentum, eps=eps, axis=axis, stats_required=False)
     convention = check.convention(convention)
     if not training:
         check.positive_stats(xp, running_var, "running_var", allow_zero=True)
-    return _op(be, "batch_norm")(x, gamma, beta, running_mean, running_var, training=training,
-                                 momentum=momentum, eps=eps, axis=axis, convention=convention)
+    result = _op(be, "batch_norm")(x, gamma, beta, running_mean, running_var, training=training,
+                                   momentum=momentum, eps=eps, axis=axis, convention=convention)
+    check.copy_back(copies)
+    return result
 
 
 def batch_renorm(x, gamma, beta, running_mean, running_std, *, training=True, rmax=3.0,
@@ -53,14 +56,17 @@ def batch_renorm(x, gamma, beta, running_mean, running_std, *, training=True, rm
     """
     be = backend_for(x, backend)
     xp = array_namespace(be)
-    x, gamma, beta, (running_mean, running_std), training, momentum, eps, axis = check.forward_args(
+    (x, gamma, beta, (running_mean, running_std), training, momentum, eps, axis,
+     copies) = check.forward_args(
         xp, x, gamma, beta, (running_mean, running_std), ("running_mean", "running_std"),
         training=training, momentum=momentum, eps=eps, axis=axis, stats_required=True)
     check.positive_stats(xp, running_std, "running_std", allow_zero=False)
     rmax = check.number(rmax, "rmax", low=1.0)
     dmax = check.number(dmax, "dmax", low=0.0)
-    return _op(be, "batch_renorm")(x, gamma, beta, running_mean, running_std, training=training,
-                                   rmax=rmax, dmax=dmax, momentum=momentum, eps=eps, axis=axis)
+    result = _op(be, "batch_renorm")(x, gamma, beta, running_mean, running_std, training=training,
+                                     rmax=rmax, dmax=dmax, momentum=momentum, eps=eps, axis=axis)
+    check.copy_back(copies)
+    return result
 
 
 def _backward_args(be, dy, x, saved, gamma, axis, saved_type, forward_name):
