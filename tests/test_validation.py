@@ -257,3 +257,35 @@ def test_saved_state_is_hashable_and_compares_by_identity():
     _, saved = bn(x, g, b, rm, rv)
     _, again = bn(x, g, b, rm, rv)
     assert len({saved, again}) == 2 and saved == saved and saved != again
+
+
+def test_saved_state_fields_are_checked_converted_or_passed_on_as_they_are():
+    from normops import _validation
+    x, g, b, rm, rv = arrays()
+    dy = np.cos(x)
+    _, saved = bn(x, g, b, rm, rv)
+    # as the forward made it: the backend gets the very object, nothing copied
+    same, axis = _validation.saved_state(np, saved, normops.BatchNormSaved, "batch_norm", x, None)
+    assert same is saved and axis == 1
+    # valid, but not float64: converted in a copy of the state, the caller's left alone
+    narrow = normops.BatchNormSaved(saved.mean.astype(np.float32), saved.invstd.astype(">f8"),
+                                    True, np.int64(1), saved.shape)
+    checked, _ = _validation.saved_state(np, narrow, normops.BatchNormSaved, "batch_norm", x, None)
+    assert checked is not narrow and narrow.mean.dtype == np.float32 and narrow.axis.dtype == np.int64
+    assert checked.mean.dtype == checked.invstd.dtype == np.float64 and type(checked.axis) is int
+    for backend in ("cpu", "reference"):
+        np.testing.assert_allclose(
+            normops.batch_norm_backward(dy, x, narrow, g, backend=backend)[0],
+            normops.batch_norm_backward(dy, x, checked, g, backend=backend)[0], rtol=1e-12)
+    for field, value, error, match in [
+        ("mean", saved.mean.tolist(), TypeError, r"saved.mean must be a numpy.ndarray"),
+        ("invstd", np.ones(C + 1), ValueError, r"saved.invstd must have shape \(3,\)"),
+        ("invstd", np.ones(C, int), TypeError, r"saved.invstd must have a float dtype"),
+        ("axis", 1.0, TypeError, "saved.axis must be an int"),
+        ("training", 1, TypeError, "saved.training must be a bool"),
+        ("shape", list(x.shape), TypeError, "saved.shape must be a tuple of ints"),
+    ]:
+        forged = normops.BatchNormSaved(**{**saved.__dict__, field: value})
+        for backend in ("cpu", "reference"):
+            with pytest.raises(error, match=match):
+                normops.batch_norm_backward(dy, x, forged, g, backend=backend)

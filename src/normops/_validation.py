@@ -5,16 +5,20 @@ Every array handed to a backend is in native byte order, and a per-channel one i
 aligned and steps by whole items: a valid array that is not (byte-swapped, a field of a
 record array, a view into a byte buffer at an odd offset) is copied, so that compiled
 kernels can take it as it is."""
+import dataclasses
 import math
 import numbers
 import operator
 
 import numpy
 
+from ._saved import BatchNormSaved, BatchRenormSaved
+
 CONVENTIONS = ("pytorch", "keras")
 
 
 FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+F64 = FLOATS[1]
 
 
 def _no_mask(arr, name):
@@ -246,6 +250,9 @@ def training_batch(shape, axis):
 
 
 def gradient(xp, dy, x):
+    """dy, of x's shape and dtype (x is checked already)."""
+    if type(dy) is xp.ndarray and dy.dtype == x.dtype and dy.shape == x.shape:
+        return dy   # the common case: x's checks hold for it
     dy = as_input(xp, dy, "dy")
     if dy.shape != x.shape:
         raise ValueError(f"dy must have the shape of x {tuple(x.shape)}, got {tuple(dy.shape)}")
@@ -254,19 +261,107 @@ def gradient(xp, dy, x):
     return dy
 
 
-def saved_state(saved, expected_type, op_name, x, axis):
-    """The forward's saved state matches this backward call; returns the channel axis."""
+# the per-channel arrays of each saved state; BRN's r and d are None in eval mode
+_SAVED_ARRAYS = {BatchNormSaved: ("mean", "invstd"), BatchRenormSaved: ("mean", "invstd", "r", "d")}
+_TRAINING_ONLY = ("r", "d")
+
+
+def saved_state(xp, saved, expected_type, op_name, x, axis):
+    """The forward's saved state, checked against this backward call: returns
+    ``(saved, axis)``, the state for the backend and its channel axis. Its per-channel
+    arrays must be arrays of the backend's type, of shape (C,) and a float dtype; the
+    backend gets them as the forward ops make them, contiguous native float64, converted
+    where needed in a copy of ``saved`` (the caller's object is left alone)."""
     if not isinstance(saved, expected_type):
         raise TypeError(f"saved must be the {expected_type.__name__} returned by the forward op "
                         f"{op_name}, got {type(saved).__name__}")
+    if not _as_made(saved, _SAVED_ARRAYS[expected_type], x.shape):
+        saved = _checked_fields(xp, saved, _SAVED_ARRAYS[expected_type], x.shape)
     if axis is not None and channel_axis(axis, x.ndim) != saved.axis:
         raise ValueError(f"axis={axis} differs from the forward call's channel axis {saved.axis}")
-    if not 0 <= saved.axis < len(saved.shape):
-        raise ValueError(f"saved.axis={saved.axis} is not a channel axis of shape {saved.shape}")
-    if tuple(x.shape) != tuple(saved.shape):
-        raise ValueError(f"x has shape {tuple(x.shape)} but the forward call's x had shape "
-                         f"{tuple(saved.shape)}; pass the forward's x")
-    return saved.axis
+    return saved, saved.axis
+
+
+def _as_made(saved, fields, shape):
+    """Whether ``saved`` is as a forward op on an x of this shape makes it, checked
+    cheaply (a backward runs in every training step): a bool ``training``, an int
+    channel axis, x's shape as a tuple of ints, writeable C-contiguous float64 NumPy
+    arrays of shape (C,), and no r and d in eval mode."""
+    training, axis, saved_shape = saved.training, saved.axis, saved.shape
+    # a float or NumPy integer among the dims makes their product one too
+    if not (type(training) is bool and type(axis) is int and saved_shape == shape
+            and type(math.prod(saved_shape)) is int and 0 <= axis < len(shape)):
+        return False
+    per_channel = (shape[axis],)
+    for field in fields:
+        value = getattr(saved, field)
+        if not training and field in _TRAINING_ONLY:
+            if value is not None:
+                return False
+        elif not (type(value) is numpy.ndarray and value.dtype == F64
+                  and value.shape == per_channel and value.flags.carray):
+            return False
+    return True
+
+
+def _checked_fields(xp, saved, fields, shape):
+    """Every field of ``saved`` checked (named in any error) against x's ``shape``; a
+    copy of it where a field needed converting."""
+    fixed = {}
+    training, axis, saved_shape = saved.training, saved.axis, saved.shape
+    if type(training) is not bool:
+        training = fixed["training"] = flag(training, "saved.training")
+    if type(axis) is not int:
+        axis = fixed["axis"] = integer(axis, "saved.axis")
+    if type(saved_shape) is not tuple or not all(type(n) is int for n in saved_shape):
+        saved_shape = fixed["shape"] = _shape_of_ints(saved_shape)
+    if not 0 <= axis < len(saved_shape):
+        raise ValueError(f"saved.axis={axis} is not a channel axis of shape {saved_shape}")
+    if shape != saved_shape:
+        raise ValueError(f"x has shape {tuple(shape)} but the forward call's x had shape "
+                         f"{saved_shape} (saved.shape); pass the forward's x")
+    for field in fields:
+        value = getattr(saved, field)
+        checked = _saved_array(xp, value, field, shape[axis], training)
+        if checked is not value:
+            fixed[field] = checked
+    return dataclasses.replace(saved, **fixed) if fixed else saved
+
+
+def _shape_of_ints(shape):
+    """saved.shape as a tuple of Python ints (NumPy integers are converted)."""
+    if type(shape) is tuple:
+        try:
+            return tuple(integer(n, "saved.shape") for n in shape)
+        except TypeError:
+            pass
+    raise TypeError(f"saved.shape must be a tuple of ints (the forward's x.shape), "
+                    f"got {shape!r:.80}")
+
+
+def _saved_array(xp, value, field, channels, training):
+    """saved.<field> for the backend: contiguous native float64, converted (losslessly)
+    from a narrower float, another byte order or another layout. BRN's r and d are None
+    in eval mode, which uses neither (arrays given there are checked, then left out)."""
+    name = f"saved.{field}"
+    unused = field in _TRAINING_ONLY and not training
+    if value is None and unused:
+        return None
+    _no_mask(value, name)
+    if not isinstance(value, xp.ndarray):
+        needed = " (a training BatchRenormSaved holds r and d)" if field in _TRAINING_ONLY else ""
+        raise TypeError(f"{name} must be a {xp.__name__}.ndarray as the forward op returned it, "
+                        f"got {type(value).__name__}{needed}")
+    if value.dtype.kind != "f" or value.dtype.itemsize > F64.itemsize:
+        raise TypeError(f"{name} must have a float dtype of at most 64 bits (the forward "
+                        f"op's float64), got {value.dtype}")
+    _one_per_channel(value, name, channels)
+    if unused:
+        return None
+    value = xp.asarray(value)   # a subclass as a plain array
+    if value.dtype == F64 and value.flags.c_contiguous and getattr(value.flags, "aligned", True):
+        return value   # read-only, say: usable as it is
+    return xp.array(value, dtype=F64)
 
 
 def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, eps, axis,

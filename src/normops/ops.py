@@ -73,9 +73,9 @@ def _backward_args(be, dy, x, saved, gamma, axis, saved_type, forward_name):
     xp = array_namespace(be)
     x = check.as_input(xp, x)
     dy = check.gradient(xp, dy, x)
-    axis = check.saved_state(saved, saved_type, forward_name, x, axis)
+    saved, axis = check.saved_state(xp, saved, saved_type, forward_name, x, axis)
     gamma = check.per_channel(xp, gamma, "gamma", x.shape[axis], x.dtype)
-    return dy, x, gamma
+    return dy, x, saved, gamma
 
 
 def batch_norm_backward(dy, x, saved, gamma=None, *, axis=None, backend=None):
@@ -86,12 +86,14 @@ def batch_norm_backward(dy, x, saved, gamma=None, *, axis=None, backend=None):
     always returned (for gamma=None/beta=None they are the gradients at gamma=1/beta=0).
     """
     be = backend_for(x, backend)
-    dy, x, gamma = _backward_args(be, dy, x, saved, gamma, axis, BatchNormSaved, "batch_norm")
+    dy, x, saved, gamma = _backward_args(be, dy, x, saved, gamma, axis, BatchNormSaved,
+                                         "batch_norm")
     return _op(be, "batch_norm_backward")(dy, x, saved, gamma)
 
 
 def batch_renorm_backward(dy, x, saved, gamma, *, axis=None, backend=None):
     """Gradients of batch_renorm, with r and d held constant: ``(dx, dgamma, dbeta)``."""
     be = backend_for(x, backend)
-    dy, x, gamma = _backward_args(be, dy, x, saved, gamma, axis, BatchRenormSaved, "batch_renorm")
+    dy, x, saved, gamma = _backward_args(be, dy, x, saved, gamma, axis, BatchRenormSaved,
+                                         "batch_renorm")
     return _op(be, "batch_renorm_backward")(dy, x, saved, gamma)
