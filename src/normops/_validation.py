@@ -364,6 +364,25 @@ def _saved_array(xp, value, field, channels, training):
     return xp.array(value, dtype=F64)
 
 
+def kernel_input(xp, x):
+    """x of a backend's kernel called directly (plugin authors compare kernels): an
+    (outer, C, inner) array of dtype float32/float64."""
+    x = as_input(xp, x)
+    if x.ndim != 3:
+        raise ValueError(f"x must be a 3-D (outer, C, inner) array, got shape {tuple(x.shape)}")
+    return x
+
+
+def kernel_vector(xp, v, name, channels):
+    """A per-channel argument of a backend's kernel called directly: C real numbers."""
+    _no_mask(v, name)
+    arr = as_array(xp, v, name)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    _one_per_channel(arr, name, channels)
+    return arr
+
+
 def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, eps, axis,
                  stats_required):
     """Checks shared by the BN and BRN forward ops.
