@@ -1,9 +1,12 @@
 """Build and run-time configuration of the cpu backend: ``show_config``, the thread count
 of its OpenMP kernels and its cache of large output buffers."""
 import importlib
-import operator
+import sys
+
+from . import _validation as check
 
 MIB = 1 << 20
+INT_MAX = (1 << 31) - 1
 
 
 def _extension(name="_cpu"):
@@ -56,9 +59,10 @@ def show_config():
 def set_num_threads(n):
     """Threads for the cpu backend's kernels from now on (all Python threads); ``None`` or
     0 goes back to OpenMP's default (OMP_NUM_THREADS, or what threadpoolctl sets)."""
-    n = 0 if n is None else operator.index(n)
-    if n < 0:
-        raise ValueError(f"set_num_threads takes a positive count, 0 or None, got {n}")
+    n = 0 if n is None else check.integer(n, "n")
+    if not 0 <= n <= INT_MAX:   # the kernels take a C int
+        raise ValueError(f"set_num_threads takes a positive count (at most {INT_MAX}), 0 or "
+                         f"None, got {n}")
     _required().set_num_threads(n)
 
 
@@ -72,9 +76,7 @@ def set_output_cache(max_bytes):
     outputs of the same size once those arrays are gone, instead of fresh pages that the
     operating system maps and zeroes on first touch. At most ``max_bytes`` of such idle
     memory is kept (256 MiB at import); 0 frees it and turns reuse off."""
-    if isinstance(max_bytes, bool):
-        raise TypeError(f"max_bytes must be an int, got {max_bytes!r}")
-    max_bytes = operator.index(max_bytes)
-    if max_bytes < 0:
-        raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+    max_bytes = check.integer(max_bytes, "max_bytes")
+    if not 0 <= max_bytes <= sys.maxsize:   # a Py_ssize_t
+        raise ValueError(f"max_bytes must be >= 0 (and at most {sys.maxsize}), got {max_bytes}")
     _required("_buffers").set_idle_limit(max_bytes)
