@@ -100,6 +100,11 @@ def test_running_stats_are_checked_for_in_place_updates():
         bn(x2, None, None, np.zeros(C), x2[1])
     with pytest.raises(ValueError, match="running_var shares memory with gamma"):
         bn(x2, g, None, np.zeros(C), g)
+    # the backend gets copies of a byte-swapped x and running statistic; the caller's
+    # arrays still share memory, and the update written back would change x
+    swapped = x2.astype(">f8")
+    with pytest.raises(ValueError, match="running_mean shares memory with x"):
+        bn(swapped, None, None, swapped[0], np.ones(C, ">f8"))
 
 
 def test_eval_needs_running_stats():

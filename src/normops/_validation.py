@@ -392,6 +392,7 @@ def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, e
     eps, axis, copies): after the op, ``copy_back(copies)`` writes the running statistics
     the backend updated in copies into the caller's arrays.
     """
+    inputs = (("x", x), ("gamma", gamma), ("beta", beta))   # the caller's, before any copy
     x = as_input(xp, x)
     axis = channel_axis(axis, x.ndim)
     training = flag(training, "training")
@@ -410,8 +411,8 @@ def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, e
         checked = (running_stat(xp, stats[0], stat_names[0], channels, x.dtype, written=training),
                    running_stat(xp, stats[1], stat_names[1], channels, x.dtype, written=training))
         if training:
-            # the caller's arrays are the ones updated, through a copy or not
-            no_overlap(xp, zip(stat_names, stats), (("x", x), ("gamma", gamma), ("beta", beta)))
+            # the caller's arrays are the ones updated (through a copy or not) and read
+            no_overlap(xp, zip(stat_names, stats), inputs)
             if checked[0] is not stats[0] or checked[1] is not stats[1]:
                 copies = [(given, used) for given, used in zip(stats, checked) if used is not given]
         stats = checked
