@@ -154,6 +154,8 @@ def running_stat(xp, arr, name, channels, dtype, *, written):
         raise TypeError(f"{name} must be a {xp.__name__}.ndarray (it is updated in place), "
                         f"got {type(arr).__name__}")
     checked = per_channel(xp, arr, name, channels, dtype)
+    if getattr(arr.flags, "carray", False):
+        return checked   # writeable and contiguous: the common case
     if not getattr(arr.flags, "writeable", True):
         raise ValueError(f"{name} is read-only; running statistics are updated in place "
                          f"when training, so pass a writeable array")
