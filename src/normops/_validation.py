@@ -277,14 +277,14 @@ def saved_state(xp, saved, expected_type, op_name, x, axis):
     if not isinstance(saved, expected_type):
         raise TypeError(f"saved must be the {expected_type.__name__} returned by the forward op "
                         f"{op_name}, got {type(saved).__name__}")
-    if not _as_made(saved, _SAVED_ARRAYS[expected_type], x.shape):
+    if not _as_made(saved, x.shape):
         saved = _checked_fields(xp, saved, _SAVED_ARRAYS[expected_type], x.shape)
     if axis is not None and channel_axis(axis, x.ndim) != saved.axis:
         raise ValueError(f"axis={axis} differs from the forward call's channel axis {saved.axis}")
     return saved, saved.axis
 
 
-def _as_made(saved, fields, shape):
+def _as_made(saved, shape):
     """Whether ``saved`` is as a forward op on an x of this shape makes it, checked
     cheaply (a backward runs in every training step): a bool ``training``, an int
     channel axis, x's shape as a tuple of ints, writeable C-contiguous float64 NumPy
@@ -295,15 +295,18 @@ def _as_made(saved, fields, shape):
             and type(math.prod(saved_shape)) is int and 0 <= axis < len(shape)):
         return False
     per_channel = (shape[axis],)
-    for field in fields:
-        value = getattr(saved, field)
-        if not training and field in _TRAINING_ONLY:
-            if value is not None:
-                return False
-        elif not (type(value) is numpy.ndarray and value.dtype == F64
-                  and value.shape == per_channel and value.flags.carray):
-            return False
-    return True
+    if type(saved) is BatchRenormSaved and not (
+            _pair_as_made(saved.r, saved.d, per_channel) if training
+            else saved.r is None and saved.d is None):
+        return False
+    return _pair_as_made(saved.mean, saved.invstd, per_channel)
+
+
+def _pair_as_made(a, b, per_channel):
+    """Two writeable C-contiguous float64 NumPy arrays of shape ``per_channel``."""
+    return (type(a) is numpy.ndarray and type(b) is numpy.ndarray and a.dtype == F64
+            and b.dtype == F64 and a.shape == per_channel and b.shape == per_channel
+            and a.flags.carray and b.flags.carray)
 
 
 def _checked_fields(xp, saved, fields, shape):
