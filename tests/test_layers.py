@@ -203,6 +203,23 @@ def test_load_refuses_invalid_spreads(cls, key, values):
         layer.load_state_dict({**state, key: np.array(values)})
 
 
+@pytest.mark.parametrize("cls, key, value, error", [
+    (normops.BatchNorm, "weight", [[1.0], [2.0, 3.0]], ValueError),   # ragged
+    (normops.BatchNorm, "bias", ["a", "b", "c"], TypeError),
+    (normops.BatchNorm, "running_var", ["a", "b", "c"], TypeError),
+    (normops.BatchRenorm, "running_var", ["a", "b", "c"], TypeError),  # a BN state into BRN
+])
+def test_load_names_values_that_are_not_real_numbers(cls, key, value, error):
+    layer = cls(3)
+    state = {k: v for k, v in layer.state_dict().items() if k not in ("running_var", "running_std")}
+    if key in ("weight", "bias"):
+        state[layer._spread] = np.ones(3)
+    with pytest.raises(error, match=f"^{key} "):
+        layer.load_state_dict({**state, key: value})
+    with pytest.raises(TypeError, match="state must be a mapping"):
+        layer.load_state_dict([("weight", np.ones(3))])
+
+
 def test_load_without_num_batches_tracked_keeps_the_count():
     layer = normops.BatchNorm(3)
     layer(batches(1)[0])

@@ -70,10 +70,15 @@ def test_running_stats_are_checked_for_in_place_updates():
     y, _ = bn(x, g, b, rm, rv, training=False)
     assert y.shape == x.shape
     odd = unaligned(rv)
-    with pytest.raises(ValueError, match="running_var is not aligned"):
-        bn(x, g, b, np.zeros(C), odd)
     y_odd, _ = bn(x, g, b, rm, odd, training=False)   # only read: fine
     assert np.array_equal(y_odd, bn(x, g, b, rm, rv, training=False)[0])
+    # written: updated in an aligned copy, which is written back into it
+    expected = rv.copy()
+    bn(x, g, b, np.zeros(C), expected)
+    bn(x, g, b, np.zeros(C), odd)
+    assert not odd.flags.aligned and np.array_equal(odd, expected)
+    with pytest.raises(ValueError, match="running_var steps 0 bytes between its 8-byte values"):
+        bn(x, g, b, np.zeros(C), np.lib.stride_tricks.as_strided(np.ones(1), (C,), (0,)))
     with pytest.raises(TypeError, match=r"running_var must be a numpy.ndarray \(it is updated in place\), got list"):
         bn(x, g, b, np.zeros(C), [1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="running_mean and running_var must be given together"):
@@ -95,6 +100,11 @@ def test_running_stats_are_checked_for_in_place_updates():
         bn(x2, None, None, np.zeros(C), x2[1])
     with pytest.raises(ValueError, match="running_var shares memory with gamma"):
         bn(x2, g, None, np.zeros(C), g)
+    # the backend gets copies of a byte-swapped x and running statistic; the caller's
+    # arrays still share memory, and the update written back would change x
+    swapped = x2.astype(">f8")
+    with pytest.raises(ValueError, match="running_mean shares memory with x"):
+        bn(swapped, None, None, swapped[0], np.ones(C, ">f8"))
 
 
 def test_eval_needs_running_stats():
@@ -122,9 +132,11 @@ def test_one_value_per_channel_is_refused_in_training(shape, axis):
     (dict(momentum=float("nan")), ValueError, "momentum must be in"),
     (dict(momentum=None), TypeError, "momentum must be a real number"),
     (dict(momentum=np.complex128(0.1)), TypeError, "momentum must be a real number"),
-    (dict(eps=0.0), ValueError, r"eps must be in \(0.0, inf\]"),
-    (dict(eps=float("inf")), ValueError, "eps must be finite"),
-    (dict(eps=-1e-5), ValueError, "eps must be in"),
+    (dict(momentum=10**400), ValueError, r"momentum must be in \[0.0, 1.0\], got inf"),
+    # the message states the interval eps is taken from: inf is not in it
+    (dict(eps=0.0), ValueError, r"eps must be a finite number > 0.0, got 0.0"),
+    (dict(eps=float("inf")), ValueError, r"eps must be a finite number > 0.0, got inf"),
+    (dict(eps=-1e-5), ValueError, "eps must be a finite number > 0.0"),
     (dict(eps="1e-5"), TypeError, "eps must be a real number"),
     (dict(convention="tf"), ValueError, "convention must be one of 'pytorch', 'keras', got 'tf'"),
     (dict(training=1), TypeError, "training must be a bool"),
@@ -250,3 +262,35 @@ def test_saved_state_is_hashable_and_compares_by_identity():
     _, saved = bn(x, g, b, rm, rv)
     _, again = bn(x, g, b, rm, rv)
     assert len({saved, again}) == 2 and saved == saved and saved != again
+
+
+def test_saved_state_fields_are_checked_converted_or_passed_on_as_they_are():
+    from normops import _validation
+    x, g, b, rm, rv = arrays()
+    dy = np.cos(x)
+    _, saved = bn(x, g, b, rm, rv)
+    # as the forward made it: the backend gets the very object, nothing copied
+    same, axis = _validation.saved_state(np, saved, normops.BatchNormSaved, "batch_norm", x, None)
+    assert same is saved and axis == 1
+    # valid, but not float64: converted in a copy of the state, the caller's left alone
+    narrow = normops.BatchNormSaved(saved.mean.astype(np.float32), saved.invstd.astype(">f8"),
+                                    True, np.int64(1), saved.shape)
+    checked, _ = _validation.saved_state(np, narrow, normops.BatchNormSaved, "batch_norm", x, None)
+    assert checked is not narrow and narrow.mean.dtype == np.float32 and narrow.axis.dtype == np.int64
+    assert checked.mean.dtype == checked.invstd.dtype == np.float64 and type(checked.axis) is int
+    for backend in ("cpu", "reference"):
+        np.testing.assert_allclose(
+            normops.batch_norm_backward(dy, x, narrow, g, backend=backend)[0],
+            normops.batch_norm_backward(dy, x, checked, g, backend=backend)[0], rtol=1e-12)
+    for field, value, error, match in [
+        ("mean", saved.mean.tolist(), TypeError, r"saved.mean must be a numpy.ndarray"),
+        ("invstd", np.ones(C + 1), ValueError, r"saved.invstd must have shape \(3,\)"),
+        ("invstd", np.ones(C, int), TypeError, r"saved.invstd must have a float dtype"),
+        ("axis", 1.0, TypeError, "saved.axis must be an int"),
+        ("training", 1, TypeError, "saved.training must be a bool"),
+        ("shape", list(x.shape), TypeError, "saved.shape must be a tuple of ints"),
+    ]:
+        forged = normops.BatchNormSaved(**{**saved.__dict__, field: value})
+        for backend in ("cpu", "reference"):
+            with pytest.raises(error, match=match):
+                normops.batch_norm_backward(dy, x, forged, g, backend=backend)

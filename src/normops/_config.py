@@ -1,7 +1,9 @@
 """Build and run-time configuration of the cpu backend: ``show_config``, the thread count
 of its OpenMP kernels and its cache of large output buffers."""
 import importlib
-import operator
+import sys
+
+from . import _validation as check
 
 MIB = 1 << 20
 
@@ -69,9 +71,7 @@ def set_num_threads(n):
     ``max_threads()``; ``None`` or 0 goes back to OpenMP's default (OMP_NUM_THREADS, or
     what threadpoolctl sets, also capped at ``max_threads()``). In a process forked after
     the kernels started threads, they run on one thread and more is refused (_FORKED)."""
-    if isinstance(n, bool):
-        raise TypeError(f"set_num_threads takes an int or None, got {n!r}")
-    n = 0 if n is None else operator.index(n)
+    n = 0 if n is None else check.integer(n, "n")   # bools and floats refused
     if n < 0:
         raise ValueError(f"set_num_threads takes a positive count, 0 or None, got {n}")
     ext = _required()
@@ -101,9 +101,7 @@ def set_output_cache(max_bytes):
     outputs of the same size once those arrays are gone, instead of fresh pages that the
     operating system maps and zeroes on first touch. At most ``max_bytes`` of such idle
     memory is kept (256 MiB at import); 0 frees it and turns reuse off."""
-    if isinstance(max_bytes, bool):
-        raise TypeError(f"max_bytes must be an int, got {max_bytes!r}")
-    max_bytes = operator.index(max_bytes)
-    if max_bytes < 0:
-        raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+    max_bytes = check.integer(max_bytes, "max_bytes")
+    if not 0 <= max_bytes <= sys.maxsize:   # a Py_ssize_t
+        raise ValueError(f"max_bytes must be >= 0 (and at most {sys.maxsize}), got {max_bytes}")
     _required("_buffers").set_idle_limit(max_bytes)

@@ -1,15 +1,24 @@
 """Argument checks shared by every op: bad input gets a clear exception here, before
-any backend sees it (backends may assume what these functions guarantee)."""
+any backend sees it (backends may assume what these functions guarantee).
+
+Every array handed to a backend is in native byte order, and a per-channel one is also
+aligned and steps by whole items: a valid array that is not (byte-swapped, a field of a
+record array, a view into a byte buffer at an odd offset) is copied, so that compiled
+kernels can take it as it is."""
+import dataclasses
 import math
 import numbers
 import operator
 
 import numpy
 
+from ._saved import BatchNormSaved, BatchRenormSaved
+
 CONVENTIONS = ("pytorch", "keras")
 
 
 FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+F64 = FLOATS[1]
 
 
 def _no_mask(arr, name):
@@ -18,12 +27,40 @@ def _no_mask(arr, name):
                         f"(pass {name}.filled(...) or the unmasked values)")
 
 
+def as_array(xp, value, name, dtype=None):
+    """xp.asarray, with a failed conversion (strings, ragged lists, huge ints) reported
+    under the argument's name."""
+    try:
+        return xp.asarray(value, dtype=dtype)
+    except (TypeError, ValueError, OverflowError) as exc:
+        kind = TypeError if isinstance(exc, TypeError) else ValueError
+        raise kind(f"{name} could not be converted to an array: {exc}") from exc
+
+
+def _native(dtype):
+    """dtype in native byte order: a byte-swapped float holds the same numbers."""
+    return dtype.newbyteorder("=")
+
+
+def _kernel_ready(arr):
+    """A 1-D array compiled kernels can step through as it is: native byte order,
+    aligned, and a stride of whole items (a field of a record array has neither)."""
+    return (arr.dtype.isnative and getattr(arr.flags, "aligned", True)
+            and arr.strides[0] % arr.itemsize == 0)
+
+
 def as_input(xp, x, name="x"):
-    """An array of dtype float32/float64 with ndim >= 2 and at least one element."""
-    _no_mask(x, name)
-    arr = x if type(x) is xp.ndarray else xp.asarray(x)
+    """An array of dtype float32/float64 (native byte order: a byte-swapped one is
+    converted) with ndim >= 2 and at least one element."""
+    if type(x) is xp.ndarray:
+        arr = x
+    else:
+        _no_mask(x, name)
+        arr = as_array(xp, x, name)
     if arr.dtype not in FLOATS:
-        raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
+        if _native(arr.dtype) not in FLOATS:
+            raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
+        arr = arr.astype(_native(arr.dtype))
     if arr.ndim < 2:
         raise ValueError(
             f"{name} must have at least 2 dimensions (batch and channel), got shape {tuple(arr.shape)}"
@@ -59,66 +96,92 @@ def flag(value, name):
 
 
 def number(value, name, *, low, high=math.inf, low_open=False, finite=False):
-    """A real number in [low, high] (or (low, high] with low_open), NaN refused."""
+    """A real number in [low, high] (or (low, high] with low_open), NaN refused; with
+    ``finite`` (and no finite ``high``) inf is refused too."""
     if type(value) is float and low < value < high:  # the common case: strictly inside
         return value
     if isinstance(value, numpy.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float's range: as far out as inf
+        value = math.inf if value > 0 else -math.inf
     too_low = value <= low if low_open else value < low
-    if math.isnan(value) or too_low or value > high:
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value}")
-    if finite and math.isinf(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+    if math.isnan(value) or too_low or value > high or (finite and math.isinf(value)):
+        raise ValueError(f"{name} must be {_interval(low, high, low_open, finite)}, got {value}")
     return value
 
 
+def _interval(low, high, low_open, finite):
+    if math.isinf(high) and finite:
+        return f"a finite number {'>' if low_open else '>='} {low}"
+    return f"in {'(' if low_open else '['}{low}, {high}]"
+
+
 def convention(value):
-    if value not in CONVENTIONS:
+    if not isinstance(value, str) or value not in CONVENTIONS:
         raise ValueError(f"convention must be one of {', '.join(map(repr, CONVENTIONS))}, got {value!r}")
     return value
 
 
 def per_channel(xp, arr, name, channels, dtype):
     """gamma/beta (and running statistics that are only read): None, or shape (C,).
-    An array must have x's dtype; anything else (a list, say) is converted to it."""
+    An array must have x's dtype (in either byte order); anything else (a list, say) is
+    converted to it. An array the kernels cannot take as it is comes back as a copy."""
     if arr is None:
         return None
-    if type(arr) is xp.ndarray and arr.dtype == dtype and arr.shape == (channels,):
+    if (type(arr) is xp.ndarray and arr.dtype == dtype and arr.shape == (channels,)
+            and getattr(arr.flags, "carray", False)):
         return arr   # the common case: nothing to convert or report
     _no_mask(arr, name)
     if type(arr) is not xp.ndarray:
-        arr = xp.asarray(arr) if hasattr(arr, "dtype") else xp.asarray(arr, dtype=dtype)
+        arr = as_array(xp, arr, name, None if hasattr(arr, "dtype") else dtype)
     _check_channel_array(arr, name, channels, dtype)
-    return arr
+    return arr if _kernel_ready(arr) else arr.astype(dtype)
 
 
 def running_stat(xp, arr, name, channels, dtype, *, written):
-    """A running statistic of shape (C,) and x's dtype. When ``written`` (training) it must
-    be a writeable array of the backend's type, since it is updated in place."""
-    if written and not isinstance(arr, xp.ndarray):
+    """A running statistic of shape (C,) and x's dtype. When ``written`` (training) it is
+    updated in place, so it must be a writeable array of the backend's type whose
+    channels are distinct elements. One the kernels cannot write as it is (byte-swapped,
+    unaligned, a field of a record array) comes back as a copy for the backend to
+    update, which ``copy_back`` then writes into it."""
+    if not written:
+        return per_channel(xp, arr, name, channels, dtype)
+    if not isinstance(arr, xp.ndarray):
         raise TypeError(f"{name} must be a {xp.__name__}.ndarray (it is updated in place), "
                         f"got {type(arr).__name__}")
-    arr = per_channel(xp, arr, name, channels, dtype)
-    if written and not getattr(arr.flags, "writeable", True):
+    checked = per_channel(xp, arr, name, channels, dtype)
+    if getattr(arr.flags, "carray", False):
+        return checked   # writeable and contiguous: the common case
+    if not getattr(arr.flags, "writeable", True):
         raise ValueError(f"{name} is read-only; running statistics are updated in place "
                          f"when training, so pass a writeable array")
-    if written and not getattr(arr.flags, "aligned", True):
-        raise ValueError(f"{name} is not aligned (a view into a buffer at an odd offset); "
-                         f"running statistics are updated in place when training, so pass "
-                         f"an aligned array")
-    return arr
+    if channels > 1 and abs(arr.strides[0]) < arr.itemsize:
+        raise ValueError(f"{name} steps {arr.strides[0]} bytes between its {arr.itemsize}-byte "
+                         f"values, so its channels overlap in memory (a broadcast view?); "
+                         f"running statistics are updated in place when training, so give "
+                         f"each channel its own element")
+    return checked
+
+
+def copy_back(copies):
+    """Writes the running statistics a backend updated in copies (see running_stat) into
+    the caller's arrays: ``copies`` holds (caller's array, copy) pairs."""
+    for given, used in copies:
+        given[...] = used
 
 
 def _check_channel_array(arr, name, channels, dtype):
-    if arr.dtype == dtype and arr.shape == (channels,):
-        return
-    if arr.dtype != dtype:
+    if _native(arr.dtype) != dtype:
         raise TypeError(f"{name} has dtype {arr.dtype} but x has dtype {dtype}; "
                         f"pass {name}.astype({dtype.name!r})")
+    _one_per_channel(arr, name, channels)
+
+
+def _one_per_channel(arr, name, channels):
     if tuple(arr.shape) != (channels,):
         raise ValueError(f"{name} must have shape ({channels},) (one value per channel), "
                          f"got shape {tuple(arr.shape)}")
@@ -189,6 +252,9 @@ def training_batch(shape, axis):
 
 
 def gradient(xp, dy, x):
+    """dy, of x's shape and dtype (x is checked already)."""
+    if type(dy) is xp.ndarray and dy.dtype == x.dtype and dy.shape == x.shape:
+        return dy   # the common case: x's checks hold for it
     dy = as_input(xp, dy, "dy")
     if dy.shape != x.shape:
         raise ValueError(f"dy must have the shape of x {tuple(x.shape)}, got {tuple(dy.shape)}")
@@ -197,19 +263,129 @@ def gradient(xp, dy, x):
     return dy
 
 
-def saved_state(saved, expected_type, op_name, x, axis):
-    """The forward's saved state matches this backward call; returns the channel axis."""
+# the per-channel arrays of each saved state; BRN's r and d are None in eval mode
+_SAVED_ARRAYS = {BatchNormSaved: ("mean", "invstd"), BatchRenormSaved: ("mean", "invstd", "r", "d")}
+_TRAINING_ONLY = ("r", "d")
+
+
+def saved_state(xp, saved, expected_type, op_name, x, axis):
+    """The forward's saved state, checked against this backward call: returns
+    ``(saved, axis)``, the state for the backend and its channel axis. Its per-channel
+    arrays must be arrays of the backend's type, of shape (C,) and a float dtype; the
+    backend gets them as the forward ops make them, contiguous native float64, converted
+    where needed in a copy of ``saved`` (the caller's object is left alone)."""
     if not isinstance(saved, expected_type):
         raise TypeError(f"saved must be the {expected_type.__name__} returned by the forward op "
                         f"{op_name}, got {type(saved).__name__}")
+    if not _as_made(saved, x.shape):
+        saved = _checked_fields(xp, saved, _SAVED_ARRAYS[expected_type], x.shape)
     if axis is not None and channel_axis(axis, x.ndim) != saved.axis:
         raise ValueError(f"axis={axis} differs from the forward call's channel axis {saved.axis}")
-    if not 0 <= saved.axis < len(saved.shape):
-        raise ValueError(f"saved.axis={saved.axis} is not a channel axis of shape {saved.shape}")
-    if tuple(x.shape) != tuple(saved.shape):
-        raise ValueError(f"x has shape {tuple(x.shape)} but the forward call's x had shape "
-                         f"{tuple(saved.shape)}; pass the forward's x")
-    return saved.axis
+    return saved, saved.axis
+
+
+def _as_made(saved, shape):
+    """Whether ``saved`` is as a forward op on an x of this shape makes it, checked
+    cheaply (a backward runs in every training step): a bool ``training``, an int
+    channel axis, x's shape as a tuple of ints, writeable C-contiguous float64 NumPy
+    arrays of shape (C,), and no r and d in eval mode."""
+    training, axis, saved_shape = saved.training, saved.axis, saved.shape
+    # a float or NumPy integer among the dims makes their product one too
+    if not (type(training) is bool and type(axis) is int and saved_shape == shape
+            and type(math.prod(saved_shape)) is int and 0 <= axis < len(shape)):
+        return False
+    per_channel = (shape[axis],)
+    if type(saved) is BatchRenormSaved and not (
+            _pair_as_made(saved.r, saved.d, per_channel) if training
+            else saved.r is None and saved.d is None):
+        return False
+    return _pair_as_made(saved.mean, saved.invstd, per_channel)
+
+
+def _pair_as_made(a, b, per_channel):
+    """Two writeable C-contiguous float64 NumPy arrays of shape ``per_channel``."""
+    return (type(a) is numpy.ndarray and type(b) is numpy.ndarray and a.dtype == F64
+            and b.dtype == F64 and a.shape == per_channel and b.shape == per_channel
+            and a.flags.carray and b.flags.carray)
+
+
+def _checked_fields(xp, saved, fields, shape):
+    """Every field of ``saved`` checked (named in any error) against x's ``shape``; a
+    copy of it where a field needed converting."""
+    fixed = {}
+    training, axis, saved_shape = saved.training, saved.axis, saved.shape
+    if type(training) is not bool:
+        training = fixed["training"] = flag(training, "saved.training")
+    if type(axis) is not int:
+        axis = fixed["axis"] = integer(axis, "saved.axis")
+    if type(saved_shape) is not tuple or not all(type(n) is int for n in saved_shape):
+        saved_shape = fixed["shape"] = _shape_of_ints(saved_shape)
+    if not 0 <= axis < len(saved_shape):
+        raise ValueError(f"saved.axis={axis} is not a channel axis of shape {saved_shape}")
+    if shape != saved_shape:
+        raise ValueError(f"x has shape {tuple(shape)} but the forward call's x had shape "
+                         f"{saved_shape} (saved.shape); pass the forward's x")
+    for field in fields:
+        value = getattr(saved, field)
+        checked = _saved_array(xp, value, field, shape[axis], training)
+        if checked is not value:
+            fixed[field] = checked
+    return dataclasses.replace(saved, **fixed) if fixed else saved
+
+
+def _shape_of_ints(shape):
+    """saved.shape as a tuple of Python ints (NumPy integers are converted)."""
+    if type(shape) is tuple:
+        try:
+            return tuple(integer(n, "saved.shape") for n in shape)
+        except TypeError:
+            pass
+    raise TypeError(f"saved.shape must be a tuple of ints (the forward's x.shape), "
+                    f"got {shape!r:.80}")
+
+
+def _saved_array(xp, value, field, channels, training):
+    """saved.<field> for the backend: contiguous native float64, converted (losslessly)
+    from a narrower float, another byte order or another layout. BRN's r and d are None
+    in eval mode, which uses neither (arrays given there are checked, then left out)."""
+    name = f"saved.{field}"
+    unused = field in _TRAINING_ONLY and not training
+    if value is None and unused:
+        return None
+    _no_mask(value, name)
+    if not isinstance(value, xp.ndarray):
+        needed = " (a training BatchRenormSaved holds r and d)" if field in _TRAINING_ONLY else ""
+        raise TypeError(f"{name} must be a {xp.__name__}.ndarray as the forward op returned it, "
+                        f"got {type(value).__name__}{needed}")
+    if value.dtype.kind != "f" or value.dtype.itemsize > F64.itemsize:
+        raise TypeError(f"{name} must have a float dtype of at most 64 bits (the forward "
+                        f"op's float64), got {value.dtype}")
+    _one_per_channel(value, name, channels)
+    if unused:
+        return None
+    value = xp.asarray(value)   # a subclass as a plain array
+    if value.dtype == F64 and value.flags.c_contiguous and getattr(value.flags, "aligned", True):
+        return value   # read-only, say: usable as it is
+    return xp.array(value, dtype=F64)
+
+
+def kernel_input(xp, x):
+    """x of a backend's kernel called directly (plugin authors compare kernels): an
+    (outer, C, inner) array of dtype float32/float64."""
+    x = as_input(xp, x)
+    if x.ndim != 3:
+        raise ValueError(f"x must be a 3-D (outer, C, inner) array, got shape {tuple(x.shape)}")
+    return x
+
+
+def kernel_vector(xp, v, name, channels):
+    """A per-channel argument of a backend's kernel called directly: C real numbers."""
+    _no_mask(v, name)
+    arr = as_array(xp, v, name)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    _one_per_channel(arr, name, channels)
+    return arr
 
 
 def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, eps, axis,
@@ -218,8 +394,10 @@ def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, e
 
     ``stats`` is the pair of running statistics (may be (None, None) unless
     ``stats_required``). Returns the checked (x, gamma, beta, stats, training, momentum,
-    eps, axis).
+    eps, axis, copies): after the op, ``copy_back(copies)`` writes the running statistics
+    the backend updated in copies into the caller's arrays.
     """
+    inputs = (("x", x), ("gamma", gamma), ("beta", beta))   # the caller's, before any copy
     x = as_input(xp, x)
     axis = channel_axis(axis, x.ndim)
     training = flag(training, "training")
@@ -227,6 +405,7 @@ def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, e
     gamma = per_channel(xp, gamma, "gamma", channels, x.dtype)
     beta = per_channel(xp, beta, "beta", channels, x.dtype)
     paired(*stats, stat_names)
+    copies = ()
     if stats[0] is None:
         if stats_required:
             raise ValueError(f"{stat_names[0]} and {stat_names[1]} are required")
@@ -234,12 +413,16 @@ def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, e
             raise ValueError(f"training=False normalizes with the running statistics: "
                              f"pass {stat_names[0]} and {stat_names[1]}")
     else:
-        stats = (running_stat(xp, stats[0], stat_names[0], channels, x.dtype, written=training),
-                 running_stat(xp, stats[1], stat_names[1], channels, x.dtype, written=training))
+        checked = (running_stat(xp, stats[0], stat_names[0], channels, x.dtype, written=training),
+                   running_stat(xp, stats[1], stat_names[1], channels, x.dtype, written=training))
         if training:
-            no_overlap(xp, zip(stat_names, stats), (("x", x), ("gamma", gamma), ("beta", beta)))
+            # the caller's arrays are the ones updated (through a copy or not) and read
+            no_overlap(xp, zip(stat_names, stats), inputs)
+            if checked[0] is not stats[0] or checked[1] is not stats[1]:
+                copies = [(given, used) for given, used in zip(stats, checked) if used is not given]
+        stats = checked
     if training:
         training_batch(x.shape, axis)
     momentum = number(momentum, "momentum", low=0.0, high=1.0)
     eps = number(eps, "eps", low=0.0, low_open=True, finite=True)
-    return x, gamma, beta, stats, training, momentum, eps, axis
+    return x, gamma, beta, stats, training, momentum, eps, axis, copies

@@ -5,6 +5,7 @@ state dicts with the keys of PyTorch's ``BatchNorm*d``.
 The layers hold NumPy arrays and call the public ops, so every check of the ops applies
 and any backend for NumPy arrays may run them (``backend=``).
 """
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -27,7 +28,7 @@ class LoadResult(NamedTuple):
     unexpected_keys: list
 
 
-def _to_numpy(value):
+def _to_numpy(value, key):
     """A NumPy array from an array, list or PyTorch tensor (without importing torch)."""
     detach = getattr(value, "detach", None)
     if callable(detach):
@@ -36,7 +37,14 @@ def _to_numpy(value):
             value = tensor.numpy()
         except TypeError:            # a dtype NumPy lacks (bfloat16): widen it first
             value = tensor.double().numpy()
-    return np.asarray(value)
+    return check.as_array(np, value, key)
+
+
+def _real(key, value):
+    """value, which a state dict holds under key, if it holds real numbers."""
+    if not np.issubdtype(value.dtype, np.number) or np.issubdtype(value.dtype, np.complexfloating):
+        raise TypeError(f"{key} must hold real numbers, got dtype {value.dtype}")
+    return value
 
 
 def _check_spread(key, value):
@@ -205,6 +213,9 @@ class _Norm:
         ``BatchNorm*d.state_dict()`` (tensors are accepted). Values are copied into the
         layer's arrays (an optimizer holding them keeps working) and cast to its dtype.
         ``strict``: missing or unexpected keys are an error; else they are returned."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a mapping of names to values (a state dict), "
+                            f"got {type(state).__name__}")
         state = self._convert_state(state)
         attrs = self._state_attrs()
         # as PyTorch does, a state without num_batches_tracked keeps the current count
@@ -217,7 +228,7 @@ class _Norm:
         for key, attr in attrs.items():
             if key not in state:
                 continue
-            value = _to_numpy(state[key])
+            value = _to_numpy(state[key], key)
             if key == "num_batches_tracked":
                 if value.shape != () or not np.issubdtype(value.dtype, np.integer) or value < 0:
                     raise ValueError(f"num_batches_tracked must be a non-negative integer, got {value!r}")
@@ -225,8 +236,7 @@ class _Norm:
                 continue
             if value.shape != (self.num_features,):
                 raise ValueError(f"{key} must have shape ({self.num_features},), got {value.shape}")
-            if not np.issubdtype(value.dtype, np.number) or np.issubdtype(value.dtype, np.complexfloating):
-                raise TypeError(f"{key} must hold real numbers, got dtype {value.dtype}")
+            value = _real(key, value)
             if key in _SPREAD_RULES:
                 _check_spread(key, value)
             loaded[attr] = value
@@ -358,7 +368,8 @@ class BatchRenorm(_Norm):
         """A BN state (``running_var``) loads as sigma = sqrt(running_var + eps)."""
         state = dict(state)
         if "running_std" not in state and "running_var" in state:
-            var = _to_numpy(state.pop("running_var")).astype(np.float64)
+            var = _real("running_var", _to_numpy(state.pop("running_var"), "running_var"))
+            var = var.astype(np.float64)
             _check_spread("running_var", var)
             state["running_std"] = np.sqrt(var + self.eps)
         return state

@@ -30,14 +30,17 @@ def batch_norm(x, gamma=None, beta=None, running_mean=None, running_var=None, *,
     """
     be = backend_for(x, backend)
     xp = array_namespace(be)
-    x, gamma, beta, (running_mean, running_var), training, momentum, eps, axis = check.forward_args(
+    (x, gamma, beta, (running_mean, running_var), training, momentum, eps, axis,
+     copies) = check.forward_args(
         xp, x, gamma, beta, (running_mean, running_var), ("running_mean", "running_var"),
         training=training, momentum=momentum, eps=eps, axis=axis, stats_required=False)
     convention = check.convention(convention)
     if not training:
         check.positive_stats(xp, running_var, "running_var", allow_zero=True)
-    return _op(be, "batch_norm")(x, gamma, beta, running_mean, running_var, training=training,
-                                 momentum=momentum, eps=eps, axis=axis, convention=convention)
+    result = _op(be, "batch_norm")(x, gamma, beta, running_mean, running_var, training=training,
+                                   momentum=momentum, eps=eps, axis=axis, convention=convention)
+    check.copy_back(copies)
+    return result
 
 
 def batch_renorm(x, gamma, beta, running_mean, running_std, *, training=True, rmax=3.0,
@@ -53,23 +56,26 @@ def batch_renorm(x, gamma, beta, running_mean, running_std, *, training=True, rm
     """
     be = backend_for(x, backend)
     xp = array_namespace(be)
-    x, gamma, beta, (running_mean, running_std), training, momentum, eps, axis = check.forward_args(
+    (x, gamma, beta, (running_mean, running_std), training, momentum, eps, axis,
+     copies) = check.forward_args(
         xp, x, gamma, beta, (running_mean, running_std), ("running_mean", "running_std"),
         training=training, momentum=momentum, eps=eps, axis=axis, stats_required=True)
     check.positive_stats(xp, running_std, "running_std", allow_zero=False)
     rmax = check.number(rmax, "rmax", low=1.0)
     dmax = check.number(dmax, "dmax", low=0.0)
-    return _op(be, "batch_renorm")(x, gamma, beta, running_mean, running_std, training=training,
-                                   rmax=rmax, dmax=dmax, momentum=momentum, eps=eps, axis=axis)
+    result = _op(be, "batch_renorm")(x, gamma, beta, running_mean, running_std, training=training,
+                                     rmax=rmax, dmax=dmax, momentum=momentum, eps=eps, axis=axis)
+    check.copy_back(copies)
+    return result
 
 
 def _backward_args(be, dy, x, saved, gamma, axis, saved_type, forward_name):
     xp = array_namespace(be)
     x = check.as_input(xp, x)
     dy = check.gradient(xp, dy, x)
-    axis = check.saved_state(saved, saved_type, forward_name, x, axis)
+    saved, axis = check.saved_state(xp, saved, saved_type, forward_name, x, axis)
     gamma = check.per_channel(xp, gamma, "gamma", x.shape[axis], x.dtype)
-    return dy, x, gamma
+    return dy, x, saved, gamma
 
 
 def batch_norm_backward(dy, x, saved, gamma=None, *, axis=None, backend=None):
@@ -80,12 +86,14 @@ def batch_norm_backward(dy, x, saved, gamma=None, *, axis=None, backend=None):
     always returned (for gamma=None/beta=None they are the gradients at gamma=1/beta=0).
     """
     be = backend_for(x, backend)
-    dy, x, gamma = _backward_args(be, dy, x, saved, gamma, axis, BatchNormSaved, "batch_norm")
+    dy, x, saved, gamma = _backward_args(be, dy, x, saved, gamma, axis, BatchNormSaved,
+                                         "batch_norm")
     return _op(be, "batch_norm_backward")(dy, x, saved, gamma)
 
 
 def batch_renorm_backward(dy, x, saved, gamma, *, axis=None, backend=None):
     """Gradients of batch_renorm, with r and d held constant: ``(dx, dgamma, dbeta)``."""
     be = backend_for(x, backend)
-    dy, x, gamma = _backward_args(be, dy, x, saved, gamma, axis, BatchRenormSaved, "batch_renorm")
+    dy, x, saved, gamma = _backward_args(be, dy, x, saved, gamma, axis, BatchRenormSaved,
+                                         "batch_renorm")
     return _op(be, "batch_renorm_backward")(dy, x, saved, gamma)

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from .. import _validation as check
 from .._saved import BatchNormSaved, BatchRenormSaved
 from . import _buffers, _cpu
 
@@ -133,30 +134,38 @@ class CpuBackend:
     # --- the four kernels (for the composition, and for plugin authors to compare) ----
 
     def batch_stats(self, x):
-        x = _c_array(x)
+        x, = _kernel_args(x)
         mean, m2 = np.empty(x.shape[1]), np.empty(x.shape[1])
         _cpu.forward(x, None, "stats", mean=mean, m2=m2)
         return x.shape[0] * x.shape[2], mean, m2
 
     def scale_shift(self, x, a, b):
-        x = _c_array(x)
+        x, a, b = _kernel_args(x, a=a, b=b)
         y = _empty_like(x)
-        _cpu.forward(x, y, "affine", a=_per_channel(a), b=_per_channel(b))
+        _cpu.forward(x, y, "affine", a=a, b=b)
         return y
 
     def grad_stats(self, dy, x, mean):
-        x = _c_array(x)
+        x, dy, mean = _kernel_args(x, dy, mean=mean)
         sum_dy, sum_dy_xmu = np.empty(x.shape[1]), np.empty(x.shape[1])
-        _cpu.backward(_c_array(dy), x, None, "grad_stats", mean=_per_channel(mean),
-                      sum_dy=sum_dy, sum_dy_xmu=sum_dy_xmu)
+        _cpu.backward(dy, x, None, "grad_stats", mean=mean, sum_dy=sum_dy, sum_dy_xmu=sum_dy_xmu)
         return sum_dy, sum_dy_xmu
 
     def grad_input(self, dy, x, p, q, s):
-        x = _c_array(x)
+        x, dy, p, q, s = _kernel_args(x, dy, p=p, q=q, s=s)
         dx = _empty_like(x)
-        _cpu.backward(_c_array(dy), x, dx, "grad_input", p=_per_channel(p),
-                      q=_per_channel(q), s=_per_channel(s))
+        _cpu.backward(dy, x, dx, "grad_input", p=p, q=q, s=s)
         return dx
+
+
+def _kernel_args(x, dy=None, **per_channel):
+    """A kernel's arguments as the bindings take them: x (and dy, of x's shape and dtype)
+    aligned C-contiguous, per-channel ones contiguous float64. They are checked first,
+    naming the bad one, as the kernels are public (plugin authors call them directly)."""
+    x = check.kernel_input(np, x)
+    arrays = [_c_array(x)] if dy is None else [_c_array(x), _c_array(check.gradient(np, dy, x))]
+    return arrays + [_per_channel(check.kernel_vector(np, v, name, x.shape[1]))
+                     for name, v in per_channel.items()]
 
 
 def _c_array(a, dtype=None):
