@@ -1,6 +1,7 @@
 /* The float32 and float64 kernels, instantiated from one template: rows.inc and
  * planes.inc are the two layout drivers, channel.inc the per-channel math, each
  * compiled once per dtype with NM_T set to the element type. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -48,16 +49,17 @@ static double clip(double v, double lo, double hi)
  * result (y = ((x - m) k) g + b, dx = ((c1 dy + c2 (x - m)) + c3) c4), rounded once. The
  * choice depends on the coefficients alone, so results stay bitwise the same for any
  * thread count. A NaN coefficient takes the ordinary map, which gives NaN too. */
-static int beyond_range(double v, double range, double tiny)
+/* (branch-free, as they run once per channel in loops that should vectorize) */
+static inline int beyond_range(double v, double range, double tiny)
 {
     const double mag = fabs(v);
-    return mag > range || (mag != 0.0 && mag < tiny);
+    return (mag > range) | ((mag != 0.0) & (mag < tiny));
 }
 
 /* whether the product f1 f2 underflowed to 0 (a map without its term would be wrong) */
-static int lost(double product, double f1, double f2)
+static inline int lost(double product, double f1, double f2)
 {
-    return product == 0.0 && f1 != 0.0 && f2 != 0.0;
+    return (product == 0.0) & (f1 != 0.0) & (f2 != 0.0);
 }
 
 /* whether the gradient's map reads x: not in eval mode, whose dx = dy gamma invstd does not
@@ -71,11 +73,11 @@ static int grad_reads_x(const nm_backward_args *A)
  * loops run across the channels */
 static int any_wide(const unsigned char *wide, ptrdiff_t C)
 {
+    unsigned char any = 0;
     ptrdiff_t c;
-    for (c = 0; c < C; c++)
-        if (wide[c])
-            return 1;
-    return 0;
+    for (c = 0; c < C; c++)   /* no early exit: it vectorizes, and wide channels are rare */
+        any |= wide[c];
+    return any != 0;
 }
 
 /* The coefficients of the elementwise maps of the rows path, spread from the channels to
