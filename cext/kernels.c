@@ -223,6 +223,10 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
  * exact in double and the cancellation in sum d^2 - (sum d)^2 / n costs a relative
  * n * 2^-53 at worst (k an outlier), far below float32's 2^-24 for any real n. float64
  * has no such margin and takes the second pass about the mean. */
+/* sums per column of the rows path's gradient: sum dy, sum dy (x - mean), and for float64
+ * sum (x - mean) (backward_channels) */
+#define NM_GRAD_SUMS (2 + NM_TWO_PASS)
+
 #define NM_T float
 #define NM_SUF(name) name##_f32
 #define NM_TWO_PASS 0

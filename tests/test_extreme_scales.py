@@ -2,7 +2,8 @@
 both backends are within 1e-5 (float32) / 1e-9 (float64) of it, on every layout; a
 constant channel gives exactly beta at any magnitude; non-finite statistics follow one
 rule. The oracle computes in extended precision (np.longdouble: a 64-bit mantissa and
-exponents to 1e4932, so none of these scales over- or underflows there)."""
+exponents to 1e4932, so none of these scales over- or underflows there), on each
+channel's values less its first one (exact), so that a common offset costs it nothing."""
 import numpy as np
 import pytest
 
@@ -28,6 +29,7 @@ def channel_view(a, axis):
 def exact_step(x, dy, gamma, beta, eps, axis):
     """y, dx, dgamma of a BN training step, in extended precision (per channel: (C, m))."""
     xs, dys = channel_view(x, axis).astype(LD), channel_view(dy, axis).astype(LD)
+    xs = xs - xs[:, :1]   # y and the gradients depend on x - mean only
     g = np.ones(len(xs), LD) if gamma is None else gamma.astype(LD)
     b = np.zeros(len(xs), LD) if beta is None else beta.astype(LD)
     mean = xs.mean(axis=1, keepdims=True)
@@ -117,6 +119,25 @@ def test_float64_variance_survives_an_offset_on_every_layout(name, shape, axis, 
     var = ((dev - dev.mean(axis=1, keepdims=True)) ** 2).mean(axis=1)
     got = 1 / np.asarray(saved.invstd, LD) ** 2 - LD(1e-5)
     assert np.all(np.abs(got - var) <= 1e-12 * var), (got - var) / var
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("shape, axis", LAYOUTS)
+@pytest.mark.parametrize("offset", [1e8, 1e12])
+def test_float64_outputs_at_an_offset_on_every_layout(name, shape, axis, offset):
+    # the batch mean rounded to one double is offset * 2^-53 off: y was 2e-5 and dx 5e-6
+    # off at an offset of 1e12 spreads, before the mean was carried as hi + lo
+    x, dy = values(shape, axis, 1.0, offset, np.float64, seed=6)
+    gamma = np.linspace(0.5, 2.0, shape[axis])
+    check_training_step(name, x, dy, gamma, np.full(shape[axis], 0.25), axis=axis)
+    rm, rs = np.full(shape[axis], offset), np.ones(shape[axis])
+    y, saved = normops.batch_renorm(x, gamma, None, rm, rs, rmax=1.0, dmax=0.0, axis=axis,
+                                    backend=name)
+    dx, dgamma, _ = normops.batch_renorm_backward(dy, x, saved, gamma, backend=name)
+    y_exact, dx_exact, dgamma_exact = exact_step(x, dy, gamma, None, 1e-5, axis % x.ndim)
+    assert_near(channel_view(y, axis % x.ndim), y_exact, np.float64, "BRN y")
+    assert_near(channel_view(dx, axis % x.ndim), dx_exact, np.float64, "BRN dx")
+    assert_near(dgamma[:, None], dgamma_exact[:, None], np.float64, "BRN dgamma")
 
 
 @pytest.mark.parametrize("name", BACKENDS)

@@ -66,6 +66,16 @@ class _Channels:
         """The batch mean and (biased) variance of each channel (see ``moments``)."""
         return moments(x, self.axis)
 
+    def deviations(self, x, mu_B, training):
+        """x_i - mu_B. In training mu_B is the batch mean rounded to a double, off by up to
+        offset 2^-53 (1e-4 spreads at an offset of 1e12 spreads); the mean of x_i - mu_B is
+        that rounding, and taking it away leaves x_i minus the exact batch mean."""
+        dev = x - self.bc(mu_B)
+        return dev - self.bc(self.mean(dev)) if training else dev
+
+    def mean(self, v):
+        return v.mean(axis=self.axes)
+
     def bc(self, v, default=None):
         """A per-channel vector shaped to broadcast against x (``default`` when None)."""
         return default if v is None else np.asarray(v, dtype=F64).reshape(self.shape)
@@ -89,7 +99,7 @@ class ReferenceBackend:
             mu_B, var_B = ch.moments(x)     # mu_B = 1/m sum x_i, sigma_B^2 = 1/m sum (x_i - mu_B)^2
         else:
             mu_B, var_B = running_mean.astype(F64), running_var.astype(F64)
-        x_hat = (x - ch.bc(mu_B)) / np.sqrt(ch.bc(var_B) + eps)
+        x_hat = ch.deviations(x, mu_B, training) / np.sqrt(ch.bc(var_B) + eps)
         y = ch.bc(gamma, 1.0) * x_hat + ch.bc(beta, 0.0)     # y_i = gamma x_hat_i + beta
         if training and running_mean is not None:
             # test-time variance: the unbiased m/(m-1) sigma_B^2 (PyTorch) or sigma_B^2 (Keras)
@@ -102,9 +112,8 @@ class ReferenceBackend:
     def batch_norm_backward(self, dy, x, saved, gamma):
         ch = _Channels(x, saved.axis)
         dtype, x, dy = x.dtype, x.astype(F64), dy.astype(F64)
-        mu_B = ch.bc(saved.mean)
         invstd = ch.bc(saved.invstd)                           # 1 / sqrt(sigma_B^2 + eps)
-        x_hat = (x - mu_B) * invstd
+        x_hat = ch.deviations(x, saved.mean, saved.training) * invstd
         dgamma = ch.sum(dy * x_hat)                            # dL/dgamma = sum dy_i x_hat_i
         dbeta = ch.sum(dy)                                     # dL/dbeta = sum dy_i
         dx_hat = dy * ch.bc(gamma, 1.0)                        # dL/dx_hat_i = dy_i gamma
@@ -137,7 +146,7 @@ class ReferenceBackend:
         sigma_B = np.sqrt(eps + var_B)                         # sqrt(eps + 1/m sum (x_i - mu_B)^2)
         r = np.clip(sigma_B / sigma, 1.0 / rmax, rmax)          # stop_gradient(clip(sigma_B / sigma))
         d = np.clip((mu_B - mu) / sigma, -dmax, dmax)           # stop_gradient(clip((mu_B - mu) / sigma))
-        x_hat = (x - ch.bc(mu_B)) / ch.bc(sigma_B) * ch.bc(r) + ch.bc(d)
+        x_hat = ch.deviations(x, mu_B, True) / ch.bc(sigma_B) * ch.bc(r) + ch.bc(d)
         y = g * x_hat + b
         _update(running_mean, mu_B, momentum)                  # mu += alpha (mu_B - mu)
         _update(running_std, sigma_B, momentum)                # sigma += alpha (sigma_B - sigma)
@@ -146,14 +155,14 @@ class ReferenceBackend:
     def batch_renorm_backward(self, dy, x, saved, gamma):
         ch = _Channels(x, saved.axis)
         dtype, x, dy = x.dtype, x.astype(F64), dy.astype(F64)
-        mu_B, sigma_B = ch.bc(saved.mean), ch.bc(1.0 / saved.invstd)
+        sigma_B = ch.bc(1.0 / saved.invstd)
         dx_hat = dy * ch.bc(gamma, 1.0)                        # dL/dx_hat_i = dy_i gamma
         dbeta = ch.sum(dy)
+        x_norm = ch.deviations(x, saved.mean, saved.training) / sigma_B   # (x_i - mu_B) / sigma_B
         if not saved.training:
-            dgamma = ch.sum(dy * (x - mu_B) / sigma_B)
+            dgamma = ch.sum(dy * x_norm)
             return (dx_hat / sigma_B).astype(dtype), dgamma.astype(dtype), dbeta.astype(dtype)
         r, d, m = ch.bc(saved.r), ch.bc(saved.d), ch.m
-        x_norm = (x - mu_B) / sigma_B                          # (x_i - mu_B) / sigma_B
         dgamma = ch.sum(dy * (x_norm * r + d))
         # the chain rule with each term written as 1 / sigma_B times one of the size of dy
         # (1 / sigma_B^2 alone overflows or underflows first), as for batch_norm_backward:
