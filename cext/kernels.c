@@ -46,7 +46,8 @@ static double clip(double v, double lo, double hi)
  * gamma 1e38 over a spread of 0.01 makes a = gamma invstd overflow; values near FLT_MAX of
  * both signs make x - mean overflow. Such a channel is mapped "wide": in double, from the
  * double coefficients, in a factored form whose every intermediate is of the size of a
- * result (y = ((x - m) k) g + b, dx = ((c1 dy + c2 (x - m)) + c3) c4), rounded once. The
+ * result (y = (((x - m) - ml) k) g + b, dx = ((c1 dy + c2 ((x - m) - ml)) + c3) c4, with
+ * the centre m + ml), rounded once. The
  * choice depends on the coefficients alone, so results stay bitwise the same for any
  * thread count. A NaN coefficient takes the ordinary map, which gives NaN too. */
 /* (branch-free, as they run once per channel in loops that should vectorize) */
@@ -69,8 +70,8 @@ static int grad_reads_x(const nm_backward_args *A)
     return A->mode != NM_BWD_FUSED || A->training;
 }
 
-/* whether any of the C channels maps wide (wide_map): then the whole op does on the rows path, whose
- * loops run across the channels */
+/* whether any of the C channels maps wide (wide_map): then the whole op does on the rows
+ * path, whose loops run across the channels */
 static int any_wide(const unsigned char *wide, ptrdiff_t C)
 {
     unsigned char any = 0;
@@ -109,8 +110,9 @@ static void shifted_moments(double s1, double s2, double n, double *delta, doubl
 
 /* The mean centre + delta as hi + lo, hi the double nearest to it: the rounding of hi,
  * offset / 2^53 spreads at an offset, is what lo keeps (float64 1e12 + N(0, 1) normalized
- * about hi alone came out 2e-5 off). delta is far below centre, so centre - hi is exact
- * (Fast2Sum). */
+ * about hi alone came out 2e-5 off). At an offset delta is far below centre, and
+ * centre - hi is exact (Fast2Sum); where it is not, there is no offset to lose and lo
+ * is only a correction below the rounding of delta. */
 static double mean_low(double centre, double delta, double hi)
 {
     return (centre - hi) + delta;
@@ -231,8 +233,9 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
 #define NM_SUF(name) name##_f32
 #define NM_TWO_PASS 0
 #define NM_SIMD_F32 1   /* the statistics loops may hand their main part to simd.c */
-/* float32: 2^100 leaves 2^27 of headroom below FLT_MAX for the products and sums of a
- * map; from 2^-120 a coefficient has all its digits (denormals start at 2^-126), and a
+/* float32: 2^100 leaves 2^27 of headroom below FLT_MAX for a map's products with values of
+ * the channel's spread and for their sums (dy near FLT_MAX and correlated with x can still
+ * overflow p dy and q (x - m) on their own: left alone); from 2^-120 a coefficient has all its digits (denormals start at 2^-126), and a
  * product of it that comes out denormal is far below the other terms of a result that
  * float32 holds (wide_map) */
 #define NM_MAP_RANGE 0x1p100
