@@ -15,6 +15,12 @@ float64; per-channel arguments are 1-D float64 arrays of length C):
 ``grad_input(dy, x, p, q, s)``
     -> ``dx = p[c] * dy + q[c] * x + s[c]``, a new (outer, C, inner) array of x's dtype.
 
+A backend works on the arrays of one library, its ``xp`` attribute (the namespace the
+per-channel math and the checks use; default numpy), or on several: then
+``namespace(x)`` returns the namespace of x's library, or raises TypeError for an array
+it cannot take. Per-channel arrays are then that library's, on x's device, in float64
+(float32 on a device without float64).
+
 Whole ops (optional) replace the composition of the kernels. They receive validated
 arguments: the forward ops ``batch_norm`` and ``batch_renorm`` take the public
 signature minus ``backend``, with ``axis`` a non-negative int, update the running
@@ -32,8 +38,13 @@ def missing_kernels(backend):
     return [name for name in KERNELS if not callable(getattr(backend, name, None))]
 
 
-def array_namespace(backend):
-    """The array namespace for the per-channel math and validation (default: numpy)."""
+def array_namespace(backend, x=None):
+    """The array namespace for the per-channel math and validation of an op on ``x``:
+    ``backend.namespace(x)`` for a backend that serves several array libraries, else
+    ``backend.xp`` (default: numpy)."""
+    resolve = getattr(backend, "namespace", None)
+    if resolve is not None and x is not None:
+        return resolve(x)
     return getattr(backend, "xp", numpy)
 
 

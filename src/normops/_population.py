@@ -21,7 +21,7 @@ class PooledMoments:
         self.m2 = np.zeros(channels)
 
     def add(self, x, axis):
-        n, mean, m2 = backend_for(x, self.backend).batch_stats(canonical_view(x, axis))
+        n, mean, m2 = backend_for(x, self.backend).batch_stats(canonical_view(np, x, axis))
         total = self.count + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)

@@ -4,7 +4,9 @@ Selection order for an op call: the call's ``backend=``, then the innermost
 ``use_backend()`` of the current context, then ``set_backend()`` (initialised from the
 ``NORMOPS_BACKEND`` environment variable at import), then the highest-priority available
 backend registered for the array's library (numpy arrays -> "cpu" when its extension
-loads, else "reference"; cupy arrays -> "cupy"). Entry-point backends are used by name only.
+loads, else "reference"; cupy arrays -> "cupy"; torch tensors -> "torch"), and for the
+arrays of any other array-API library the backends registered for ANY_LIBRARY
+("array-api"). Entry-point backends are used by name only.
 """
 import contextlib
 import contextvars
@@ -17,10 +19,16 @@ import warnings
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy
+
+from . import _arrays
 from ._interface import KERNELS, array_namespace, device_of, missing_kernels
 
 ENTRY_POINT_GROUP = "normops.backends"
 ENV_VAR = "NORMOPS_BACKEND"
+# array_module of a backend picked for the arrays of any array-API library that has no
+# backend of its own
+ANY_LIBRARY = "*"
 
 
 class BackendError(Exception):
@@ -142,7 +150,8 @@ def register_backend(name, factory, *, array_module=None, priority=None, install
     say the backend cannot run here; ``install_hint`` then tells users what to do.
 
     ``array_module`` ("numpy", "cupy", ...) with an int ``priority`` makes the backend a
-    candidate for automatic selection on that library's arrays (higher wins).
+    candidate for automatic selection on that library's arrays (higher wins);
+    ``ANY_LIBRARY`` ("*") on the arrays of any array-API library without one.
     A name registered in code takes precedence over an entry point of the same name.
     """
     if not isinstance(name, str) or not name:
@@ -295,8 +304,14 @@ def _library_of(x, among=None):
 
 
 def array_module_of(x):
-    """The array library of ``x`` among those with auto-selected backends ("numpy" else)."""
-    return _library_of(x, _auto_modules()) or "numpy"
+    """The array library of ``x`` among those with auto-selected backends; ANY_LIBRARY
+    for another array-API library's array; "numpy" else."""
+    found = _library_of(x, _auto_modules())
+    if found is not None:
+        return found
+    if not isinstance(x, numpy.ndarray) and _arrays.namespace_or_none(x) is not None:
+        return ANY_LIBRARY
+    return "numpy"
 
 
 def _auto_backend(module):
@@ -309,7 +324,8 @@ def _auto_backend(module):
         if _load(entry).failure is None:
             return entry
     reasons = "; ".join(f"{e.name}: {e.failure[1]}" for e in candidates) or "none is registered"
-    raise BackendUnavailableError(f"no backend is available for {module} arrays ({reasons})")
+    what = "array-API" if module == ANY_LIBRARY else module
+    raise BackendUnavailableError(f"no backend is available for {what} arrays ({reasons})")
 
 
 def _selected(requested, x):
@@ -338,6 +354,35 @@ def get_backend(name=None):
     return _selected(name, None)[0]
 
 
+def _check_library(backend, name, x):
+    """A TypeError unless ``backend`` takes arrays of x's library."""
+    if callable(getattr(backend, "namespace", None)):
+        try:
+            backend.namespace(x)
+        except TypeError as exc:
+            raise TypeError(f"backend {name!r} cannot take x: {exc}") from None
+        return
+    xp = array_namespace(backend)
+    foreign = _library_of(x) not in ("builtins", xp.__name__.partition(".")[0])
+    if not isinstance(x, xp.ndarray) and foreign and hasattr(x, "shape") and hasattr(x, "dtype"):
+        hint = ""
+        if _arrays.namespace_or_none(x) is None and not _has_compat():
+            hint = f" (normops runs other array libraries through array-api-compat: {_arrays.COMPAT_INSTALL})"
+        raise TypeError(
+            f"backend {name!r} works on {xp.__name__} arrays, got a "
+            f"{type(x).__module__}.{type(x).__qualname__}; select a backend for it or convert "
+            f"the array{hint}"
+        )
+
+
+def _has_compat():
+    try:
+        _arrays.compat()
+    except ImportError:
+        return False
+    return True
+
+
 def backend_for(x, requested=None):
     """Resolve the backend for an op call on ``x`` and check it accepts x's array type."""
     generation = _generation  # read before the key: a change after it refuses the store
@@ -348,13 +393,7 @@ def backend_for(x, requested=None):
         if cached is not None:
             return cached
     backend, name = _selected(requested, x)
-    xp = array_namespace(backend)
-    foreign = _library_of(x) not in ("builtins", xp.__name__.partition(".")[0])
-    if not isinstance(x, xp.ndarray) and foreign and hasattr(x, "shape") and hasattr(x, "dtype"):
-        raise TypeError(
-            f"backend {name!r} works on {xp.__name__} arrays, got a "
-            f"{type(x).__module__}.{type(x).__qualname__}; select a backend for it or convert the array"
-        )
+    _check_library(backend, name, x)
     if cacheable:
         with _lock:
             if generation == _generation:

@@ -4,7 +4,11 @@ any backend sees it (backends may assume what these functions guarantee).
 Every array handed to a backend is in native byte order, and a per-channel one is also
 aligned and steps by whole items: a valid array that is not (byte-swapped, a field of a
 record array, a view into a byte buffer at an odd offset) is copied, so that compiled
-kernels can take it as it is."""
+kernels can take it as it is.
+
+The checks run on any array library: NumPy arrays directly (the cpu backend's hot path),
+others through the array API standard (see _arrays); every per-channel array and dy
+must be on x's device."""
 import dataclasses
 import math
 import numbers
@@ -12,6 +16,7 @@ import operator
 
 import numpy
 
+from . import _arrays as arrays
 from ._saved import BatchNormSaved, BatchRenormSaved
 
 CONVENTIONS = ("pytorch", "keras")
@@ -27,14 +32,30 @@ def _no_mask(arr, name):
                         f"(pass {name}.filled(...) or the unmasked values)")
 
 
-def as_array(xp, value, name, dtype=None):
-    """xp.asarray, with a failed conversion (strings, ragged lists, huge ints) reported
-    under the argument's name."""
+def as_array(xp, value, name, dtype=None, device=None):
+    """xp.asarray (on ``device`` when given), with a failed conversion (strings, ragged
+    lists, huge ints) reported under the argument's name."""
     try:
-        return xp.asarray(value, dtype=dtype)
-    except (TypeError, ValueError, OverflowError) as exc:
+        if device is None or xp is numpy:
+            return xp.asarray(value, dtype=dtype)
+        return xp.asarray(value, dtype=dtype, device=device)
+    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
         kind = TypeError if isinstance(exc, TypeError) else ValueError
         raise kind(f"{name} could not be converted to an array: {exc}") from exc
+
+
+def library(xp):
+    """How messages name an array library ("numpy", "torch", "array_api_strict")."""
+    return xp.__name__.removeprefix("array_api_compat.")
+
+
+def _same_device(arr, name, x):
+    """A per-channel array (or dy) must live where x does."""
+    if type(arr) is not numpy.ndarray:
+        where, there = arrays.device(arr), arrays.device(x)
+        if where != there:
+            raise ValueError(f"{name} is on device {where} but x is on device {there}; "
+                             f"move it to x's device")
 
 
 def _native(dtype):
@@ -52,6 +73,8 @@ def _kernel_ready(arr):
 def as_input(xp, x, name="x"):
     """An array of dtype float32/float64 (native byte order: a byte-swapped one is
     converted) with ndim >= 2 and at least one element."""
+    if xp is not numpy:
+        return _standard_input(xp, x, name)
     if type(x) is xp.ndarray:
         arr = x
     else:
@@ -61,11 +84,23 @@ def as_input(xp, x, name="x"):
         if _native(arr.dtype) not in FLOATS:
             raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
         arr = arr.astype(_native(arr.dtype))
+    return _input_shape(arr, name)
+
+
+def _standard_input(xp, x, name):
+    """as_input for an array-API library."""
+    arr = x if arrays.is_array(xp, x) else as_array(xp, x, name)
+    if arr.dtype not in arrays.float_dtypes(xp):
+        raise TypeError(f"{name} must have dtype float32 or float64, got {arrays.dtype_name(arr.dtype)}")
+    return _input_shape(arr, name)
+
+
+def _input_shape(arr, name):
     if arr.ndim < 2:
         raise ValueError(
             f"{name} must have at least 2 dimensions (batch and channel), got shape {tuple(arr.shape)}"
         )
-    if arr.size == 0:
+    if arrays.size(arr) == 0:
         raise ValueError(f"{name} is empty (shape {tuple(arr.shape)}); batch norm needs values to normalize")
     return arr
 
@@ -126,12 +161,15 @@ def convention(value):
     return value
 
 
-def per_channel(xp, arr, name, channels, dtype):
-    """gamma/beta (and running statistics that are only read): None, or shape (C,).
-    An array must have x's dtype (in either byte order); anything else (a list, say) is
-    converted to it. An array the kernels cannot take as it is comes back as a copy."""
+def per_channel(xp, arr, name, channels, dtype, x=None):
+    """gamma/beta (and running statistics that are only read): None, or shape (C,), on
+    the device of ``x`` (when given). An array must have x's dtype (in either byte
+    order); anything else (a list, say) is converted to it. An array the kernels cannot
+    take as it is comes back as a copy."""
     if arr is None:
         return None
+    if xp is not numpy:
+        return _standard_per_channel(xp, arr, name, channels, dtype, x)
     if (type(arr) is xp.ndarray and arr.dtype == dtype and arr.shape == (channels,)
             and getattr(arr.flags, "carray", False)):
         return arr   # the common case: nothing to convert or report
@@ -142,25 +180,49 @@ def per_channel(xp, arr, name, channels, dtype):
     return arr if _kernel_ready(arr) else arr.astype(dtype)
 
 
-def running_stat(xp, arr, name, channels, dtype, *, written):
+def _standard_per_channel(xp, arr, name, channels, dtype, x):
+    """per_channel for an array-API library: its arrays, or values converted to one on
+    x's device."""
+    if not arrays.is_array(xp, arr):
+        if hasattr(arr, "shape") and hasattr(arr, "dtype"):   # another library's array
+            raise TypeError(f"{name} is a {type(arr).__module__}.{type(arr).__qualname__} "
+                            f"but x is a {library(xp)} array; pass {name} as one")
+        arr = as_array(xp, arr, name, dtype, None if x is None else arrays.device(x))
+    if arr.dtype != dtype:
+        raise TypeError(f"{name} has dtype {arrays.dtype_name(arr.dtype)} but x has dtype "
+                        f"{arrays.dtype_name(dtype)}; convert {name} to {arrays.dtype_name(dtype)}")
+    _one_per_channel(arr, name, channels)
+    if x is not None:
+        _same_device(arr, name, x)
+    return arr
+
+
+def running_stat(xp, arr, name, channels, dtype, *, written, x=None):
     """A running statistic of shape (C,) and x's dtype. When ``written`` (training) it is
     updated in place, so it must be a writeable array of the backend's type whose
     channels are distinct elements. One the kernels cannot write as it is (byte-swapped,
     unaligned, a field of a record array) comes back as a copy for the backend to
     update, which ``copy_back`` then writes into it."""
     if not written:
-        return per_channel(xp, arr, name, channels, dtype)
-    if not isinstance(arr, xp.ndarray):
-        raise TypeError(f"{name} must be a {xp.__name__}.ndarray (it is updated in place), "
+        return per_channel(xp, arr, name, channels, dtype, x)
+    if not arrays.is_array(xp, arr):
+        kind = "numpy.ndarray" if xp is numpy else f"{library(xp)} array"
+        raise TypeError(f"{name} must be a {kind} (it is updated in place), "
                         f"got {type(arr).__name__}")
-    checked = per_channel(xp, arr, name, channels, dtype)
-    if getattr(arr.flags, "carray", False):
+    checked = per_channel(xp, arr, name, channels, dtype, x)
+    if xp is numpy and arr.flags.carray:
         return checked   # writeable and contiguous: the common case
-    if not getattr(arr.flags, "writeable", True):
+    if not arrays.writeable(arr):
+        if xp is not numpy and not arrays.compat().is_numpy_array(arr):
+            raise ValueError(f"{name} cannot be written in place ({library(xp)} arrays are "
+                             f"immutable); running statistics are updated in place when "
+                             f"training: pass none (batch statistics only) or use training=False")
         raise ValueError(f"{name} is read-only; running statistics are updated in place "
                          f"when training, so pass a writeable array")
-    if channels > 1 and abs(arr.strides[0]) < arr.itemsize:
-        raise ValueError(f"{name} steps {arr.strides[0]} bytes between its {arr.itemsize}-byte "
+    step = arrays.step_bytes(arr)
+    itemsize = arrays.itemsize(arr)
+    if channels > 1 and step is not None and abs(step) < itemsize:
+        raise ValueError(f"{name} steps {step} bytes between its {itemsize}-byte "
                          f"values, so its channels overlap in memory (a broadcast view?); "
                          f"running statistics are updated in place when training, so give "
                          f"each channel its own element")
@@ -195,17 +257,14 @@ def paired(first, second, names):
 def no_overlap(xp, written, read):
     """Running statistics are written in place: they may not alias each other or the inputs.
     ``written`` and ``read`` are sequences of (name, array or None)."""
-    may_share = getattr(xp, "may_share_memory", None)
-    if may_share is None:
-        return
     written = [(n, a, _owns_memory(a)) for n, a in written if a is not None]
-    read = [(n, a, _owns_memory(a)) for n, a in read if a is not None]
+    read = [(n, a, _owns_memory(a)) for n, a in read
+            if a is not None and (xp is numpy or arrays.is_array(xp, a))]
     for i, (name, arr, owns) in enumerate(written):
         for other_name, other, other_owns in written[i + 1:] + read:
             if owns and other_owns and arr is not other:
                 continue  # two arrays that each own their memory: separate allocations
-            # bounds first (cheap); then the exact test, so interleaved views are allowed
-            if may_share(arr, other) and _shares(xp, arr, other):
+            if arrays.may_share_memory(xp, arr, other):
                 raise ValueError(f"{name} shares memory with {other_name}; running statistics are "
                                  f"updated in place, so give them their own arrays")
 
@@ -216,28 +275,20 @@ def _owns_memory(arr):
     return type(arr) is numpy.ndarray and arr.flags.owndata
 
 
-def _shares(xp, a, b):
-    exact = getattr(xp, "shares_memory", None)
-    if exact is None:
-        return True
-    try:
-        return bool(exact(a, b, max_work=10_000))
-    except numpy.exceptions.TooHardError:
-        return True
-
-
 def positive_stats(xp, arr, name, *, allow_zero):
     """Running spreads divide (std) or sit under a square root (var): a negative one
     would give a silently wrong or NaN result. NaN passes and propagates."""
-    lowest = arr.min()  # NaN when any value is NaN: then the exact test below decides
+    # one value to the host (an array-API library's bool() of a 0-d array): NaN when any
+    # value is NaN, and then the exact test below decides
+    lowest = xp.min(arr)
     if lowest >= 0 if allow_zero else lowest > 0:
         return
     bad = arr < 0 if allow_zero else arr <= 0
     if bool(xp.any(bad)):
         kind = "non-negative" if allow_zero else "positive"
-        channels = xp.nonzero(bad)[0].tolist()
+        channels = [int(i) for i in arrays.host_list(xp.nonzero(bad)[0], limit=arr.shape[0])]
         raise ValueError(f"{name} must be {kind}; channels {channels} hold "
-                         f"{arr[bad].tolist()}")
+                         f"{[float(arr[i]) for i in channels]}")
 
 
 def values_per_channel(shape, axis):
@@ -253,13 +304,15 @@ def training_batch(shape, axis):
 
 def gradient(xp, dy, x):
     """dy, of x's shape and dtype (x is checked already)."""
-    if type(dy) is xp.ndarray and dy.dtype == x.dtype and dy.shape == x.shape:
+    if xp is numpy and type(dy) is xp.ndarray and dy.dtype == x.dtype and dy.shape == x.shape:
         return dy   # the common case: x's checks hold for it
     dy = as_input(xp, dy, "dy")
     if dy.shape != x.shape:
         raise ValueError(f"dy must have the shape of x {tuple(x.shape)}, got {tuple(dy.shape)}")
     if dy.dtype != x.dtype:
-        raise TypeError(f"dy has dtype {dy.dtype} but x has dtype {x.dtype}")
+        raise TypeError(f"dy has dtype {arrays.dtype_name(dy.dtype)} but x has dtype "
+                        f"{arrays.dtype_name(x.dtype)}")
+    _same_device(dy, "dy", x)
     return dy
 
 
@@ -278,7 +331,7 @@ def saved_state(xp, saved, expected_type, op_name, x, axis):
         raise TypeError(f"saved must be the {expected_type.__name__} returned by the forward op "
                         f"{op_name}, got {type(saved).__name__}")
     if not _as_made(saved, x.shape):
-        saved = _checked_fields(xp, saved, _SAVED_ARRAYS[expected_type], x.shape)
+        saved = _checked_fields(xp, saved, _SAVED_ARRAYS[expected_type], x)
     if axis is not None and channel_axis(axis, x.ndim) != saved.axis:
         raise ValueError(f"axis={axis} differs from the forward call's channel axis {saved.axis}")
     return saved, saved.axis
@@ -309,10 +362,10 @@ def _pair_as_made(a, b, per_channel):
             and a.flags.carray and b.flags.carray)
 
 
-def _checked_fields(xp, saved, fields, shape):
-    """Every field of ``saved`` checked (named in any error) against x's ``shape``; a
-    copy of it where a field needed converting."""
-    fixed = {}
+def _checked_fields(xp, saved, fields, x):
+    """Every field of ``saved`` checked (named in any error) against ``x``; a copy of it
+    where a field needed converting."""
+    fixed, shape = {}, tuple(x.shape)
     training, axis, saved_shape = saved.training, saved.axis, saved.shape
     if type(training) is not bool:
         training = fixed["training"] = flag(training, "saved.training")
@@ -327,7 +380,7 @@ def _checked_fields(xp, saved, fields, shape):
                          f"{saved_shape} (saved.shape); pass the forward's x")
     for field in fields:
         value = getattr(saved, field)
-        checked = _saved_array(xp, value, field, shape[axis], training)
+        checked = _saved_array(xp, value, field, x, axis, training)
         if checked is not value:
             fixed[field] = checked
     return dataclasses.replace(saved, **fixed) if fixed else saved
@@ -335,7 +388,7 @@ def _checked_fields(xp, saved, fields, shape):
 
 def _shape_of_ints(shape):
     """saved.shape as a tuple of Python ints (NumPy integers are converted)."""
-    if type(shape) is tuple:
+    if isinstance(shape, tuple):   # torch.Size too
         try:
             return tuple(integer(n, "saved.shape") for n in shape)
         except TypeError:
@@ -344,19 +397,23 @@ def _shape_of_ints(shape):
                     f"got {shape!r:.80}")
 
 
-def _saved_array(xp, value, field, channels, training):
-    """saved.<field> for the backend: contiguous native float64, converted (losslessly)
-    from a narrower float, another byte order or another layout. BRN's r and d are None
-    in eval mode, which uses neither (arrays given there are checked, then left out)."""
-    name = f"saved.{field}"
+def _saved_array(xp, value, field, x, axis, training):
+    """saved.<field> for the backend: contiguous native float64 (the sums' dtype on x's
+    device, for another library), converted (losslessly) from a narrower float, another
+    byte order or another layout. BRN's r and d are None in eval mode, which uses
+    neither (arrays given there are checked, then left out)."""
+    name, channels = f"saved.{field}", x.shape[axis]
     unused = field in _TRAINING_ONLY and not training
     if value is None and unused:
         return None
     _no_mask(value, name)
-    if not isinstance(value, xp.ndarray):
+    if not arrays.is_array(xp, value):
         needed = " (a training BatchRenormSaved holds r and d)" if field in _TRAINING_ONLY else ""
-        raise TypeError(f"{name} must be a {xp.__name__}.ndarray as the forward op returned it, "
+        kind = "numpy.ndarray" if xp is numpy else f"{library(xp)} array"
+        raise TypeError(f"{name} must be a {kind} as the forward op returned it, "
                         f"got {type(value).__name__}{needed}")
+    if xp is not numpy:
+        return _standard_saved_array(xp, value, name, channels, unused, x)
     if value.dtype.kind != "f" or value.dtype.itemsize > F64.itemsize:
         raise TypeError(f"{name} must have a float dtype of at most 64 bits (the forward "
                         f"op's float64), got {value.dtype}")
@@ -367,6 +424,15 @@ def _saved_array(xp, value, field, channels, training):
     if value.dtype == F64 and value.flags.c_contiguous and getattr(value.flags, "aligned", True):
         return value   # read-only, say: usable as it is
     return xp.array(value, dtype=F64)
+
+
+def _standard_saved_array(xp, value, name, channels, unused, x):
+    if not xp.isdtype(value.dtype, "real floating") or xp.finfo(value.dtype).bits > 64:
+        raise TypeError(f"{name} must have a float dtype of at most 64 bits (the forward "
+                        f"op's float64), got {arrays.dtype_name(value.dtype)}")
+    _one_per_channel(value, name, channels)
+    _same_device(value, name, x)
+    return None if unused else arrays.astype(xp, value, arrays.wide_dtype(xp, arrays.device(x)))
 
 
 def kernel_input(xp, x):
@@ -402,8 +468,8 @@ def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, e
     axis = channel_axis(axis, x.ndim)
     training = flag(training, "training")
     channels = x.shape[axis]
-    gamma = per_channel(xp, gamma, "gamma", channels, x.dtype)
-    beta = per_channel(xp, beta, "beta", channels, x.dtype)
+    gamma = per_channel(xp, gamma, "gamma", channels, x.dtype, x)
+    beta = per_channel(xp, beta, "beta", channels, x.dtype, x)
     paired(*stats, stat_names)
     copies = ()
     if stats[0] is None:
@@ -413,8 +479,8 @@ def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, e
             raise ValueError(f"training=False normalizes with the running statistics: "
                              f"pass {stat_names[0]} and {stat_names[1]}")
     else:
-        checked = (running_stat(xp, stats[0], stat_names[0], channels, x.dtype, written=training),
-                   running_stat(xp, stats[1], stat_names[1], channels, x.dtype, written=training))
+        checked = tuple(running_stat(xp, stat, name, channels, x.dtype, written=training, x=x)
+                        for stat, name in zip(stats, stat_names))
         if training:
             # the caller's arrays are the ones updated (through a copy or not) and read
             no_overlap(xp, zip(stat_names, stats), inputs)

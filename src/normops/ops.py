@@ -29,7 +29,7 @@ def batch_norm(x, gamma=None, beta=None, running_mean=None, running_var=None, *,
     Returns ``(y, saved)``: y has x's shape and dtype; saved feeds batch_norm_backward.
     """
     be = backend_for(x, backend)
-    xp = array_namespace(be)
+    xp = array_namespace(be, x)
     (x, gamma, beta, (running_mean, running_var), training, momentum, eps, axis,
      copies) = check.forward_args(
         xp, x, gamma, beta, (running_mean, running_var), ("running_mean", "running_var"),
@@ -55,7 +55,7 @@ def batch_renorm(x, gamma, beta, running_mean, running_std, *, training=True, rm
     Eval: y = gamma * (x - mu) / sigma + beta. rmax=1, dmax=0 is batch_norm.
     """
     be = backend_for(x, backend)
-    xp = array_namespace(be)
+    xp = array_namespace(be, x)
     (x, gamma, beta, (running_mean, running_std), training, momentum, eps, axis,
      copies) = check.forward_args(
         xp, x, gamma, beta, (running_mean, running_std), ("running_mean", "running_std"),
@@ -70,7 +70,7 @@ def batch_renorm(x, gamma, beta, running_mean, running_std, *, training=True, rm
 
 
 def _backward_args(be, dy, x, saved, gamma, axis, saved_type, forward_name):
-    xp = array_namespace(be)
+    xp = array_namespace(be, x)
     x = check.as_input(xp, x)
     dy = check.gradient(xp, dy, x)
     saved, axis = check.saved_state(xp, saved, saved_type, forward_name, x, axis)

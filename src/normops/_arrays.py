@@ -1,0 +1,175 @@
+"""What normops asks of an array library, through the Python array API standard.
+
+NumPy arrays are asked directly (the cpu and reference backends' hot path); any other
+library's arrays go through ``array-api-compat``, imported on first use, so that normops
+itself needs only NumPy. Facts the standard leaves out (memory strides, writeability,
+shared memory) are read where the library offers them and skipped where it does not
+(``array-api-strict`` offers none of them).
+"""
+import math
+
+import numpy
+
+COMPAT_INSTALL = "pip install 'normops[array-api]' (or: pip install array-api-compat)"
+
+_namespace_by_type = {}   # array type -> its array-API namespace (the lookup costs us)
+_wide_by_device = {}      # (namespace, device) -> the dtype sums are kept in
+
+
+def compat():
+    """The array_api_compat module, or an ImportError that says what to install."""
+    try:
+        import array_api_compat
+    except ImportError as exc:
+        raise ImportError(f"array-api-compat is not installed ({COMPAT_INSTALL})") from exc
+    return array_api_compat
+
+
+def namespace_or_none(value):
+    """The array-API namespace of ``value``'s library (array-api-compat's wrapper for
+    NumPy, CuPy and PyTorch), or None when ``value`` is not an array it knows."""
+    kind = type(value)
+    try:
+        return _namespace_by_type[kind]
+    except KeyError:
+        pass
+    try:
+        found = compat()
+    except ImportError:
+        return None
+    if not found.is_array_api_obj(value):
+        return None
+    xp = _namespace_by_type[kind] = found.array_namespace(value)
+    return xp
+
+
+def is_array(xp, value):
+    """Whether ``value`` is an array of the namespace ``xp`` (the numpy module or an
+    array-API namespace)."""
+    if xp is numpy:
+        return isinstance(value, numpy.ndarray)
+    return namespace_or_none(value) is xp
+
+
+def float_dtypes(xp):
+    return (xp.float32, xp.float64)
+
+
+def dtype_name(dtype):
+    """A dtype's plain name ("float32" for numpy's, torch's and array-api-strict's)."""
+    return str(dtype).rpartition(".")[2]
+
+
+def size(arr):
+    return math.prod(arr.shape)
+
+
+def device(arr):
+    """The device of an array (NumPy's: "cpu")."""
+    if isinstance(arr, numpy.ndarray):
+        return "cpu"
+    return compat().device(arr)
+
+
+def astype(xp, arr, dtype):
+    """``arr`` as ``dtype`` (the array itself when it has it already)."""
+    if arr.dtype == dtype:
+        return arr
+    convert = getattr(xp, "astype", None)   # NumPy < 2 has only the method
+    return convert(arr, dtype) if convert is not None else arr.astype(dtype)
+
+
+def wide_dtype(xp, dev):
+    """The dtype sums are kept in: float64, or float32 on a device that lacks float64
+    (array-API inspection says which; a library that cannot tell is taken to have it)."""
+    if xp is numpy:
+        return numpy.float64
+    try:
+        return _wide_by_device[xp, dev]
+    except (KeyError, TypeError):   # not seen yet, or a device that is not hashable
+        pass
+    wide = xp.float64
+    info = getattr(xp, "__array_namespace_info__", None)
+    if info is not None:
+        try:
+            if "float64" not in info().dtypes(device=dev, kind="real floating"):
+                wide = xp.float32
+        except Exception:   # a library whose inspection does not know this device
+            pass
+    try:
+        _wide_by_device[xp, dev] = wide
+    except TypeError:
+        pass
+    return wide
+
+
+def per_channel_shape(ndim, axis, channels):
+    """The shape that broadcasts a (C,) vector against an array of ``ndim`` dimensions."""
+    return tuple(channels if i == axis else 1 for i in range(ndim))
+
+
+# -- memory facts the standard leaves out ------------------------------------------
+
+def step_bytes(arr):
+    """Bytes between consecutive elements of a 1-D array, or None where the library
+    does not say (array-api-strict)."""
+    strides = getattr(arr, "strides", None)
+    if isinstance(strides, tuple):          # NumPy, CuPy
+        return strides[0]
+    stride = getattr(arr, "stride", None)   # PyTorch: in elements
+    if callable(stride):
+        return stride(0) * arr.element_size()
+    return None
+
+
+def itemsize(arr):
+    found = getattr(arr, "itemsize", None)
+    if isinstance(found, int):
+        return found
+    if callable(getattr(arr, "element_size", None)):
+        return arr.element_size()
+    return numpy.dtype(dtype_name(arr.dtype)).itemsize
+
+
+def writeable(arr):
+    """Whether ``arr`` may be written in place (False for read-only NumPy arrays and for
+    libraries with immutable arrays, such as JAX)."""
+    flags = getattr(arr, "flags", None)
+    if flags is not None and hasattr(flags, "writeable"):
+        return bool(flags.writeable)
+    return compat().is_writeable_array(arr)
+
+
+def _extent(arr):
+    """(buffer identity, first byte, end byte) of a PyTorch tensor's memory."""
+    start = arr.data_ptr()
+    if arr.numel() == 0:
+        return arr.untyped_storage().data_ptr(), start, start
+    reach = sum((n - 1) * abs(s) for n, s in zip(arr.shape, arr.stride()))
+    return arr.untyped_storage().data_ptr(), start, start + (reach + 1) * arr.element_size()
+
+
+def may_share_memory(xp, a, b):
+    """Whether two arrays of ``xp`` may overlap in memory: the library's own test where
+    it has one (NumPy, CuPy), bounds of the storage for PyTorch, identity elsewhere."""
+    if a is b:
+        return True
+    if xp is numpy:   # bounds first (cheap); then the exact test, so interleaved views pass
+        try:
+            return numpy.may_share_memory(a, b) and numpy.shares_memory(a, b, max_work=10_000)
+        except numpy.exceptions.TooHardError:
+            return True
+    test = getattr(xp, "shares_memory", None) or getattr(xp, "may_share_memory", None)
+    if test is not None:
+        return bool(test(a, b))
+    if callable(getattr(a, "untyped_storage", None)):
+        buffer_a, start_a, end_a = _extent(a)
+        buffer_b, start_b, end_b = _extent(b)
+        return buffer_a == buffer_b and start_a < end_b and start_b < end_a
+    return False
+
+
+def host_list(arr, limit=8):
+    """Up to ``limit`` values of a 1-D array as Python floats (for error messages only:
+    each one is a transfer to the host)."""
+    return [float(arr[i]) for i in range(min(arr.shape[0], limit))]

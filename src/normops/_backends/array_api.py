@@ -1,0 +1,78 @@
+"""The "array-api" backend: the four kernels written once against the Python array API
+standard, in the namespace of x's library (through array-api-compat), on x's device.
+
+Every op is the composition of these kernels (_composed), so the lines that run here
+on NumPy, array-api-strict and PyTorch CPU tensors in CI are the lines a GPU runs on
+CuPy arrays and CUDA tensors (the "cupy" and "torch" backends are this class).
+
+Sums are kept in float64, or float32 on a device without float64, without a widened
+copy of x (``sum(..., dtype=)``). Statistics are two-pass and shifted: deviations from
+the mean rounded to x's dtype are taken in x's dtype (exact for values near it) and
+their own sum corrects the mean and M2, so a common offset does not swamp the variance.
+"""
+from .. import _arrays as arrays
+
+REDUCED = (0, 2)   # the (outer, C, inner) axes a per-channel sum runs over
+
+
+class ArrayApiBackend:
+    device = "any"
+
+    def __init__(self):
+        arrays.compat()   # ImportError (with the install line) makes it unavailable
+
+    def namespace(self, x):
+        """The array-API namespace of x's library; TypeError if it is not an array."""
+        xp = arrays.namespace_or_none(x)
+        if xp is None:
+            raise TypeError(f"the array-api backend works on arrays of an array-API library, "
+                            f"got a {type(x).__module__}.{type(x).__qualname__}")
+        return xp
+
+    # --- the four kernels -----------------------------------------------------------
+
+    def batch_stats(self, x):
+        xp, wide, m = self._setup(x)
+        centre, dev = self._deviations(xp, x, xp.sum(x, axis=REDUCED, dtype=wide) / m)
+        s1 = xp.sum(dev, axis=REDUCED, dtype=wide)
+        mean = arrays.astype(xp, centre, wide) + s1 / m
+        # the corrected two-pass M2
+        m2 = xp.maximum(xp.sum(dev * dev, axis=REDUCED, dtype=wide) - s1 * (s1 / m), 0.0)
+        # one rule on every backend: a channel with a NaN or inf, or whose M2 overflows,
+        # gets NaN statistics
+        bad = ~(xp.isfinite(mean) & xp.isfinite(m2))
+        nan = xp.full_like(mean, float("nan"))
+        return m, xp.where(bad, nan, mean), xp.where(bad, nan, m2)
+
+    def scale_shift(self, x, a, b):
+        xp = self.namespace(x)
+        return x * self._column(xp, a, x) + self._column(xp, b, x)
+
+    def grad_stats(self, dy, x, mean):
+        xp, wide, _ = self._setup(x)
+        centre, dev = self._deviations(xp, x, mean)
+        sum_dy = xp.sum(dy, axis=REDUCED, dtype=wide)
+        # sum dy (x - mean) = sum dy (x - centre) + (centre - mean) sum dy
+        correction = (arrays.astype(xp, centre, wide) - mean) * sum_dy
+        return sum_dy, xp.sum(dy * dev, axis=REDUCED, dtype=wide) + correction
+
+    def grad_input(self, dy, x, p, q, s):
+        xp = self.namespace(x)
+        return dy * self._column(xp, p, x) + (x * self._column(xp, q, x) + self._column(xp, s, x))
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _setup(self, x):
+        xp = self.namespace(x)
+        return xp, arrays.wide_dtype(xp, arrays.device(x)), x.shape[0] * x.shape[2]
+
+    @staticmethod
+    def _column(xp, v, x):
+        """A per-channel vector as x's dtype, shaped (1, C, 1) to broadcast against x."""
+        return xp.reshape(arrays.astype(xp, v, x.dtype), (1, x.shape[1], 1))
+
+    def _deviations(self, xp, x, mean):
+        """(centre, x - centre): ``mean`` rounded to x's dtype, and the deviations from
+        it in x's dtype, exact for values near it."""
+        centre = arrays.astype(xp, mean, x.dtype)
+        return centre, x - self._column(xp, centre, x)
