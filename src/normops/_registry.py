@@ -269,6 +269,12 @@ def backends():
     return infos
 
 
+def backend_library(name):
+    """The array library the backend ``name`` is picked for automatically (its
+    ``array_module``: "numpy", "torch", ANY_LIBRARY, ...), or None."""
+    return _entry(name).array_module
+
+
 def set_backend(name):
     """Make ``name`` the process-wide default backend (None: automatic by array type)."""
     global _default, _default_origin

@@ -22,12 +22,13 @@ from ._cases import ALL_REGIMES, EXTREME_REGIMES, MEMORY, REGIMES, Case, as_memo
 from ._compare import TOL, assert_close, tolerance
 from ._implementation import (Implementation, assert_steps_close, backend_implementation, bn_step,
                               brn_step)
+from ._libraries import LIBRARIES, ArrayLibrary, array_library, on_library
 from ._profiles import PROFILES, profile_name, profile_settings, register_profiles
 from ._property import Property
 from ._runner import Report, Result, check, check_backend, properties, run, run_property
 
 __all__ = [
-    "ALL_REGIMES", "Case", "EXTREME_REGIMES", "Implementation", "MEMORY", "PROFILES", "Property", "REGIMES", "Report", "Result",
+    "ALL_REGIMES", "ArrayLibrary", "array_library", "Case", "LIBRARIES", "on_library", "EXTREME_REGIMES", "Implementation", "MEMORY", "PROFILES", "Property", "REGIMES", "Report", "Result",
     "TOL", "as_memory", "assert_close", "assert_steps_close", "backend_implementation", "bn_step", "brn_step",
     "check", "check_backend", "make_case", "profile_name", "profile_settings", "properties",
     "register_profiles", "run", "run_property", "strategies", "tolerance",

@@ -8,7 +8,9 @@ import numpy as np
 
 import normops
 
+from .._registry import ANY_LIBRARY, backend_library
 from ._cases import REGIMES
+from ._libraries import array_library, on_library
 from ._compare import assert_close, running_scales, term_scales
 
 
@@ -46,14 +48,23 @@ class Implementation:
         return self.batch_renorm is not None and self.batch_renorm_backward is not None
 
 
-def backend_implementation(name):
-    """The public normops ops, run on the registered backend ``name``."""
+# the library the kit hands a backend's arrays in, by the library it is picked for
+DEFAULT_LIBRARY = {ANY_LIBRARY: "array_api_strict", "torch": "torch", "cupy": "cupy"}
+
+
+def backend_implementation(name, library=None, device=None):
+    """The public normops ops, run on the registered backend ``name``, on arrays of
+    ``library`` (see LIBRARIES) on ``device``. By default, the library the backend is
+    picked for (numpy for a backend of its own; array_api_strict for "array-api")."""
     normops.get_backend(name)   # unknown or unavailable: say so now, not in every property
-    return Implementation(
+    if library is None:
+        library = DEFAULT_LIBRARY.get(backend_library(name), "numpy")
+    impl = Implementation(
         name, partial(normops.batch_norm, backend=name),
         partial(normops.batch_norm_backward, backend=name),
         partial(normops.batch_renorm, backend=name),
         partial(normops.batch_renorm_backward, backend=name))
+    return on_library(impl, array_library(library, device))
 
 
 REFERENCE = backend_implementation("reference")
