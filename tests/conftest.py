@@ -15,10 +15,23 @@ hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # through it runs the generic composition, as it would for a plugin backend.
 normops.register_backend("reference-kernels", KernelsOnly(normops.get_backend("reference")))
 
-BACKENDS = [info.name for info in normops.backends() if info.available]
+AVAILABLE = [info for info in normops.backends() if info.available]
+# the backends that take NumPy arrays ("array-api" takes any library's): the tests that
+# hand a backend NumPy arrays run on each of them
+BACKENDS = [info.name for info in AVAILABLE if info.auto_for in (None, "numpy", "*")]
+# (backend, array library) pairs the conformance kit runs on: each backend on the arrays
+# it is picked for (array-api: array-api-strict's), and the array-API path on PyTorch
+# tensors and on NumPy arrays as well
+KIT_RUNS = [(info.name, None) for info in AVAILABLE]
+if any(info.name == "array-api" for info in AVAILABLE):
+    KIT_RUNS += [("array-api", "numpy")] + [("array-api", "torch")] * any(
+        info.name == "torch" for info in AVAILABLE)
 
 
 def pytest_generate_tests(metafunc):
-    # a plain parameter, not a fixture, so Hypothesis-driven tests may take it
+    # plain parameters, not fixtures, so Hypothesis-driven tests may take them
     if "backend" in metafunc.fixturenames:
         metafunc.parametrize("backend", BACKENDS)
+    if "kit_run" in metafunc.fixturenames:
+        metafunc.parametrize("kit_run", KIT_RUNS,
+                             ids=[name if lib is None else f"{name}-on-{lib}" for name, lib in KIT_RUNS])

@@ -1,6 +1,9 @@
 """The README's examples run as written and do what their comments say."""
 import numpy as np
+import pytest
 
+import normops
+from optional_torch import import_torch
 from readme_blocks import run_readme_block
 
 
@@ -17,3 +20,24 @@ def test_layers_block():
     # dy = 1 gives dbeta = m = 32 * 8 * 8 per channel, and the SGD step moved beta by 0.1 of it
     np.testing.assert_allclose(bn.beta, -0.1 * 32 * 8 * 8, rtol=1e-6)
     assert brn.clips(0) == (1.0, 0.0) and brn.clips(40000) == (3.0, 5.0)
+
+
+def test_torch_block():
+    torch = import_torch("the PyTorch example")
+    names = run_readme_block("test: torch example")
+    x, y, dx = names["x"], names["y"], names["dx"]
+    for result in (y, dx, names["dgamma"], names["saved"].mean):
+        assert isinstance(result, torch.Tensor)
+    assert dx.is_contiguous(memory_format=torch.channels_last)
+    assert torch.all(names["running_mean"] != 0)   # updated in place
+    torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(16), atol=1e-5, rtol=0)
+
+
+def test_cupy_block():
+    cupy = pytest.importorskip("cupy", reason="the CuPy example needs CuPy and an NVIDIA GPU")
+    if not normops.backends()[[i.name for i in normops.backends()].index("cupy")].available:
+        pytest.skip("the CuPy example needs an NVIDIA GPU")
+    names = run_readme_block("test: cupy example")
+    for result in (names["y"], names["dx"], names["dgamma"], names["saved"].mean):
+        assert isinstance(result, cupy.ndarray)
+    assert float(cupy.abs(names["y"].mean(axis=(0, 2, 3))).max()) < 1e-5

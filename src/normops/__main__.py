@@ -47,12 +47,12 @@ def cmd_check(args):
               file=sys.stderr)
         return 2
     try:
-        impl = testing.backend_implementation(args.backend)
+        impl = testing.backend_implementation(args.backend, args.library, args.device)
         chosen = testing.properties(args.property)
         unknown = sorted(set(args.regime or ()) - set(testing.ALL_REGIMES))
         if unknown:
             raise ValueError(f"unknown value regimes {unknown}; known: {', '.join(testing.ALL_REGIMES)}")
-    except (normops.BackendError, ValueError) as exc:
+    except (normops.BackendError, ValueError, ImportError) as exc:
         print(f"python -m normops check: {exc}", file=sys.stderr)
         return 2
     try:
@@ -60,7 +60,7 @@ def cmd_check(args):
     except ValueError as exc:
         print(f"python -m normops check: HYPOTHESIS_PROFILE: {exc}", file=sys.stderr)
         return 2
-    print(f"checking backend {args.backend!r}: {len(chosen)} properties, profile {profile} "
+    print(f"checking {impl.name!r}: {len(chosen)} properties, profile {profile} "
           f"(up to {testing.PROFILES[profile].max_examples} examples each)", flush=True)
 
     def progress(result):
@@ -95,6 +95,12 @@ def main(argv=None):
                        help="ci: 60 derandomized examples per property (the default, unless "
                             "HYPOTHESIS_PROFILE names another); dev: 60 random ones; thorough: "
                             "1000 random ones")
+    check.add_argument("--library", metavar="NAME",
+                       help="the array library the kit hands the backend: numpy, array_api_strict, "
+                            "torch or cupy (default: the one it is picked for; array_api_strict for "
+                            "array-api)")
+    check.add_argument("--device", help="the library's device (default: its default device), "
+                                        "e.g. cuda for torch")
     check.add_argument("--property", action="append", metavar="NAME",
                        help="run only this property (repeatable)")
     check.add_argument("--regime", action="append", metavar="NAME",

@@ -14,6 +14,7 @@ COMPAT_INSTALL = "pip install 'normops[array-api]' (or: pip install array-api-co
 
 _namespace_by_type = {}   # array type -> its array-API namespace (the lookup costs us)
 _wide_by_device = {}      # (namespace, device) -> the dtype sums are kept in
+_writeable_by_type = {}   # array type without flags -> whether its arrays can be written
 
 
 def compat():
@@ -68,7 +69,10 @@ def device(arr):
     """The device of an array (NumPy's: "cpu")."""
     if isinstance(arr, numpy.ndarray):
         return "cpu"
-    return compat().device(arr)
+    found = getattr(arr, "device", None)   # the standard's attribute (PyTorch, CuPy, ...)
+    if found is not None and not callable(found):
+        return found
+    return compat().device(arr)   # libraries that predate it
 
 
 def astype(xp, arr, dtype):
@@ -137,16 +141,19 @@ def writeable(arr):
     flags = getattr(arr, "flags", None)
     if flags is not None and hasattr(flags, "writeable"):
         return bool(flags.writeable)
-    return compat().is_writeable_array(arr)
+    kind = type(arr)   # without flags, writeability is the library's, the same for every array
+    if kind not in _writeable_by_type:
+        _writeable_by_type[kind] = compat().is_writeable_array(arr)
+    return _writeable_by_type[kind]
 
 
 def _extent(arr):
-    """(buffer identity, first byte, end byte) of a PyTorch tensor's memory."""
+    """(first byte, end byte) of a PyTorch tensor's memory (its strides are >= 0)."""
     start = arr.data_ptr()
     if arr.numel() == 0:
-        return arr.untyped_storage().data_ptr(), start, start
-    reach = sum((n - 1) * abs(s) for n, s in zip(arr.shape, arr.stride()))
-    return arr.untyped_storage().data_ptr(), start, start + (reach + 1) * arr.element_size()
+        return start, start
+    reach = sum((n - 1) * s for n, s in zip(arr.shape, arr.stride()))
+    return start, start + (reach + 1) * arr.element_size()
 
 
 def may_share_memory(xp, a, b):
@@ -162,10 +169,12 @@ def may_share_memory(xp, a, b):
     test = getattr(xp, "shares_memory", None) or getattr(xp, "may_share_memory", None)
     if test is not None:
         return bool(test(a, b))
-    if callable(getattr(a, "untyped_storage", None)):
-        buffer_a, start_a, end_a = _extent(a)
-        buffer_b, start_b, end_b = _extent(b)
-        return buffer_a == buffer_b and start_a < end_b and start_b < end_a
+    if callable(getattr(a, "data_ptr", None)):   # PyTorch: address ranges on one device
+        if a.device != b.device:
+            return False
+        start_a, end_a = _extent(a)
+        start_b, end_b = _extent(b)
+        return start_a < end_b and start_b < end_a
     return False
 
 

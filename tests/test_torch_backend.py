@@ -1,0 +1,180 @@
+"""PyTorch tensors through normops: the "torch" backend against
+torch.nn.functional.batch_norm with autograd, CPU tensors read and written by the C
+kernels in place, and the array-API path that tensors on other devices take."""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import normops
+from normops import testing
+from optional_torch import import_torch
+
+torch = import_torch("the torch backend tests")
+F = torch.nn.functional
+
+C = 6
+LAYOUTS = {"NC": (64, C), "NCHW": (8, C, 5, 7), "channels_last": (8, C, 5, 7)}
+
+
+def tensors(layout, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shape = LAYOUTS[layout]
+    x = torch.randn(shape, generator=g, dtype=dtype) * 2 + 3
+    dy = torch.randn(shape, generator=g, dtype=dtype)
+    if layout == "channels_last":
+        x, dy = (t.contiguous(memory_format=torch.channels_last) for t in (x, dy))
+    w = torch.rand(C, generator=g, dtype=dtype) + 0.5
+    b = torch.randn(C, generator=g, dtype=dtype)
+    rm = torch.randn(C, generator=g, dtype=dtype)
+    rv = torch.rand(C, generator=g, dtype=dtype) + 0.5
+    return x, dy, w, b, rm, rv
+
+
+def torch_autograd(x, dy, w, b, rm, rv, training):
+    """y, running statistics and the gradients as PyTorch's autograd computes them."""
+    xt, wt, bt = (t.clone().requires_grad_() for t in (x, w, b))
+    y = F.batch_norm(xt, rm, rv, wt, bt, training=training, momentum=0.1, eps=1e-5)
+    y.backward(dy)
+    return y.detach(), xt.grad, wt.grad, bt.grad
+
+
+def tolerances(dtype):
+    return dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+
+
+def assert_tensor_like(t, like):
+    assert isinstance(t, torch.Tensor) and t.dtype == like.dtype and t.device == like.device
+    assert not t.requires_grad
+
+
+@pytest.mark.parametrize("path", ["torch", "array-api"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_matches_torch_autograd(layout, dtype, training, path):
+    x, dy, w, b, rm, rv = tensors(layout, dtype)
+    rm_t, rv_t = rm.clone(), rv.clone()
+    expected = torch_autograd(x, dy, w, b, rm_t, rv_t, training)
+    pick = {} if path == "torch" else {"backend": path}   # tensors pick "torch" themselves
+    y, saved = normops.batch_norm(x, w, b, rm, rv, training=training, **pick)
+    dx, dgamma, dbeta = normops.batch_norm_backward(dy, x, saved, w, **pick)
+    for got, want in zip((y, dx, dgamma, dbeta), expected):
+        assert_tensor_like(got, x)
+        torch.testing.assert_close(got, want, **tolerances(dtype))
+    torch.testing.assert_close(rm, rm_t, **tolerances(dtype))
+    torch.testing.assert_close(rv, rv_t, **tolerances(dtype))
+    assert isinstance(saved.mean, torch.Tensor) and isinstance(saved.invstd, torch.Tensor)
+
+
+def test_tensors_pick_the_torch_backend_and_keep_their_layout():
+    x, dy, w, b, rm, rv = tensors("channels_last", torch.float32)
+    assert normops.get_backend("torch") is normops._registry.backend_for(x)
+    y, saved = normops.batch_norm(x, w, b, rm, rv)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    dx = normops.batch_norm_backward(dy, x, saved, w)[0]
+    assert dx.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_brn_matches_the_numpy_ops():
+    x, dy, w, b, rm, rs = tensors("NCHW", torch.float64)
+    rm_n, rs_n = rm.numpy().copy(), rs.numpy().copy()
+    y, saved = normops.batch_renorm(x, w, b, rm, rs, rmax=1.5, dmax=0.5)
+    dx, dgamma, dbeta = normops.batch_renorm_backward(dy, x, saved, w)
+    y_n, saved_n = normops.batch_renorm(x.numpy(), w.numpy(), b.numpy(), rm_n, rs_n, rmax=1.5, dmax=0.5)
+    grads_n = normops.batch_renorm_backward(dy.numpy(), x.numpy(), saved_n, w.numpy())
+    for got, want in zip((y, dx, dgamma, dbeta, rm, rs, saved.r, saved.d),
+                         (y_n, *grads_n, rm_n, rs_n, saved_n.r, saved_n.d)):
+        assert isinstance(got, torch.Tensor)
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_a_tensor_that_requires_grad_is_accepted():
+    x, dy, w, b, rm, rv = tensors("NCHW", torch.float32)
+    x.requires_grad_()
+    w = torch.nn.Parameter(w)
+    y, saved = normops.batch_norm(x, w, b, rm, rv)
+    dx, dgamma, _ = normops.batch_norm_backward(dy, x, saved, w)
+    assert not (y.requires_grad or dx.requires_grad or dgamma.requires_grad)
+    expected = torch_autograd(x.detach(), dy, w.detach(), b, torch.zeros(C), torch.ones(C), True)
+    torch.testing.assert_close(dx, expected[1], rtol=1e-5, atol=1e-5)
+
+
+def traced_peak(fn):
+    """Bytes NumPy allocated at the peak of fn() (NumPy reports its buffers to
+    tracemalloc; the cpu backend's pooled outputs are not NumPy's and do not count)."""
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        fn()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("memory", ["contiguous", "channels_last"])
+def test_cpu_tensors_reach_the_kernels_without_a_copy(memory):
+    """x and dy of 8 MB: a copy of either would add 8 MB to the peak. A strided tensor,
+    which the kernels cannot read in place, shows that the measure sees copies."""
+    shape = (64, 32, 32, 32)
+    x, dy = torch.randn(shape), torch.randn(shape)
+    if memory == "channels_last":
+        x, dy = (t.contiguous(memory_format=torch.channels_last) for t in (x, dy))
+    strided_x = torch.randn(64, 32, 32, 64)[..., ::2]
+    nbytes = x.numel() * x.element_size()
+    params = [torch.ones(32), torch.zeros(32), torch.zeros(32), torch.ones(32)]
+
+    def step(t):
+        y, saved = normops.batch_norm(t, *params)
+        normops.batch_norm_backward(dy, t, saved, params[0])
+
+    step(x), step(strided_x)   # warm-up: the output pool holds blocks of this size now
+    assert traced_peak(lambda: step(x)) < 0.25 * nbytes
+    assert traced_peak(lambda: step(strided_x)) > 0.9 * nbytes
+
+
+def test_outputs_share_the_memory_the_kernels_wrote():
+    x, dy, w, b, rm, rv = tensors("NCHW", torch.float32)
+    y, saved = normops.batch_norm(x, w, b, rm, rv)
+    # a tensor made by torch.from_numpy on the kernels' output: writing it writes that array
+    host = y.numpy()
+    y[0, 0, 0, 0] = 123.0
+    assert host[0, 0, 0, 0] == 123.0
+    # the running statistics were written in the caller's tensors' memory
+    before = rm.data_ptr()
+    normops.batch_norm(x, w, b, rm, rv)
+    assert rm.data_ptr() == before
+
+
+def test_the_array_api_path_that_other_devices_take_passes_the_kit():
+    """A torch backend whose CPU tensors take the array-API path: the lines a CUDA tensor
+    runs (its kernels, the composition, the checks), here on CPU tensors."""
+    from normops._backends.torch import TorchBackend
+    normops.register_backend("torch-array-api", TorchBackend(cpu_kernels=False))
+    try:
+        impl = testing.backend_implementation("torch-array-api", "torch")
+        report = testing.run(impl)
+    finally:
+        normops.unregister_backend("torch-array-api")
+    assert report.passed, str(report)
+
+
+def test_errors_name_the_library_and_device():
+    x, dy, w, b, rm, rv = tensors("NCHW", torch.float32)
+    with pytest.raises(TypeError, match=r"gamma is a numpy.ndarray but x is a torch array"):
+        normops.batch_norm(x, w.numpy(), b, rm, rv)
+    with pytest.raises(TypeError, match=r"running_var has dtype float64 but x has dtype float32"):
+        normops.batch_norm(x, w, b, rm, rv.double())
+    with pytest.raises(TypeError, match="running_mean must be a torch array .* got list"):
+        normops.batch_norm(x, w, b, rm.tolist(), rv)
+    with pytest.raises(ValueError, match="running_var steps 0 bytes between its 4-byte values"):
+        normops.batch_norm(x, w, b, rm, torch.ones(1).expand(C))
+    with pytest.raises(ValueError, match="running_var shares memory with x"):
+        normops.batch_norm(x, w, b, rm, x[0, :, 0, 0])
+    with pytest.raises(TypeError, match="x must have dtype float32 or float64, got float16"):
+        normops.batch_norm(x.half())
+    with pytest.raises(TypeError, match="backend 'cpu' works on numpy arrays, got a torch.Tensor"):
+        normops.batch_norm(x, backend="cpu")
+    # the meta device holds no values but has a device of its own
+    with pytest.raises(ValueError, match="gamma is on device meta but x is on device cpu"):
+        normops.batch_norm(x, w.to("meta"), b, rm, rv)
