@@ -61,7 +61,8 @@ def test_a_backend_refuses_arrays_it_cannot_take():
         normops.batch_norm(np.ones((4, 3)), backend="torch")
     with pytest.raises(TypeError, match=r"backend 'cpu' works on numpy arrays, got a array_api_strict"):
         normops.batch_norm(xps.ones((4, 3)), backend="cpu")
-    with pytest.raises(TypeError, match=r"backend 'array-api' cannot take x: .* got a builtins.str"):
+    # values that are no library's arrays get NumPy's checks, as on the cpu backend
+    with pytest.raises(TypeError, match=r"x must have dtype float32 or float64, got <U1"):
         normops.batch_norm("x", backend="array-api")
     del torch
 

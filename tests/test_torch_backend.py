@@ -175,6 +175,26 @@ def test_errors_name_the_library_and_device():
         normops.batch_norm(x.half())
     with pytest.raises(TypeError, match="backend 'cpu' works on numpy arrays, got a torch.Tensor"):
         normops.batch_norm(x, backend="cpu")
-    # the meta device holds no values but has a device of its own
-    with pytest.raises(ValueError, match="gamma is on device meta but x is on device cpu"):
+    # forms of tensor that hold no plain values
+    with pytest.raises(TypeError, match="gamma is a tensor on the meta device, which holds no values"):
         normops.batch_norm(x, w.to("meta"), b, rm, rv)
+    with pytest.raises(TypeError, match="x is a tensor on the meta device"):
+        normops.batch_norm(x.to("meta"), None, None, rm.to("meta"), rv.to("meta"), training=False)
+    with pytest.raises(TypeError, match="x is a tensor of layout torch.sparse_coo; normops takes dense arrays"):
+        normops.batch_norm(x.to_sparse())
+    with pytest.raises(TypeError, match="saved.mean must be a torch array as the forward op returned it"):
+        normops.batch_norm_backward(dy, x, normops.batch_norm(x.numpy())[1])
+
+
+def test_lazily_negated_views_are_read_and_written_as_their_values():
+    """Views with the neg bit set (x.conj().imag of a complex tensor) hold their values
+    negated lazily; the kernels see the values, and running statistics are written back."""
+    x, dy, w, b, rm, rv = tensors("NCHW", torch.float64)
+    negated = lambda t: torch.complex(torch.zeros_like(t), -t).conj().imag   # noqa: E731
+    nx, nrm = negated(x), negated(rm)
+    assert nx.is_neg() and nrm.is_neg()
+    rm_plain = rm.clone()
+    y, saved = normops.batch_norm(nx, w, b, nrm, rv.clone())
+    y_plain, _ = normops.batch_norm(x, w, b, rm_plain, rv.clone())
+    torch.testing.assert_close(y, y_plain, rtol=0, atol=0)
+    torch.testing.assert_close(nrm, rm_plain, rtol=0, atol=0)

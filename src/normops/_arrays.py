@@ -52,6 +52,19 @@ def is_array(xp, value):
     return namespace_or_none(value) is xp
 
 
+def unsupported(arr):
+    """Why normops cannot take this array of a known library (a PyTorch tensor that is
+    sparse, nested or on the meta device, which holds no values), or None."""
+    if getattr(arr, "is_nested", False):
+        return "a nested tensor"
+    layout = getattr(arr, "layout", None)
+    if layout is not None and str(layout) != "torch.strided":
+        return f"a tensor of layout {layout}"
+    if str(getattr(arr, "device", "")) == "meta":
+        return "a tensor on the meta device, which holds no values"
+    return None
+
+
 def float_dtypes(xp):
     return (xp.float32, xp.float64)
 

@@ -90,9 +90,17 @@ def as_input(xp, x, name="x"):
 def _standard_input(xp, x, name):
     """as_input for an array-API library."""
     arr = x if arrays.is_array(xp, x) else as_array(xp, x, name)
+    _supported(arr, name)
     if arr.dtype not in arrays.float_dtypes(xp):
         raise TypeError(f"{name} must have dtype float32 or float64, got {arrays.dtype_name(arr.dtype)}")
     return _input_shape(arr, name)
+
+
+def _supported(arr, name):
+    """A form of array normops does not take (sparse, nested, without values) is refused."""
+    why = arrays.unsupported(arr)
+    if why is not None:
+        raise TypeError(f"{name} is {why}; normops takes dense arrays holding values")
 
 
 def _input_shape(arr, name):
@@ -188,6 +196,7 @@ def _standard_per_channel(xp, arr, name, channels, dtype, x):
             raise TypeError(f"{name} is a {type(arr).__module__}.{type(arr).__qualname__} "
                             f"but x is a {library(xp)} array; pass {name} as one")
         arr = as_array(xp, arr, name, dtype, None if x is None else arrays.device(x))
+    _supported(arr, name)
     if arr.dtype != dtype:
         raise TypeError(f"{name} has dtype {arrays.dtype_name(arr.dtype)} but x has dtype "
                         f"{arrays.dtype_name(dtype)}; convert {name} to {arrays.dtype_name(dtype)}")
@@ -330,7 +339,7 @@ def saved_state(xp, saved, expected_type, op_name, x, axis):
     if not isinstance(saved, expected_type):
         raise TypeError(f"saved must be the {expected_type.__name__} returned by the forward op "
                         f"{op_name}, got {type(saved).__name__}")
-    if not _as_made(saved, x.shape):
+    if xp is not numpy or not _as_made(saved, x.shape):
         saved = _checked_fields(xp, saved, _SAVED_ARRAYS[expected_type], x)
     if axis is not None and channel_axis(axis, x.ndim) != saved.axis:
         raise ValueError(f"axis={axis} differs from the forward call's channel axis {saved.axis}")
@@ -427,6 +436,7 @@ def _saved_array(xp, value, field, x, axis, training):
 
 
 def _standard_saved_array(xp, value, name, channels, unused, x):
+    _supported(value, name)
     if not xp.isdtype(value.dtype, "real floating") or xp.finfo(value.dtype).bits > 64:
         raise TypeError(f"{name} must have a float dtype of at most 64 bits (the forward "
                         f"op's float64), got {arrays.dtype_name(value.dtype)}")

@@ -10,6 +10,8 @@ copy of x (``sum(..., dtype=)``). Statistics are two-pass and shifted: deviation
 the mean rounded to x's dtype are taken in x's dtype (exact for values near it) and
 their own sum corrects the mean and M2, so a common offset does not swamp the variance.
 """
+import numpy
+
 from .. import _arrays as arrays
 
 REDUCED = (0, 2)   # the (outer, C, inner) axes a per-channel sum runs over
@@ -22,12 +24,12 @@ class ArrayApiBackend:
         arrays.compat()   # ImportError (with the install line) makes it unavailable
 
     def namespace(self, x):
-        """The array-API namespace of x's library; TypeError if it is not an array."""
-        xp = arrays.namespace_or_none(x)
-        if xp is None:
-            raise TypeError(f"the array-api backend works on arrays of an array-API library, "
-                            f"got a {type(x).__module__}.{type(x).__qualname__}")
-        return xp
+        """The array-API namespace of x's library. NumPy arrays, and values that are no
+        library's arrays (lists), are NumPy's: they get NumPy's checks and conversions,
+        as on the cpu backend."""
+        if isinstance(x, numpy.ndarray):
+            return numpy
+        return arrays.namespace_or_none(x) or numpy
 
     # --- the four kernels -----------------------------------------------------------
 

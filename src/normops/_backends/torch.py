@@ -57,6 +57,10 @@ class TorchBackend(ArrayApiBackend):
             # where they are not)
             host = [_map_saved(a, _host) if _is_saved(a) else _host(a) for a in args]
             result = getattr(ops, name)(*host, backend="cpu", **options)
+            if name in FORWARD:   # running statistics updated in a copy (see _host) go back
+                for tensor, array in zip(args[3:5], host[3:5]):
+                    if tensor is not None and array.ctypes.data != tensor.data_ptr():
+                        tensor.copy_(self._torch.from_numpy(array))
         if name in FORWARD:
             y, saved = result
             return self._torch.from_numpy(y), _map_saved(saved, self._torch.from_numpy)
@@ -76,8 +80,14 @@ class TorchBackend(ArrayApiBackend):
 
 
 def _host(tensor):
-    """A CPU tensor as a NumPy array on its memory (None stays None)."""
-    return None if tensor is None else tensor.detach().numpy()
+    """A CPU tensor as a NumPy array on its memory (None stays None); a view whose values
+    are negated or conjugated lazily (its neg or conj bit set) as a copy of them."""
+    if tensor is None:
+        return None
+    tensor = tensor.detach()
+    if tensor.is_neg() or tensor.is_conj():
+        tensor = tensor.resolve_neg().resolve_conj()
+    return tensor.numpy()
 
 
 def _is_saved(value):
