@@ -84,6 +84,8 @@ def as_input(xp, x, name="x"):
         if _native(arr.dtype) not in FLOATS:
             raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
         arr = arr.astype(_native(arr.dtype))
+    if arr.ndim >= 2 and arr.size:   # the common case, without a call (a tiny op costs ~15 us)
+        return arr
     return _input_shape(arr, name)
 
 
@@ -289,7 +291,7 @@ def positive_stats(xp, arr, name, *, allow_zero):
     would give a silently wrong or NaN result. NaN passes and propagates."""
     # one value to the host (an array-API library's bool() of a 0-d array): NaN when any
     # value is NaN, and then the exact test below decides
-    lowest = xp.min(arr)
+    lowest = arr.min() if xp is numpy else xp.min(arr)   # the method: 1 us less on NumPy
     if lowest >= 0 if allow_zero else lowest > 0:
         return
     bad = arr < 0 if allow_zero else arr <= 0
@@ -489,8 +491,8 @@ def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, e
             raise ValueError(f"training=False normalizes with the running statistics: "
                              f"pass {stat_names[0]} and {stat_names[1]}")
     else:
-        checked = tuple(running_stat(xp, stat, name, channels, x.dtype, written=training, x=x)
-                        for stat, name in zip(stats, stat_names))
+        checked = (running_stat(xp, stats[0], stat_names[0], channels, x.dtype, written=training, x=x),
+                   running_stat(xp, stats[1], stat_names[1], channels, x.dtype, written=training, x=x))
         if training:
             # the caller's arrays are the ones updated (through a copy or not) and read
             no_overlap(xp, zip(stat_names, stats), inputs)
