@@ -358,3 +358,42 @@ def test_bfloat16_tensors_load_into_a_torch_layer():
     torch.testing.assert_close(layer.gamma, torch.tensor([0.5, 1.25, 2.0], dtype=torch.float64))
 
 
+# -- population statistics, eval_affine and folding ----------------------------------------
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_population_stats_on_a_torch_layer(cls):
+    xs = [x[: 2 + 2 * i] for i, x in enumerate(batches(4, dtype=np.float64, offset=1e4))]
+    ours = cls(3, like=torch.empty(0), dtype=np.float64)
+    reference = cls(3, dtype=np.float64)
+    assert normops.recompute_population_stats(ours, [torch.from_numpy(x) for x in xs]) == 4
+    normops.recompute_population_stats(reference, xs)
+    for name in ("running_mean", ours._spread):
+        assert isinstance(getattr(ours, name), torch.Tensor)
+        np.testing.assert_allclose(getattr(ours, name).numpy(), getattr(reference, name), rtol=1e-12)
+    assert ours.num_batches_tracked == 0
+
+
+def test_population_stats_on_a_strict_layer_on_a_device():
+    xs = batches(3, dtype=np.float32)
+    ours = normops.BatchNorm(3, like=strict(0.0), device=DEVICE1)
+    reference = normops.BatchNorm(3)
+    normops.recompute_population_stats(ours, [strict(x, DEVICE1) for x in xs])
+    normops.recompute_population_stats(reference, xs)
+    assert ours.running_var.device == DEVICE1
+    np.testing.assert_allclose(host(ours.running_var), reference.running_var, rtol=1e-6)
+    with pytest.raises(ValueError, match="on device"):   # the batches must be on its device
+        normops.recompute_population_stats(ours, [strict(x) for x in xs])
+
+
+def test_population_stats_without_float64():
+    """A device without float64 pools in float32 (the kernels' wide dtype there)."""
+    device = xps.Device("no_float64")
+    xs = batches(3, dtype=np.float32)
+    ours = normops.BatchRenorm(3, like=strict(0.0, device))
+    reference = normops.BatchRenorm(3)
+    normops.recompute_population_stats(ours, [strict(x, device) for x in xs])
+    normops.recompute_population_stats(reference, xs)
+    np.testing.assert_allclose(host(ours.running_std), reference.running_std, rtol=1e-5)
+    scale, shift = ours.eval_affine()
+    assert scale.dtype == xps.float32 and scale.device == device
+
