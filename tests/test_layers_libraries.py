@@ -397,3 +397,41 @@ def test_population_stats_without_float64():
     scale, shift = ours.eval_affine()
     assert scale.dtype == xps.float32 and scale.device == device
 
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_eval_affine_and_folding_on_a_torch_layer(cls):
+    rng = np.random.default_rng(4)
+    ours = cls(3, like=torch.empty(0), **options(cls))
+    reference = cls(3, **options(cls))
+    for x in batches(4):
+        ours(torch.from_numpy(x)), reference(x)
+    for got, expected in zip(ours.eval_affine(), reference.eval_affine()):
+        assert isinstance(got, torch.Tensor) and got.dtype == torch.float64
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-15)
+    W, b = rng.normal(size=(3, 5)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    for fold, args in ((normops.fold_into_linear, (W, b)),
+                       (normops.fold_into_conv, (rng.normal(size=(3, 2, 3, 3)).astype(np.float32), None))):
+        got = fold(*[None if a is None else torch.from_numpy(a) for a in args], ours)
+        expected = fold(*args, reference)
+        for g, e in zip(got, expected):
+            assert isinstance(g, torch.Tensor) and g.dtype == torch.float32
+            np.testing.assert_array_equal(g.numpy(), e)
+    with pytest.raises(TypeError, match="W must be a torch array"):
+        normops.fold_into_linear(W, None, ours)
+    with pytest.raises(TypeError, match="b must be a torch array"):
+        normops.fold_into_linear(torch.from_numpy(W), b, ours)
+
+
+def test_folding_on_a_strict_layer():
+    ours = normops.BatchNorm(3, like=strict(0.0), device=DEVICE1, dtype="float64")
+    reference = normops.BatchNorm(3, dtype=np.float64)
+    for x in batches(3, dtype=np.float64):
+        ours(strict(x, DEVICE1)), reference(x)
+    W = np.random.default_rng(5).normal(size=(4, 3))
+    Wf, bf = normops.fold_into_linear(strict(W, DEVICE1), None, ours, out_axis=1)
+    assert Wf.device == DEVICE1
+    expected = normops.fold_into_linear(W, None, reference, out_axis=1)
+    np.testing.assert_allclose(host(Wf), expected[0], rtol=1e-12)
+    np.testing.assert_allclose(host(bf), expected[1], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="W is on device"):
+        normops.fold_into_linear(strict(W), None, ours, out_axis=1)
