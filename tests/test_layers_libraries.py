@@ -196,6 +196,8 @@ def test_dtype_of_a_strict_layer():
     assert normops.BatchNorm(3, like=strict(0.0), dtype="float64").dtype == xps.float64
     assert normops.BatchNorm(3, like=strict(0.0), dtype=xps.float64).dtype == xps.float64
     assert normops.BatchNorm(3, like=strict(0.0)).beta.dtype == xps.float32
+    x = strict(np.zeros((2, 3), np.float64))       # an array's dtype object works too
+    assert normops.BatchNorm(3, like=x, dtype=x.dtype).dtype == xps.float64
 
 
 @pytest.mark.parametrize("make, match", [

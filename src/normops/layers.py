@@ -138,7 +138,9 @@ def _library_dtype(xp, dtype):
     its own float32/float64, given as that dtype or as a NumPy dtype or dtype name."""
     if xp is not np:
         for own in arrays.float_dtypes(xp):
-            if dtype is own:
+            # the library's own dtype objects compare among themselves (an array's dtype
+            # need not be the namespace's object); comparing them with NumPy's may warn
+            if dtype is own or (type(dtype) is type(own) and dtype == own):
                 return _dtype_object(own)
     try:
         found = np.dtype(dtype)
