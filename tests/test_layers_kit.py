@@ -1,7 +1,8 @@
 """The conformance kit through the layer API: BatchNorm / BatchRenorm layers wrapped as a
 normops.testing Implementation must pass every property the functional ops pass, the
-gradient checks among them."""
-import numpy as np
+gradient checks among them; also layers of torch and array_api_strict (made with
+like=x), fed the kit's cases as arrays of their library."""
+import array_api_compat
 import pytest
 
 import normops
@@ -12,7 +13,7 @@ def _layer(cls, x, gamma, beta, running, *, training, axis, **options):
     """A layer holding the case's own arrays, so that running statistics are updated in
     the caller's arrays as the functional ops do; an absent gamma or beta is a layer
     built with scale=False or center=False."""
-    layer = cls(x.shape[axis], axis=axis, dtype=x.dtype, scale=gamma is not None,
+    layer = cls(x.shape[axis], axis=axis, dtype=x.dtype, like=x, scale=gamma is not None,
                 center=beta is not None, **options).train(training)
     if gamma is not None:
         layer.gamma = gamma
@@ -36,20 +37,24 @@ class _Forward:
 
 def _backward(dy, x, saved, gamma, *, axis=None):
     layer = saved.layer
-    assert x is layer._x and gamma is layer.gamma
+    if array_api_compat.is_numpy_array(x):   # the library adapters convert them anew
+        assert x is layer._x and gamma is layer.gamma
     dx = layer.backward(dy)
     grads = layer.grads()
     # the kit wants dgamma and dbeta at gamma = 1, beta = 0 when they are absent; a layer
     # keeps no gradient for a parameter it lacks, so they come from its output:
     # y - beta = x_hat (BN) or x_hat r + d (BRN), whose sums with dy are dgamma at gamma = 1
+    xp = array_api_compat.array_namespace(x)
     reduce = tuple(i for i in range(x.ndim) if i != layer._saved.axis)
     if "beta" not in grads:
-        grads["beta"] = dy.sum(axis=reduce, dtype=np.float64).astype(x.dtype)
+        grads["beta"] = xp.astype(xp.sum(dy, axis=reduce, dtype=xp.float64), x.dtype)
     if "gamma" not in grads:
-        shifted = saved.y.astype(np.float64)
+        shifted = xp.astype(saved.y, xp.float64)
         if layer.beta is not None:
-            shifted -= np.expand_dims(layer.beta, reduce)
-        grads["gamma"] = (dy * shifted).sum(axis=reduce).astype(x.dtype)
+            column = [1] * x.ndim
+            column[layer._saved.axis] = x.shape[layer._saved.axis]
+            shifted = shifted - xp.reshape(xp.astype(layer.beta, xp.float64), tuple(column))
+        grads["gamma"] = xp.astype(xp.sum(dy * shifted, axis=reduce), x.dtype)
     return dx, grads["gamma"], grads["beta"]
 
 
@@ -73,4 +78,12 @@ LAYERS = testing.Implementation("layers", bn_via_layer, _backward, brn_via_layer
 @pytest.mark.parametrize("prop", testing.properties(), ids=str)
 def test_layers_pass_the_kit(prop):
     result = testing.run_property(prop, LAYERS)
+    assert result.status == "passed", result.message
+
+
+@pytest.mark.parametrize("prop", testing.properties(), ids=str)
+@pytest.mark.parametrize("library", ["torch", "array_api_strict"])
+def test_layers_of_other_libraries_pass_the_kit(library, prop):
+    pytest.importorskip(library)
+    result = testing.run_property(prop, testing.on_library(LAYERS, testing.array_library(library)))
     assert result.status == "passed", result.message

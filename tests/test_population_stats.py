@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 import normops
+from normops._registry import backend_library
+from normops.testing._libraries import array_library
 
 
 def ragged_batches(dtype, *, offset, seed=0):
@@ -28,14 +30,19 @@ def concatenated_moments(xs, axis=1):
 ])
 @pytest.mark.parametrize("convention", ["pytorch", "keras"])
 def test_batch_norm_gets_the_pooled_statistics(backend, dtype, offset, rtol, convention):
-    """Each batch measured by the layer's backend's batch_stats kernel, pooled here."""
+    """Each batch measured by the layer's backend's batch_stats kernel, pooled here; a
+    backend picked for another library than NumPy (torch, cupy) runs a layer of that
+    library, fed its arrays."""
     xs = ragged_batches(dtype, offset=offset)
-    layer = normops.BatchNorm(4, dtype=dtype, convention=convention, backend=backend)
-    assert normops.recompute_population_stats(layer, xs) == 4
+    library = backend_library(backend)
+    lib = array_library(library if library in ("torch", "cupy") else "numpy")
+    like = None if lib.name == "numpy" else lib.to_library(np.empty(0, dtype))
+    layer = normops.BatchNorm(4, dtype=dtype, convention=convention, backend=backend, like=like)
+    assert normops.recompute_population_stats(layer, [lib.to_library(x) for x in xs]) == 4
     n, mean, var = concatenated_moments(xs)
-    np.testing.assert_allclose(layer.running_mean, mean, rtol=rtol)
+    np.testing.assert_allclose(lib.to_numpy(layer.running_mean), mean, rtol=rtol)
     expected_var = var * n / (n - 1) if convention == "pytorch" else var
-    np.testing.assert_allclose(layer.running_var, expected_var, rtol=rtol)
+    np.testing.assert_allclose(lib.to_numpy(layer.running_var), expected_var, rtol=rtol)
     assert layer.num_batches_tracked == 0 and layer.training
 
 

@@ -1,18 +1,22 @@
 """Population statistics over many batches ("precise BN"): each batch's per-channel count,
 mean and M2 = sum((x - mean)^2) from the backend's batch_stats kernel, pooled across
-batches with Chan's formula in float64."""
+batches with Chan's formula in float64 (the kernels' wide dtype: float32 on a device
+without float64), in the namespace of the batches' array library, on their device."""
 import sys
 
 import numpy as np
 
 from ._composed import canonical_view
+from ._interface import array_namespace
 from ._registry import backend_for
 from .layers import is_layer
 
 
 class PooledMoments:
     """Per-channel count, mean and M2 of every batch added so far; ``backend``: the one
-    whose batch_stats kernel measures each batch (None: the one the ops would pick)."""
+    whose batch_stats kernel measures each batch (None: the one the ops would pick).
+    ``mean`` and ``m2`` are arrays of the batches' library (NumPy zeros before the
+    first batch)."""
 
     def __init__(self, channels, backend=None):
         self.backend = backend
@@ -21,7 +25,11 @@ class PooledMoments:
         self.m2 = np.zeros(channels)
 
     def add(self, x, axis):
-        n, mean, m2 = backend_for(x, self.backend).batch_stats(canonical_view(np, x, axis))
+        be = backend_for(x, self.backend)
+        xp = array_namespace(be, x)
+        n, mean, m2 = be.batch_stats(canonical_view(xp, x, axis))
+        if self.count == 0:   # the first batch sets the library, device and dtype
+            self.mean, self.m2 = xp.zeros_like(mean), xp.zeros_like(m2)
         total = self.count + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)
