@@ -41,3 +41,13 @@ def test_cupy_block():
     for result in (names["y"], names["dx"], names["dgamma"], names["saved"].mean):
         assert isinstance(result, cupy.ndarray)
     assert float(cupy.abs(names["y"].mean(axis=(0, 2, 3))).max()) < 1e-5
+
+
+def test_torch_layer_block():
+    torch = import_torch("the PyTorch layer example")
+    names = run_readme_block("test: torch layer")
+    bn, x = names["bn"], names["x"]
+    assert isinstance(names["y"], torch.Tensor) and isinstance(names["dx"], torch.Tensor)
+    torch.testing.assert_close(names["torch_bn"].running_mean, bn.running_mean)
+    with pytest.raises(TypeError, match="like=x"):
+        bn(x.numpy())
