@@ -320,18 +320,23 @@ def normops_ops(backend, inp):
 
 
 def pytorch_ops(torch, inp):
-    """The same three ops in PyTorch's own batch norm (the "pytorch" column), on tensors sharing the numpy buffers. NHWC data
-    becomes an NCHW tensor in channels_last memory format, which is how PyTorch holds it."""
+    """The same three ops in PyTorch's own batch norm (the "pytorch" column), on tensors
+    sharing the NumPy buffers (or on ``inp``'s tensors as they are, on their device, as
+    benchmarks/gpu_check.py gives them). NHWC data becomes an NCHW tensor in
+    channels_last memory format, which is how PyTorch holds it."""
+    def as_tensor(a):
+        return a if isinstance(a, torch.Tensor) else torch.from_numpy(a)
+
     def tensor(a):
-        t = torch.from_numpy(a)
+        t = as_tensor(a)
         return t.permute(0, 3, 1, 2) if inp.shape.layout == "NHWC" else t
 
     x, dy = tensor(inp.x), tensor(inp.dy)
-    w, b = torch.from_numpy(inp.gamma), torch.from_numpy(inp.beta)
+    w, b = as_tensor(inp.gamma), as_tensor(inp.beta)
     if inp.shape.layout == "NHWC":
         assert x.is_contiguous(memory_format=torch.channels_last)
-    rm, rv = torch.from_numpy(inp.running_mean.copy()), torch.from_numpy(inp.running_var.copy())
-    rm_eval, rv_eval = torch.from_numpy(inp.running_mean.copy()), torch.from_numpy(inp.running_var.copy())
+    rm, rv = as_tensor(inp.running_mean).clone(), as_tensor(inp.running_var).clone()
+    rm_eval, rv_eval = as_tensor(inp.running_mean).clone(), as_tensor(inp.running_var).clone()
     batch_norm = torch.nn.functional.batch_norm
     # What autograd runs for batch_norm's backward: native_batch_norm_backward with the
     # batch mean and inverse std saved by native_batch_norm.
