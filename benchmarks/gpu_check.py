@@ -68,6 +68,7 @@ class Library:
     backend: str                      # the normops backend that takes its arrays
     reason: Optional[str] = None
     adapter: Any = None
+    device: Any = None                # for testing.backend_implementation (None: default)
     sync: Callable = field(default=lambda: None)
     copy_of: Optional[Callable] = None
 
@@ -77,7 +78,10 @@ class Library:
 
     @property
     def where(self):
-        return f"{self.name} on {self.adapter.device}" if self.adapter is not None else self.name
+        if self.adapter is None:
+            return self.name
+        device = self.adapter.device   # a cupy.cuda.Device, a torch.device
+        return f"{self.name} on {f'cuda:{device.id}' if self.name == 'cupy' else device}"
 
     @property
     def target(self):
@@ -137,8 +141,8 @@ def torch_library(device):
         dst = torch.empty_like(x)
         return lambda: dst.copy_(x)
 
-    return Library("torch", "torch", adapter=testing.array_library("torch", dev), sync=sync,
-                   copy_of=copy_of)
+    return Library("torch", "torch", adapter=testing.array_library("torch", dev), device=dev,
+                   sync=sync, copy_of=copy_of)
 
 
 # ---------------------------------------------------------------------------- rows
@@ -202,7 +206,7 @@ def kit_row(library, profile, budget_s, label):
     incomplete)."""
     if not library.available:
         return skipped("kit", library), None
-    impl = testing.backend_implementation(library.backend, library.name, library.adapter.device)
+    impl = testing.backend_implementation(library.backend, library.name, library.device)
     start = time.perf_counter()
     results, not_run = [], []
     for prop in testing.properties():
@@ -247,7 +251,7 @@ def compare_rows(library):
     and the kit's own tolerance check (testing.assert_steps_close) as the verdict."""
     if not library.available:
         return [skipped("vs reference", library)]
-    impl = testing.backend_implementation(library.backend, library.name, library.adapter.device)
+    impl = testing.backend_implementation(library.backend, library.name, library.device)
     reference = testing.backend_implementation("reference")
     rows = []
     for label, case in fixed_cases():
