@@ -1,5 +1,6 @@
 """``python -m normops bench`` in its smallest form: one small shape, one timed call per
-cell. Runs with whichever backends exist (the reference one at least; torch optional)."""
+cell. Runs with whichever backends exist (the reference one at least; PyTorch optional).
+No assertion on how fast anything is: only that every column and ratio is reported."""
 import json
 import subprocess
 import sys
@@ -43,10 +44,11 @@ def _check_report(report, stdout):
         assert "reference" in row["cells"]
         for cell in row["cells"].values():
             assert cell["median_s"] > 0 and cell["repeats"] == 1
+            assert cell["min_s"] <= cell["p25_s"] <= cell["median_s"] <= cell["p75_s"]
     copy = report["copy"]["NC-256x1024"]["kernels"]["numpy.copyto"]
     assert copy["median_s"] > 0 and copy["gbps"] > 0
-    assert {"geomean_cpu_over_torch", "max_cpu_over_torch",
-            "cpu_faster_than_torch_everywhere"} <= report["summary"].keys()
+    assert {"geomean_cpu_over_pytorch", "max_cpu_over_pytorch",
+            "cpu_faster_than_pytorch_everywhere"} <= report["summary"].keys()
     assert report["meta"]["dtype"] == "float32" and report["meta"]["threads"] == 1
 
 
@@ -68,10 +70,12 @@ def test_bench_every_column_with_a_cpu_backend(tmp_path, capsys, cpu_stand_in):
         assert row["cells"]["cpu"]["median_s"] > 0
         assert row["reference_over_cpu"] > 0 and row["cpu_gbps"] > 0
         assert row["cpu_fraction_of_copy"] == pytest.approx(row["cpu_gbps"] / row["copy_gbps"])
-        if "torch" in row["cells"]:
-            assert row["cpu_over_torch"] > 0
-    if "torch" in report["rows"][0]["cells"]:
-        assert "cpu faster than torch on every row: " in out
+        assert row["backend_over_cpu"] is None   # the chosen backend is cpu itself
+        if "pytorch" in row["cells"]:
+            assert row["cpu_over_pytorch"] > 0
+    assert report["meta"]["backend"] == "cpu"
+    if "pytorch" in report["rows"][0]["cells"]:
+        assert "cpu faster than pytorch on every row: " in out
         assert report["summary"]["rows_compared"] == 3
 
 
@@ -87,3 +91,115 @@ def test_bench_rejects_an_unknown_shape(capsys):
     with pytest.raises(SystemExit) as exc:
         _bench.main(["--shapes", "NC-1x1"])
     assert exc.value.code == 2 and "NC-256x1024" in capsys.readouterr().err
+
+
+def _cpu_available():
+    return dict((i.name, i.available) for i in normops.backends()).get("cpu", False)
+
+
+def test_bench_times_the_torch_backend_against_cpu(tmp_path, capsys):
+    """--backend torch: the torch backend (CPU tensors on the NumPy arrays' memory) is
+    timed in cpu's blocks, and each row gets its time, cpu's and their ratio."""
+    pytest.importorskip("torch")
+    if not _cpu_available():
+        pytest.skip("the cpu backend is not built here")
+    path = tmp_path / "bench.json"
+    # the NHWC shape too: the tensors keep its channels-last layout and axis=-1
+    assert _bench.main([*TINY, "--backend", "torch", "--json", str(path), "--shapes",
+                        "NC-256x1024,NHWC-32x56x56x64"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(path.read_text())
+    assert report["meta"]["backend"] == "torch" and report["meta"]["backend_arrays"] == "torch"
+    assert [(r["shape"], r["op"]) for r in report["rows"]] == [
+        (s, op) for s in ("NC-256x1024", "NHWC-32x56x56x64") for op in _bench.OPS]
+    for row in report["rows"]:
+        cells = row["cells"]
+        assert {"cpu", "torch", "reference", "pytorch"} <= cells.keys()
+        assert row["backend_over_cpu"] == pytest.approx(
+            cells["torch"]["median_s"] / cells["cpu"]["median_s"])
+        assert row["cpu_over_pytorch"] == pytest.approx(
+            cells["cpu"]["median_s"] / cells["pytorch"]["median_s"])
+        # one call each, in the same (last) block
+        assert row["backend_over_cpu_blocks"]["blocks"] == 1
+        assert row["backend_over_cpu_blocks"]["min"] == pytest.approx(row["backend_over_cpu"])
+    header = next(line for line in out.splitlines() if line.startswith("shape "))
+    for column in ("cpu ms", "torch ms", "torch/cpu", "per block", "pytorch ms", "cpu/pytorch"):
+        assert column in header
+    summary = report["summary"]
+    assert summary["backend"] == "torch" and summary["backend_rows_compared"] == 6
+    assert summary["geomean_backend_over_cpu"] > 0 and summary["within"] == _bench.WITHIN
+    assert "geometric mean torch/cpu over 6 rows: " in out
+    assert "torch within 10% of cpu on every row: " in out
+
+
+def test_bench_times_the_array_api_backend_on_numpy_arrays(capsys):
+    if not _cpu_available():
+        pytest.skip("the cpu backend is not built here")
+    if not dict((i.name, i.available) for i in normops.backends()).get("array-api"):
+        pytest.skip("the array-api backend is unavailable (array-api-compat missing)")
+    assert _bench.main([*TINY, "--backend", "array-api"]) == 0
+    out = capsys.readouterr().out
+    assert "backend array-api on the NumPy arrays" in out
+    assert "array-api/cpu" in out and "geometric mean array-api/cpu over 3 rows" in out
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("no-such-backend", "unknown backend 'no-such-backend'; known backends: "),
+    ("pytorch", "PyTorch's own batch norm is always timed, as the 'pytorch' column"),
+])
+def test_bench_refuses_an_unknown_backend(capsys, name, expected):
+    assert _bench.main([*TINY, "--backend", name]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""   # nothing timed, no table
+    assert captured.err.startswith("python -m normops bench: ") and expected in captured.err
+
+
+def test_bench_refuses_an_unavailable_backend(capsys):
+    """A backend that cannot load here (cupy without CuPy or a GPU) is named with why."""
+    def broken():
+        raise normops.BackendUnavailableError("no such device here")
+
+    normops.register_backend("bench-test-unavailable", broken)
+    try:
+        assert _bench.main([*TINY, "--backend", "bench-test-unavailable"]) == 2
+    finally:
+        normops.unregister_backend("bench-test-unavailable")
+    err = capsys.readouterr().err
+    assert "backend 'bench-test-unavailable' is not available: no such device here" in err
+
+
+def test_bench_refuses_a_backend_for_gpu_arrays(capsys):
+    """A backend picked for another library's arrays (cupy's, on a GPU) is refused even
+    when it loads: the bench times the cpu."""
+    normops.register_backend("bench-test-gpu", normops.get_backend("reference"),
+                             array_module="cupy", priority=-100)
+    try:
+        assert _bench.main([*TINY, "--backend", "bench-test-gpu"]) == 2
+    finally:
+        normops.unregister_backend("bench-test-gpu")
+    err = capsys.readouterr().err
+    assert "works on cupy arrays" in err and "benchmarks/gpu_check.sh" in err
+
+
+def test_bench_cli_exits_non_zero_without_a_traceback_on_an_unknown_backend():
+    done = subprocess.run([sys.executable, "-m", "normops", "bench", *TINY, "--backend", "nope"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "unknown backend 'nope'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_torch_overhead_script_runs():
+    """benchmarks/torch_overhead.py, which splits the torch backend's time over its layers,
+    in its smallest form (no timing asserted)."""
+    pytest.importorskip("torch")
+    if not _cpu_available():
+        pytest.skip("the cpu backend is not built here")
+    from pathlib import Path
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_overhead.py"
+    done = subprocess.run([sys.executable, str(script), "--shape", "64x32", "--rounds", "1",
+                           "--calls", "2"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for op in _bench.OPS:
+        assert f"\n{op}: L0 " in done.stdout
+    assert done.stdout.count("checks on the tensors") == 3
+    assert "no_overlap (2 written x 4 others: 7 pairs)" in done.stdout

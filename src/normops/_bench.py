@@ -1,12 +1,17 @@
-"""Time batch_norm's forward (training and inference) and backward on the cpu and
-reference backends against PyTorch, and set each time against the copy bandwidth.
+"""Time batch_norm's forward (training and inference) and backward on a normops backend
+(--backend, default cpu), the cpu and reference backends and PyTorch's own batch norm, and
+set each time against the copy bandwidth.
 
-Every cell (shape x op x backend) is the median of single-call timings after one warm-up
-call; cpu, torch and the copy are timed in alternating blocks. The effective bandwidth of
-the cpu backend counts the array traffic an op cannot avoid (PASSES) and is compared with
-a plain copy of a buffer as large as x, timed in the op's own blocks: per shape because
-caches make small and large buffers copy at different speeds, per op so that both see the
-same spells of the machine.
+Every cell (shape x op x column) is the median of single-call timings after one warm-up
+call; the chosen backend, cpu, PyTorch and the copy are timed in alternating blocks. The
+effective bandwidth of the cpu backend counts the array traffic an op cannot avoid
+(PASSES) and is compared with a plain copy of a buffer as large as x, timed in the op's own
+blocks: per shape because caches make small and large buffers copy at different speeds,
+per op so that both see the same spells of the machine.
+
+Column names: "cpu", "reference" and the --backend name are normops backends; "pytorch"
+is PyTorch's torch.nn.functional.batch_norm (not the normops "torch" backend, which runs
+normops's kernels on tensors).
 """
 import argparse
 import contextlib
@@ -29,7 +34,12 @@ OPS = ("forward-train", "backward", "inference")
 # Array-sized reads and writes each op must make at least: forward and inference read x
 # and write y; backward reads x and dy and writes dx.
 PASSES = {"forward-train": 2, "backward": 3, "inference": 2}
-BACKENDS = ("cpu", "reference", "torch")
+# the column of PyTorch's own batch norm; "torch" is the normops backend for tensors
+PYTORCH = "pytorch"
+DEFAULT_BACKEND = "cpu"
+# the chosen backend is "within" cpu on a row when its median time is at most this
+# multiple of cpu's
+WITHIN = 1.10
 MOMENTUM = 0.1
 EPS = 1e-5
 SEED = 20240601
@@ -95,6 +105,8 @@ class Timing:
     median_s: float
     min_s: float
     repeats: int
+    p25_s: float   # the quartiles: the spread of the single calls
+    p75_s: float
 
 
 def _seconds(fn):
@@ -110,32 +122,50 @@ ROUNDS = 8
 
 
 def time_in_rounds(fns, policy, rounds=ROUNDS):
-    """Samples (seconds of single calls) of each callable in ``fns`` (name -> fn). Each is
-    warmed up once (which also sizes its repeat count); then its calls run back to back in
-    ``rounds`` blocks, which alternate with the other callables' blocks. The collector is
-    paused so that a collection lands in no sample."""
+    """Samples (seconds of single calls) of each callable in ``fns`` (name -> fn), block by
+    block: {name: [samples of block 1, ..., of block ``rounds``]} (a block is empty when a
+    callable gets fewer calls than there are blocks). Each callable is warmed up once
+    (which also sizes its repeat count); then its calls run back to back in ``rounds``
+    blocks, which alternate with the other callables' blocks. The collector is paused so
+    that a collection lands in no sample."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         wanted = {name: policy.repeats(_seconds(fn)) for name, fn in fns.items()}
-        samples = {name: [] for name in fns}
+        blocks = {name: [] for name in fns}
         for k in range(rounds):
             for name, fn in fns.items():
                 share = wanted[name] * (k + 1) // rounds - wanted[name] * k // rounds
-                samples[name] += [_seconds(fn) for _ in range(share)]
+                blocks[name].append([_seconds(fn) for _ in range(share)])
     finally:
         if was_enabled:
             gc.enable()
-    return samples
+    return blocks
+
+
+def pooled(blocks):
+    return [t for block in blocks for t in block]
 
 
 def timing_of(samples):
-    return Timing(statistics.median(samples), min(samples), len(samples))
+    samples = sorted(samples)
+    if len(samples) > 1:
+        p25, _, p75 = statistics.quantiles(samples, n=4, method="inclusive")
+    else:
+        p25 = p75 = samples[0]
+    return Timing(statistics.median(samples), samples[0], len(samples), p25, p75)
+
+
+def block_ratios(numerator_blocks, denominator_blocks):
+    """The ratio of the two callables' median times in each block both have samples in:
+    how the ratio moved with the spells of the machine."""
+    return [statistics.median(a) / statistics.median(b)
+            for a, b in zip(numerator_blocks, denominator_blocks) if a and b]
 
 
 def time_callable(fn, policy):
     """Median of single calls of ``fn`` after one warm-up call, in one block."""
-    return timing_of(time_in_rounds({"fn": fn}, policy, rounds=1)["fn"])
+    return timing_of(pooled(time_in_rounds({"fn": fn}, policy, rounds=1)["fn"]))
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -143,12 +173,12 @@ def time_callable(fn, policy):
 @dataclass(frozen=True)
 class Inputs:
     shape: Shape
-    x: numpy.ndarray
-    dy: numpy.ndarray
-    gamma: numpy.ndarray
-    beta: numpy.ndarray
-    running_mean: numpy.ndarray
-    running_var: numpy.ndarray
+    x: object             # numpy.ndarray, or a tensor on its memory (as_arrays)
+    dy: object
+    gamma: object
+    beta: object
+    running_mean: object
+    running_var: object
 
 
 def make_inputs(shape, dtype):
@@ -205,6 +235,11 @@ def load_torch():
     return torch
 
 
+class BenchError(Exception):
+    """The bench cannot run as asked (an unknown or unavailable --backend): its message
+    is printed as the command's error."""
+
+
 def normops_backend_status(name):
     """(available, note): note says why a backend is left out."""
     for info in normops.backends():
@@ -214,19 +249,67 @@ def normops_backend_status(name):
 
 
 def backend_status(torch):
+    """(available, note) of every column but the chosen backend's (checked by
+    chosen_backend, which refuses to run without it)."""
     status = {name: normops_backend_status(name) for name in ("cpu", "reference")}
-    status["torch"] = (True, None) if torch is not None else (False, "not installed")
+    status[PYTORCH] = (True, None) if torch is not None else (False, "PyTorch is not installed")
     return status
 
 
+# what the bench hands the chosen backend: the NumPy arrays themselves, or PyTorch CPU
+# tensors on their memory
+ARRAYS = {
+    "numpy": "the NumPy arrays",
+    "torch": "PyTorch CPU tensors on the NumPy arrays' memory (torch.from_numpy: same layout "
+             "and axis)",
+}
+
+
+def chosen_backend(name, torch):
+    """The kind of arrays ("numpy" or "torch", see ARRAYS) the normops backend ``name``
+    gets; BenchError saying why when it is unknown, cannot run here, or works on arrays
+    that live off the cpu (cupy: a GPU's, timed by benchmarks/gpu_check.py)."""
+    from ._registry import ANY_LIBRARY, backend_library
+    try:
+        normops.get_backend(name)
+    except normops.BackendError as exc:
+        hint = ""
+        if name == PYTORCH:
+            hint = (f" (PyTorch's own batch norm is always timed, as the {PYTORCH!r} column; "
+                    f"the normops backend for tensors is 'torch')")
+        raise BenchError(f"{exc}{hint}") from None
+    library = backend_library(name)
+    if library in (None, "numpy", ANY_LIBRARY):
+        # an array-API backend takes NumPy arrays through array-api-compat's namespace
+        return "numpy"
+    if library == "torch" and torch is not None:
+        return "torch"
+    where = " (on a GPU machine, benchmarks/gpu_check.sh times it)" if library == "cupy" else ""
+    raise BenchError(f"backend {name!r} works on {library} arrays; the bench times the cpu on "
+                     f"NumPy arrays and PyTorch CPU tensors only{where}")
+
+
+def as_arrays(kind, torch, inp):
+    """``inp`` with every array as the chosen backend's kind of array, on the same memory."""
+    if kind == "numpy":
+        return inp
+    fields = {f: getattr(inp, f) for f in ("x", "dy", "gamma", "beta", "running_mean", "running_var")}
+    return Inputs(shape=inp.shape, **{f: torch.from_numpy(a) for f, a in fields.items()})
+
+
+def _copy(a):
+    return a.clone() if hasattr(a, "clone") else a.copy()
+
+
 def normops_ops(backend, inp):
-    """The three ops on a normops backend as zero-argument callables. Each op gets its
-    own running statistics so the in-place updates of forward-train leave inference's alone."""
+    """The three ops on a normops backend as zero-argument callables (NumPy arrays or
+    tensors alike). Each op gets its own running statistics so the in-place updates of
+    forward-train leave inference's alone."""
     s = inp.shape
-    rm, rv = inp.running_mean.copy(), inp.running_var.copy()
-    rm_eval, rv_eval = inp.running_mean.copy(), inp.running_var.copy()
+    rm, rv = _copy(inp.running_mean), _copy(inp.running_var)
+    rm_eval, rv_eval = _copy(inp.running_mean), _copy(inp.running_var)
     common = dict(momentum=MOMENTUM, eps=EPS, axis=s.axis, backend=backend)
-    _, saved = normops.batch_norm(inp.x, inp.gamma, inp.beta, rm.copy(), rv.copy(), training=True, **common)
+    _, saved = normops.batch_norm(inp.x, inp.gamma, inp.beta, _copy(rm), _copy(rv), training=True, **common)
     return {
         "forward-train": lambda: normops.batch_norm(
             inp.x, inp.gamma, inp.beta, rm, rv, training=True, **common),
@@ -236,19 +319,24 @@ def normops_ops(backend, inp):
     }
 
 
-def torch_ops(torch, inp):
-    """The same three ops in PyTorch, on tensors sharing the numpy buffers. NHWC data
-    becomes an NCHW tensor in channels_last memory format, which is how PyTorch holds it."""
+def pytorch_ops(torch, inp):
+    """The same three ops in PyTorch's own batch norm (the "pytorch" column), on tensors
+    sharing the NumPy buffers (or on ``inp``'s tensors as they are, on their device, as
+    benchmarks/gpu_check.py gives them). NHWC data becomes an NCHW tensor in
+    channels_last memory format, which is how PyTorch holds it."""
+    def as_tensor(a):
+        return a if isinstance(a, torch.Tensor) else torch.from_numpy(a)
+
     def tensor(a):
-        t = torch.from_numpy(a)
+        t = as_tensor(a)
         return t.permute(0, 3, 1, 2) if inp.shape.layout == "NHWC" else t
 
     x, dy = tensor(inp.x), tensor(inp.dy)
-    w, b = torch.from_numpy(inp.gamma), torch.from_numpy(inp.beta)
+    w, b = as_tensor(inp.gamma), as_tensor(inp.beta)
     if inp.shape.layout == "NHWC":
         assert x.is_contiguous(memory_format=torch.channels_last)
-    rm, rv = torch.from_numpy(inp.running_mean.copy()), torch.from_numpy(inp.running_var.copy())
-    rm_eval, rv_eval = torch.from_numpy(inp.running_mean.copy()), torch.from_numpy(inp.running_var.copy())
+    rm, rv = as_tensor(inp.running_mean).clone(), as_tensor(inp.running_var).clone()
+    rm_eval, rv_eval = as_tensor(inp.running_mean).clone(), as_tensor(inp.running_var).clone()
     batch_norm = torch.nn.functional.batch_norm
     # What autograd runs for batch_norm's backward: native_batch_norm_backward with the
     # batch mean and inverse std saved by native_batch_norm.
@@ -267,10 +355,6 @@ def torch_ops(torch, inp):
             dy, x, w, rm, rv, save_mean, save_invstd, True, EPS, [True, True, True])),
         "inference": no_grad(lambda: batch_norm(x, rm_eval, rv_eval, w, b, training=False, eps=EPS)),
     }
-
-
-def ops_for(backend, torch, inp):
-    return torch_ops(torch, inp) if backend == "torch" else normops_ops(backend, inp)
 
 
 def normops_thread_control():
@@ -305,25 +389,28 @@ def thread_count(n, torch):
 
 # ---------------------------------------------------------------------------- measuring
 
-def bench_shape(inp, available, torch, policy):
-    """Timings of one shape: {op: {backend: Timing}, ("copy", op): {kernel: Timing},
-    "copy": {kernel: Timing}}. For each op, the copies, cpu and torch are timed in
-    alternating blocks (time_in_rounds), so the op's cpu time is set against the copies
-    timed in the same spells of the machine; "copy" pools the three ops' copy samples
-    (the shape's copy bandwidth in the header). The slow reference is timed on its own."""
+def bench_shape(inp, calls, policy, alone=("reference",)):
+    """Timings of one shape, given ``calls`` {column: {op: fn}}: {op: {column: Timing}},
+    ("blocks", op): {column: per-block samples}, ("copy", op): {kernel: Timing}, "copy":
+    {kernel: Timing}. For each op, the copies and every column but the slow reference are
+    timed in alternating blocks (time_in_rounds), so the op's times are set against each
+    other and against the copies timed in the same spells of the machine; "copy" pools the
+    three ops' copy samples (the shape's copy bandwidth in the header). The columns in
+    ``alone`` (the slow reference, unless it is the chosen backend) are timed on their own."""
     copies = {("copy", name): fn for name, fn in copy_calls(inp.x, copy_kernels()).items()}
-    calls = {b: ops_for(b, torch, inp) for b in BACKENDS if available[b]}
     copy_samples = {key: [] for key in copies}
+    alone = set(alone) & calls.keys()
     result = {}
     for op in OPS:
-        fast = {b: fns[op] for b, fns in calls.items() if b != "reference"}
-        samples = time_in_rounds({**copies, **fast}, policy)
+        fast = {c: fns[op] for c, fns in calls.items() if c not in alone}
+        blocks = time_in_rounds({**copies, **fast}, policy)
         for key in copies:
-            copy_samples[key] += samples[key]
-        result[("copy", op)] = {key[1]: timing_of(samples[key]) for key in copies}
-        result[op] = {b: timing_of(samples[b]) for b in fast}
-        if "reference" in calls:
-            result[op]["reference"] = time_callable(calls["reference"][op], policy)
+            copy_samples[key] += pooled(blocks[key])
+        result[("copy", op)] = {key[1]: timing_of(pooled(blocks[key])) for key in copies}
+        result[("blocks", op)] = {c: blocks[c] for c in fast}
+        result[op] = {c: timing_of(pooled(blocks[c])) for c in fast}
+        for c in sorted(alone):
+            result[op][c] = time_callable(calls[c][op], policy)
     result["copy"] = {name: timing_of(s) for (_, name), s in copy_samples.items()}
     return result
 
@@ -334,26 +421,40 @@ def ratio(numerator, denominator):
     return numerator.median_s / denominator.median_s
 
 
-def make_rows(shape, nbytes, timings):
+def cell_record(t):
+    return {"median_s": t.median_s, "min_s": t.min_s, "p25_s": t.p25_s, "p75_s": t.p75_s,
+            "repeats": t.repeats}
+
+
+def make_rows(shape, nbytes, timings, backend):
     """One dict per op with its times, ratios and the cpu backend's bandwidth, against the
-    faster copy kernel timed in the op's own rounds."""
+    faster copy kernel timed in the op's own rounds. ``backend``: the chosen normops
+    backend, whose time is set against cpu's when it is not cpu itself."""
     rows = []
     for op in OPS:
         best_copy = max(copy_gbps(nbytes, t) for t in timings[("copy", op)].values())
         cells = timings[op]
         cpu = cells.get("cpu")
         cpu_gbps = PASSES[op] * nbytes / cpu.median_s / GB if cpu else None
-        rows.append({
+        row = {
             "shape": shape.name, "op": op, "dims": list(shape.dims), "axis": shape.axis,
             "nbytes": nbytes, "passes": PASSES[op], "copy_gbps": best_copy,
             "copy_kernels": copy_record(nbytes, timings[("copy", op)]),
-            "cells": {b: {"median_s": t.median_s, "min_s": t.min_s, "repeats": t.repeats}
-                      for b, t in cells.items()},
-            "cpu_over_torch": ratio(cpu, cells.get("torch")),
+            "cells": {c: cell_record(t) for c, t in cells.items()},
+            "backend_over_cpu": None, "backend_over_cpu_blocks": None,
+            "cpu_over_pytorch": ratio(cpu, cells.get(PYTORCH)),
             "reference_over_cpu": ratio(cells.get("reference"), cpu),
             "cpu_gbps": cpu_gbps,
             "cpu_fraction_of_copy": cpu_gbps / best_copy if cpu_gbps else None,
-        })
+        }
+        if backend != "cpu" and cpu is not None and backend in cells:
+            row["backend_over_cpu"] = ratio(cells[backend], cpu)
+            blocks = timings[("blocks", op)]
+            per_block = block_ratios(blocks[backend], blocks["cpu"]) if backend in blocks else []
+            if per_block:
+                row["backend_over_cpu_blocks"] = {"min": min(per_block), "max": max(per_block),
+                                                  "blocks": len(per_block)}
+        rows.append(row)
     return rows
 
 
@@ -362,22 +463,47 @@ def copy_record(nbytes, copy_timings):
             for name, t in copy_timings.items()}
 
 
-def summarize(rows):
-    """Geometric mean and worst of cpu/torch over the rows that have both."""
-    ratios = [(r["cpu_over_torch"], r) for r in rows if r["cpu_over_torch"] is not None]
+def geomean(values):
+    return math.exp(statistics.fmean(math.log(v) for v in values))
+
+
+def summarize(rows, backend):
+    """Geometric mean and worst of cpu/pytorch over the rows that have both; with a
+    chosen backend other than cpu, the same of its time over cpu's, and whether every
+    row is within WITHIN."""
+    ratios = [(r["cpu_over_pytorch"], r) for r in rows if r["cpu_over_pytorch"] is not None]
+    summary = {"backend": backend}
     if not ratios:
-        return {"rows_compared": 0, "geomean_cpu_over_torch": None, "max_cpu_over_torch": None,
-                "max_at": None, "cpu_faster_than_torch_everywhere": None}
-    worst, at = max(ratios, key=lambda p: p[0])
-    return {
-        "rows_compared": len(ratios),
-        "geomean_cpu_over_torch": math.exp(statistics.fmean(math.log(v) for v, _ in ratios)),
-        "max_cpu_over_torch": worst,
-        "max_at": f"{at['shape']} {at['op']}",
-        # only a verdict when every row was compared
-        "cpu_faster_than_torch_everywhere": (len(ratios) == len(rows)
-                                             and all(v < 1 for v, _ in ratios)),
-    }
+        summary.update(rows_compared=0, geomean_cpu_over_pytorch=None, max_cpu_over_pytorch=None,
+                       max_at=None, cpu_faster_than_pytorch_everywhere=None)
+    else:
+        worst, at = max(ratios, key=lambda p: p[0])
+        summary.update(
+            rows_compared=len(ratios),
+            geomean_cpu_over_pytorch=geomean(v for v, _ in ratios),
+            max_cpu_over_pytorch=worst,
+            max_at=f"{at['shape']} {at['op']}",
+            # only a verdict when every row was compared
+            cpu_faster_than_pytorch_everywhere=(len(ratios) == len(rows)
+                                                and all(v < 1 for v, _ in ratios)))
+    if backend != "cpu":
+        ours = [(r["backend_over_cpu"], r) for r in rows if r["backend_over_cpu"] is not None]
+        summary["within"] = WITHIN
+        if not ours:
+            summary.update(backend_rows_compared=0, geomean_backend_over_cpu=None,
+                           max_backend_over_cpu=None, backend_max_at=None,
+                           backend_within_cpu_everywhere=None, backend_rows_beyond=[])
+        else:
+            worst, at = max(ours, key=lambda p: p[0])
+            summary.update(
+                backend_rows_compared=len(ours),
+                geomean_backend_over_cpu=geomean(v for v, _ in ours),
+                max_backend_over_cpu=worst,
+                backend_max_at=f"{at['shape']} {at['op']}",
+                backend_within_cpu_everywhere=(len(ours) == len(rows)
+                                               and all(v <= WITHIN for v, _ in ours)),
+                backend_rows_beyond=[f"{r['shape']} {r['op']}" for v, r in ours if v > WITHIN])
+    return summary
 
 
 # ---------------------------------------------------------------------------- report
@@ -393,16 +519,29 @@ def fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
-def format_table(rows):
-    header = ("shape", "op", "copy GB/s", "cpu ms", "reference ms", "torch ms",
-              "cpu/torch", "ref/cpu", "cpu GB/s", "cpu/copy")
+def fmt_range(blocks):
+    return "-" if blocks is None else f"{blocks['min']:.2f}-{blocks['max']:.2f}"
+
+
+def format_table(rows, backend=DEFAULT_BACKEND):
+    """The table: a column per header; the chosen backend's three columns when it is not
+    cpu, and the reference's own two unless it is the chosen one."""
+    ours = backend != "cpu"
+    ref = backend != "reference"
+    header = ("shape", "op", "copy GB/s", "cpu ms",
+              *((f"{backend} ms", f"{backend}/cpu", "per block") if ours else ()),
+              *(("reference ms",) if ref else ()), "pytorch ms", "cpu/pytorch",
+              *(("ref/cpu",) if ref else ()), "cpu GB/s", "cpu/copy")
     body = []
     for r in rows:
-        med = {b: (r["cells"][b]["median_s"] if b in r["cells"] else None) for b in BACKENDS}
-        body.append((r["shape"], r["op"], fmt(r["copy_gbps"], ".1f"), fmt_ms(med["cpu"]),
-                     fmt_ms(med["reference"]), fmt_ms(med["torch"]), fmt(r["cpu_over_torch"], ".2f"),
-                     fmt(r["reference_over_cpu"], ".1f"), fmt(r["cpu_gbps"], ".1f"),
-                     fmt(r["cpu_fraction_of_copy"], ".0%")))
+        med = {c: cell["median_s"] for c, cell in r["cells"].items()}
+        body.append((r["shape"], r["op"], fmt(r["copy_gbps"], ".1f"), fmt_ms(med.get("cpu")),
+                     *((fmt_ms(med.get(backend)), fmt(r["backend_over_cpu"], ".2f"),
+                        fmt_range(r["backend_over_cpu_blocks"])) if ours else ()),
+                     *((fmt_ms(med.get("reference")),) if ref else ()), fmt_ms(med.get(PYTORCH)),
+                     fmt(r["cpu_over_pytorch"], ".2f"),
+                     *((fmt(r["reference_over_cpu"], ".1f"),) if ref else ()),
+                     fmt(r["cpu_gbps"], ".1f"), fmt(r["cpu_fraction_of_copy"], ".0%")))
     widths = [max(len(v) for v in col) for col in zip(header, *body)]
     # text columns left-aligned, numbers right-aligned
     def line(cells):
@@ -411,15 +550,21 @@ def format_table(rows):
 
 
 def format_header(meta, copies):
+    load = meta.get("load_average")
     lines = [
         f"normops {meta['normops_version']}  numpy {meta['numpy_version']}  "
         f"torch {meta['torch_version'] or 'not installed'}  python {meta['python_version']}  "
         f"{meta['machine']}",
         f"dtype {meta['dtype']}  threads {meta['threads']} (normops: {meta['normops_threads']}, "
-        f"torch: {meta['torch_threads']})  mode {meta['mode']}",
+        f"torch: {meta['torch_threads']})  mode {meta['mode']}"
+        + (f"  load average {load['start']:.2f} before, {load['end']:.2f} after" if load else ""),
+        f"backend {meta['backend']} on {ARRAYS[meta['backend_arrays']]}"
+        + (f", timed in the same blocks as cpu; {meta['backend']}/cpu: median over median; "
+           "per block: its lowest and highest over the blocks" if meta["backend"] != "cpu" else ""),
+        f"{PYTORCH}: PyTorch's own torch.nn.functional.batch_norm (and its backward)",
     ]
-    for backend, note in meta["notes"].items():
-        lines.append(f"{backend} column left empty: {note}")
+    for column, note in meta["notes"].items():
+        lines.append(f"{column} column left empty: {note}")
     lines.append("copy bandwidth (2 x nbytes / median copy time, the three ops' blocks pooled; each "
                  "row's baseline is the larger in its op's blocks):")
     for name, rec in copies.items():
@@ -429,16 +574,36 @@ def format_header(meta, copies):
 
 
 def format_footer(summary, notes):
+    lines = []
     if summary["rows_compared"] == 0:
-        why = "; ".join(f"{b}: {n}" for b, n in notes.items() if b in ("cpu", "torch")) or "no rows"
-        return f"cpu/torch: n/a ({why})"
-    verdict = summary["cpu_faster_than_torch_everywhere"]
-    return "\n".join([
-        f"geometric mean cpu/torch over {summary['rows_compared']} rows: "
-        f"{summary['geomean_cpu_over_torch']:.2f}  (< 1: cpu faster)",
-        f"worst cpu/torch: {summary['max_cpu_over_torch']:.2f} ({summary['max_at']})",
-        f"cpu faster than torch on every row: {'yes' if verdict else 'no'}",
-    ])
+        why = "; ".join(f"{c}: {n}" for c, n in notes.items() if c in ("cpu", PYTORCH)) or "no rows"
+        lines.append(f"cpu/pytorch: n/a ({why})")
+    else:
+        verdict = summary["cpu_faster_than_pytorch_everywhere"]
+        lines += [
+            f"geometric mean cpu/pytorch over {summary['rows_compared']} rows: "
+            f"{summary['geomean_cpu_over_pytorch']:.2f}  (< 1: cpu faster)",
+            f"worst cpu/pytorch: {summary['max_cpu_over_pytorch']:.2f} ({summary['max_at']})",
+            f"cpu faster than pytorch on every row: {'yes' if verdict else 'no'}",
+        ]
+    backend = summary["backend"]
+    if backend == "cpu":
+        return "\n".join(lines)
+    if summary["backend_rows_compared"] == 0:
+        why = notes.get("cpu") or "no rows"
+        lines.append(f"{backend}/cpu: n/a ({why})")
+        return "\n".join(lines)
+    within = summary["within"]
+    beyond = summary["backend_rows_beyond"]
+    lines += [
+        f"geometric mean {backend}/cpu over {summary['backend_rows_compared']} rows: "
+        f"{summary['geomean_backend_over_cpu']:.2f}  (> 1: {backend} slower)",
+        f"worst {backend}/cpu: {summary['max_backend_over_cpu']:.2f} ({summary['backend_max_at']})",
+        f"{backend} within {within - 1:.0%} of cpu on every row: "
+        f"{'yes' if summary['backend_within_cpu_everywhere'] else 'no'}"
+        + (f" (beyond: {', '.join(beyond)})" if beyond else ""),
+    ]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------- command line
@@ -469,11 +634,17 @@ def positive_int(text):
 
 
 def add_arguments(parser):
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, metavar="NAME",
+                        help="the normops backend to time (default: cpu); any other is timed "
+                             "in the same blocks as cpu and set against it (NAME/cpu). torch: "
+                             "CPU tensors on the same memory (torch.from_numpy); a backend for "
+                             "NumPy or any array-API library: the NumPy arrays. 'pytorch' is "
+                             "PyTorch's own batch norm, always timed")
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats (whole run well under 30 s); noisier numbers")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--threads", type=positive_int, default=usable_cpus(),
-                        help="threads for the cpu backend and torch (default: the CPUs this "
+                        help="threads for normops and PyTorch (default: the CPUs this "
                              "process may run on)")
     parser.add_argument("--shapes", type=shape_list, nargs="+", metavar="NAME",
                         help=f"a subset of the shapes: {', '.join(SHAPES_BY_NAME)}")
@@ -506,14 +677,40 @@ def mode_name(args):
     return "quick" if args.quick else "full"
 
 
+def column_calls(inp, backend, kind, available, torch):
+    """{column: {op: fn}} of one shape: cpu, the chosen backend on its kind of arrays,
+    reference and pytorch, those that can run."""
+    calls = {}
+    if available["cpu"]:
+        calls["cpu"] = normops_ops("cpu", inp)
+    if backend != "cpu":
+        calls[backend] = normops_ops(backend, as_arrays(kind, torch, inp))
+    if available["reference"] and "reference" not in calls:
+        calls["reference"] = normops_ops("reference", inp)
+    if available[PYTORCH]:
+        calls[PYTORCH] = pytorch_ops(torch, inp)
+    return calls
+
+
+def load_average():
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def run(args):
-    """Measure everything; returns the JSON-ready report."""
+    """Measure everything; returns the JSON-ready report. BenchError when the chosen
+    backend cannot be timed (before any timing)."""
     torch = load_torch()
+    backend = getattr(args, "backend", None) or DEFAULT_BACKEND
+    kind = chosen_backend(backend, torch)
     status = backend_status(torch)
-    available = {b: ok for b, (ok, _) in status.items()}
+    available = {c: ok for c, (ok, _) in status.items()}
     policy = policy_for(args)
     normops_control = normops_thread_control()
     rows, copies = [], {}
+    load_before = load_average()
     with thread_count(args.threads, torch):
         meta = {
             "normops_version": normops.__version__, "numpy_version": numpy.__version__,
@@ -525,27 +722,38 @@ def run(args):
             "torch_threads": torch.get_num_threads() if torch else "-",
             "mode": mode_name(args),
             "repeat_policy": asdict(policy),
-            "notes": {b: note for b, (_, note) in status.items() if note},
+            "backend": backend, "backend_arrays": kind,
+            "notes": {c: note for c, (_, note) in status.items() if note},
         }
         for shape in selected_shapes(args):
             inp = make_inputs(shape, numpy.dtype(args.dtype))
-            timings = bench_shape(inp, available, torch, policy)
+            calls = column_calls(inp, backend, kind, available, torch)
+            timings = bench_shape(inp, calls, policy, alone=() if backend == "reference" else ("reference",))
             copies[shape.name] = {"nbytes": inp.x.nbytes, "kernels": copy_record(inp.x.nbytes, timings["copy"])}
-            rows.extend(make_rows(shape, inp.x.nbytes, timings))
-    return {"meta": meta, "copy": copies, "rows": rows, "summary": summarize(rows)}
+            rows.extend(make_rows(shape, inp.x.nbytes, timings, backend))
+    load_after = load_average()
+    if load_before is not None and load_after is not None:
+        # the 1-minute load average of the machine, this process included
+        meta["load_average"] = {"start": load_before, "end": load_after}
+    return {"meta": meta, "copy": copies, "rows": rows, "summary": summarize(rows, backend)}
 
 
 def main(args=None):
     """Entry point: ``args`` is an argparse namespace from ``python -m normops bench``,
-    or a list of command-line strings (None: sys.argv[1:])."""
+    or a list of command-line strings (None: sys.argv[1:]). Returns the exit status: 0,
+    or 2 with the reason on stderr when the chosen backend cannot be timed."""
     if not isinstance(args, argparse.Namespace):
         args = build_parser().parse_args(args)
     started = time.perf_counter()
-    report = run(args)
+    try:
+        report = run(args)
+    except BenchError as exc:
+        print(f"python -m normops bench: {exc}", file=sys.stderr)
+        return 2
     report["meta"]["elapsed_s"] = time.perf_counter() - started
     print(format_header(report["meta"], report["copy"]))
     print()
-    print(format_table(report["rows"]))
+    print(format_table(report["rows"], report["meta"]["backend"]))
     print()
     print(format_footer(report["summary"], report["meta"]["notes"]))
     print(f"({report['meta']['elapsed_s']:.1f} s)")
