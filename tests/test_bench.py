@@ -186,20 +186,3 @@ def test_bench_cli_exits_non_zero_without_a_traceback_on_an_unknown_backend():
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "unknown backend 'nope'" in done.stderr and "Traceback" not in done.stderr
-
-
-def test_torch_overhead_script_runs():
-    """benchmarks/torch_overhead.py, which splits the torch backend's time over its layers,
-    in its smallest form (no timing asserted)."""
-    pytest.importorskip("torch")
-    if not _cpu_available():
-        pytest.skip("the cpu backend is not built here")
-    from pathlib import Path
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_overhead.py"
-    done = subprocess.run([sys.executable, str(script), "--shape", "64x32", "--rounds", "1",
-                           "--calls", "2"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    for op in _bench.OPS:
-        assert f"\n{op}: L0 " in done.stdout
-    assert done.stdout.count("checks on the tensors") == 3
-    assert "no_overlap (2 written x 4 others: 7 pairs)" in done.stdout

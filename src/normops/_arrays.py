@@ -163,10 +163,26 @@ def writeable(arr):
 def _extent(arr):
     """(first byte, end byte) of a PyTorch tensor's memory (its strides are >= 0)."""
     start = arr.data_ptr()
+    if arr.ndim == 1:   # a per-channel tensor: the common case, without a generator
+        n, step = arr.shape[0], arr.stride(0)
+        return start, start + ((n - 1) * step + 1) * arr.element_size() if n else start
     if arr.numel() == 0:
         return start, start
     reach = sum((n - 1) * s for n, s in zip(arr.shape, arr.stride()))
     return start, start + (reach + 1) * arr.element_size()
+
+
+def memory_span(arr):
+    """(device, first byte, end byte) of a PyTorch tensor's memory, None for other
+    libraries' arrays: two tensors overlap if and only if their spans do."""
+    if not callable(getattr(arr, "data_ptr", None)):
+        return None
+    start, end = _extent(arr)
+    return arr.device, start, end
+
+
+def spans_overlap(a, b):
+    return a[0] == b[0] and a[1] < b[2] and b[1] < a[2]
 
 
 def may_share_memory(xp, a, b):
@@ -182,13 +198,8 @@ def may_share_memory(xp, a, b):
     test = getattr(xp, "shares_memory", None) or getattr(xp, "may_share_memory", None)
     if test is not None:
         return bool(test(a, b))
-    if callable(getattr(a, "data_ptr", None)):   # PyTorch: address ranges on one device
-        if a.device != b.device:
-            return False
-        start_a, end_a = _extent(a)
-        start_b, end_b = _extent(b)
-        return start_a < end_b and start_b < end_a
-    return False
+    span_a, span_b = memory_span(a), memory_span(b)
+    return span_a is not None and span_b is not None and spans_overlap(span_a, span_b)
 
 
 def host_list(arr, limit=8):

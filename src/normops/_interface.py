@@ -21,6 +21,13 @@ per-channel math and the checks use; default numpy), or on several: then
 it cannot take. Per-channel arrays are then that library's, on x's device, in float64
 (float32 on a device without float64).
 
+A backend may also run some of its arrays through another backend before any check
+(the torch backend runs CPU tensors as NumPy views on the cpu backend's ops):
+``host_bridge(x)`` returns None, or an object whose ``forward(op, x, gamma, beta,
+first, second, *, names, training, **options)`` and ``backward(op, dy, x, saved,
+gamma, **options)`` call the public ``op`` on converted arguments with
+``backend=bridge.backend`` and convert its results back.
+
 Whole ops (optional) replace the composition of the kernels. They receive validated
 arguments: the forward ops ``batch_norm`` and ``batch_renorm`` take the public
 signature minus ``backend``, with ``axis`` a non-negative int, update the running

@@ -49,7 +49,30 @@ def library(xp):
     return xp.__name__.removeprefix("array_api_compat.")
 
 
-def _same_device(arr, name, x):
+def array_kind(xp):
+    """How messages name the arrays of xp's library."""
+    return "numpy.ndarray" if xp is numpy else f"{library(xp)} array"
+
+
+def foreign(arr, name, xp):
+    """The TypeError for an array of another library than x's (xp's)."""
+    raise TypeError(f"{name} is a {type(arr).__module__}.{type(arr).__qualname__} "
+                    f"but x is a {library(xp)} array; pass {name} as one")
+
+
+def not_updatable(arr, name, xp):
+    """The TypeError for a running statistic to update in place that is not an array."""
+    raise TypeError(f"{name} must be a {array_kind(xp)} (it is updated in place), "
+                    f"got {type(arr).__name__}")
+
+
+def not_saved_array(value, name, xp, hint=""):
+    """The TypeError for a field of saved that is not an array of x's library."""
+    raise TypeError(f"{name} must be a {array_kind(xp)} as the forward op returned it, "
+                    f"got {type(value).__name__}{hint}")
+
+
+def same_device(arr, name, x):
     """A per-channel array (or dy) must live where x does."""
     if type(arr) is not numpy.ndarray:
         where, there = arrays.device(arr), arrays.device(x)
@@ -92,13 +115,13 @@ def as_input(xp, x, name="x"):
 def _standard_input(xp, x, name):
     """as_input for an array-API library."""
     arr = x if arrays.is_array(xp, x) else as_array(xp, x, name)
-    _supported(arr, name)
+    supported(arr, name)
     if arr.dtype not in arrays.float_dtypes(xp):
         raise TypeError(f"{name} must have dtype float32 or float64, got {arrays.dtype_name(arr.dtype)}")
     return _input_shape(arr, name)
 
 
-def _supported(arr, name):
+def supported(arr, name):
     """A form of array normops does not take (sparse, nested, without values) is refused."""
     why = arrays.unsupported(arr)
     if why is not None:
@@ -195,16 +218,15 @@ def _standard_per_channel(xp, arr, name, channels, dtype, x):
     x's device."""
     if not arrays.is_array(xp, arr):
         if hasattr(arr, "shape") and hasattr(arr, "dtype"):   # another library's array
-            raise TypeError(f"{name} is a {type(arr).__module__}.{type(arr).__qualname__} "
-                            f"but x is a {library(xp)} array; pass {name} as one")
+            foreign(arr, name, xp)
         arr = as_array(xp, arr, name, dtype, None if x is None else arrays.device(x))
-    _supported(arr, name)
+    supported(arr, name)
     if arr.dtype != dtype:
         raise TypeError(f"{name} has dtype {arrays.dtype_name(arr.dtype)} but x has dtype "
                         f"{arrays.dtype_name(dtype)}; convert {name} to {arrays.dtype_name(dtype)}")
     _one_per_channel(arr, name, channels)
     if x is not None:
-        _same_device(arr, name, x)
+        same_device(arr, name, x)
     return arr
 
 
@@ -217,9 +239,7 @@ def running_stat(xp, arr, name, channels, dtype, *, written, x=None):
     if not written:
         return per_channel(xp, arr, name, channels, dtype, x)
     if not arrays.is_array(xp, arr):
-        kind = "numpy.ndarray" if xp is numpy else f"{library(xp)} array"
-        raise TypeError(f"{name} must be a {kind} (it is updated in place), "
-                        f"got {type(arr).__name__}")
+        not_updatable(arr, name, xp)
     checked = per_channel(xp, arr, name, channels, dtype, x)
     if xp is numpy and arr.flags.carray:
         return checked   # writeable and contiguous: the common case
@@ -268,16 +288,34 @@ def paired(first, second, names):
 def no_overlap(xp, written, read):
     """Running statistics are written in place: they may not alias each other or the inputs.
     ``written`` and ``read`` are sequences of (name, array or None)."""
+    if xp is not numpy:
+        return _no_overlap_of_spans(xp, written, read)
     written = [(n, a, _owns_memory(a)) for n, a in written if a is not None]
-    read = [(n, a, _owns_memory(a)) for n, a in read
-            if a is not None and (xp is numpy or arrays.is_array(xp, a))]
+    read = [(n, a, _owns_memory(a)) for n, a in read if a is not None]
     for i, (name, arr, owns) in enumerate(written):
         for other_name, other, other_owns in written[i + 1:] + read:
             if owns and other_owns and arr is not other:
                 continue  # two arrays that each own their memory: separate allocations
             if arrays.may_share_memory(xp, arr, other):
-                raise ValueError(f"{name} shares memory with {other_name}; running statistics are "
-                                 f"updated in place, so give them their own arrays")
+                _shared(name, other_name)
+
+
+def _no_overlap_of_spans(xp, written, read):
+    """no_overlap for an array-API library: each array's memory span measured once
+    (PyTorch), else the library's own test (CuPy), else identity."""
+    written = [(n, a, arrays.memory_span(a)) for n, a in written if a is not None]
+    read = [(n, a, arrays.memory_span(a)) for n, a in read
+            if a is not None and arrays.is_array(xp, a)]
+    for i, (name, arr, span) in enumerate(written):
+        for other_name, other, other_span in written[i + 1:] + read:
+            if (arrays.spans_overlap(span, other_span) if span and other_span
+                    else arrays.may_share_memory(xp, arr, other)):
+                _shared(name, other_name)
+
+
+def _shared(name, other_name):
+    raise ValueError(f"{name} shares memory with {other_name}; running statistics are "
+                     f"updated in place, so give them their own arrays")
 
 
 def _owns_memory(arr):
@@ -323,7 +361,7 @@ def gradient(xp, dy, x):
     if dy.dtype != x.dtype:
         raise TypeError(f"dy has dtype {arrays.dtype_name(dy.dtype)} but x has dtype "
                         f"{arrays.dtype_name(x.dtype)}")
-    _same_device(dy, "dy", x)
+    same_device(dy, "dy", x)
     return dy
 
 
@@ -420,9 +458,7 @@ def _saved_array(xp, value, field, x, axis, training):
     _no_mask(value, name)
     if not arrays.is_array(xp, value):
         needed = " (a training BatchRenormSaved holds r and d)" if field in _TRAINING_ONLY else ""
-        kind = "numpy.ndarray" if xp is numpy else f"{library(xp)} array"
-        raise TypeError(f"{name} must be a {kind} as the forward op returned it, "
-                        f"got {type(value).__name__}{needed}")
+        not_saved_array(value, name, xp, needed)
     if xp is not numpy:
         return _standard_saved_array(xp, value, name, channels, unused, x)
     if value.dtype.kind != "f" or value.dtype.itemsize > F64.itemsize:
@@ -438,13 +474,15 @@ def _saved_array(xp, value, field, x, axis, training):
 
 
 def _standard_saved_array(xp, value, name, channels, unused, x):
-    _supported(value, name)
-    if not xp.isdtype(value.dtype, "real floating") or xp.finfo(value.dtype).bits > 64:
+    supported(value, name)
+    wide = arrays.wide_dtype(xp, arrays.device(x))
+    if value.dtype != wide and (not xp.isdtype(value.dtype, "real floating")
+                                or xp.finfo(value.dtype).bits > 64):
         raise TypeError(f"{name} must have a float dtype of at most 64 bits (the forward "
                         f"op's float64), got {arrays.dtype_name(value.dtype)}")
     _one_per_channel(value, name, channels)
-    _same_device(value, name, x)
-    return None if unused else arrays.astype(xp, value, arrays.wide_dtype(xp, arrays.device(x)))
+    same_device(value, name, x)
+    return None if unused else arrays.astype(xp, value, wide)
 
 
 def kernel_input(xp, x):

@@ -9,6 +9,12 @@ from ._registry import backend_for
 from ._saved import BatchNormSaved, BatchRenormSaved
 
 
+def _bridge(backend, x):
+    """The backend's bridge for x (see _interface), or None."""
+    bridge = getattr(backend, "host_bridge", None)
+    return None if bridge is None else bridge(x)
+
+
 def _op(backend, name):
     """The backend's own whole op ``name``, else the one composed from its kernels."""
     own = getattr(backend, name, None)
@@ -29,6 +35,11 @@ def batch_norm(x, gamma=None, beta=None, running_mean=None, running_var=None, *,
     Returns ``(y, saved)``: y has x's shape and dtype; saved feeds batch_norm_backward.
     """
     be = backend_for(x, backend)
+    bridge = _bridge(be, x)
+    if bridge is not None:
+        return bridge.forward(batch_norm, x, gamma, beta, running_mean, running_var,
+                              names=("running_mean", "running_var"), training=training,
+                              momentum=momentum, eps=eps, axis=axis, convention=convention)
     xp = array_namespace(be, x)
     (x, gamma, beta, (running_mean, running_var), training, momentum, eps, axis,
      copies) = check.forward_args(
@@ -55,6 +66,11 @@ def batch_renorm(x, gamma, beta, running_mean, running_std, *, training=True, rm
     Eval: y = gamma * (x - mu) / sigma + beta. rmax=1, dmax=0 is batch_norm.
     """
     be = backend_for(x, backend)
+    bridge = _bridge(be, x)
+    if bridge is not None:
+        return bridge.forward(batch_renorm, x, gamma, beta, running_mean, running_std,
+                              names=("running_mean", "running_std"), training=training,
+                              rmax=rmax, dmax=dmax, momentum=momentum, eps=eps, axis=axis)
     xp = array_namespace(be, x)
     (x, gamma, beta, (running_mean, running_std), training, momentum, eps, axis,
      copies) = check.forward_args(
@@ -86,6 +102,9 @@ def batch_norm_backward(dy, x, saved, gamma=None, *, axis=None, backend=None):
     always returned (for gamma=None/beta=None they are the gradients at gamma=1/beta=0).
     """
     be = backend_for(x, backend)
+    bridge = _bridge(be, x)
+    if bridge is not None:
+        return bridge.backward(batch_norm_backward, dy, x, saved, gamma, axis=axis)
     dy, x, saved, gamma = _backward_args(be, dy, x, saved, gamma, axis, BatchNormSaved,
                                          "batch_norm")
     return _op(be, "batch_norm_backward")(dy, x, saved, gamma)
@@ -94,6 +113,9 @@ def batch_norm_backward(dy, x, saved, gamma=None, *, axis=None, backend=None):
 def batch_renorm_backward(dy, x, saved, gamma, *, axis=None, backend=None):
     """Gradients of batch_renorm, with r and d held constant: ``(dx, dgamma, dbeta)``."""
     be = backend_for(x, backend)
+    bridge = _bridge(be, x)
+    if bridge is not None:
+        return bridge.backward(batch_renorm_backward, dy, x, saved, gamma, axis=axis)
     dy, x, saved, gamma = _backward_args(be, dy, x, saved, gamma, axis, BatchRenormSaved,
                                          "batch_renorm")
     return _op(be, "batch_renorm_backward")(dy, x, saved, gamma)

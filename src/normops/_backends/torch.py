@@ -1,19 +1,19 @@
 """The "torch" backend: PyTorch tensors, with the results as tensors of the input's
 device and dtype.
 
-CPU tensors go through the cpu backend's C kernels without a copy: each tensor is seen
-as a NumPy array on the same memory (``Tensor.numpy()``), and the outputs come back as
-tensors on the memory the kernels wrote (``torch.from_numpy``). Tensors on any other
-device take the array-API path (ArrayApiBackend). normops computes gradients
-explicitly, so ops run under ``torch.no_grad()``: a tensor that requires grad is read
-through a detached view, and no output carries an autograd graph.
+CPU tensors go through the cpu backend's C kernels without a copy (``host_bridge``):
+each tensor is seen as a NumPy array on the same memory (``Tensor.numpy()``), the op
+runs on those as it runs on NumPy arrays (the same checks, once), and the outputs come
+back as tensors on the memory the kernels wrote (``torch.from_numpy``). Tensors on any
+other device take the array-API path (ArrayApiBackend, under ``torch.no_grad()``).
+normops computes gradients explicitly: a tensor that requires grad is read through a
+detached view, and no output carries an autograd graph.
 """
 from .. import _arrays as arrays
 from .. import _composed
+from .. import _validation as check
 from .._saved import BatchNormSaved, BatchRenormSaved
 from .array_api import ArrayApiBackend
-
-FORWARD = ("batch_norm", "batch_renorm")
 
 
 class TorchBackend(ArrayApiBackend):
@@ -26,7 +26,7 @@ class TorchBackend(ArrayApiBackend):
         super().__init__()
         self._torch = torch
         self._xp = arrays.compat().array_namespace(torch.empty(0))
-        self._cpu_ops_found = None if cpu_kernels else False
+        self._bridge = None if cpu_kernels else False
 
     def namespace(self, x):
         if not isinstance(x, self._torch.Tensor):
@@ -34,72 +34,117 @@ class TorchBackend(ArrayApiBackend):
                             f"{type(x).__module__}.{type(x).__qualname__}")
         return self._xp
 
-    def _cpu_ops(self):
-        """The public ops, run on the cpu backend, or None when its extension cannot load
-        (CPU tensors then take the array-API path too)."""
-        if self._cpu_ops_found is None:
-            from .. import ops
+    def host_bridge(self, x):
+        """For a CPU tensor x: how the op runs on the cpu backend (CpuTensors); None for
+        a tensor elsewhere, or when the cpu backend's extension cannot load."""
+        if not (isinstance(x, self._torch.Tensor) and x.is_cpu):
+            return None
+        if self._bridge is None:
             from .._registry import BackendError, load_backend
             try:
                 load_backend("cpu")
-                self._cpu_ops_found = ops
+                self._bridge = CpuTensors(self._torch, self._xp)
             except BackendError:
-                self._cpu_ops_found = False
-        return self._cpu_ops_found or None
+                self._bridge = False
+        return self._bridge or None
 
-    def _run(self, name, x, args, options):
-        with self._torch.no_grad():
-            ops = self._cpu_ops() if x.device.type == "cpu" else None
-            if ops is None:
-                return getattr(_composed, name)(self, *args, **options)
-            # the NumPy views pass the NumPy checks too: those give the C kernels what they
-            # assume (aligned per-channel arrays, running statistics updated via a copy
-            # where they are not)
-            host = [_map_saved(a, _host) if _is_saved(a) else _host(a) for a in args]
-            result = getattr(ops, name)(*host, backend="cpu", **options)
-            if name in FORWARD:   # running statistics updated in a copy (see _host) go back
-                for tensor, array in zip(args[3:5], host[3:5]):
-                    if tensor is not None and array.ctypes.data != tensor.data_ptr():
-                        tensor.copy_(self._torch.from_numpy(array))
-        if name in FORWARD:
-            y, saved = result
-            return self._torch.from_numpy(y), _map_saved(saved, self._torch.from_numpy)
+    # whole ops for tensors off the cpu (CPU tensors reach them only without the bridge)
+    def batch_norm(self, *args, **options):
+        return self._composed("batch_norm", args, options)
+
+    def batch_renorm(self, *args, **options):
+        return self._composed("batch_renorm", args, options)
+
+    def batch_norm_backward(self, *args):
+        return self._composed("batch_norm_backward", args, {})
+
+    def batch_renorm_backward(self, *args):
+        return self._composed("batch_renorm_backward", args, {})
+
+    def _composed(self, name, args, options):
+        with self._torch.no_grad():   # a running statistic may be a leaf that requires grad
+            return getattr(_composed, name)(self, *args, **options)
+
+
+class CpuTensors:
+    """Runs an op on CPU tensors as the same public op on NumPy views of them, on the
+    cpu backend, and gives its results back as tensors on the same memory. Only what
+    NumPy's checks cannot see is checked here: arrays of another library, tensors on
+    another device or of a form without plain values, and running statistics that are
+    not tensors."""
+
+    backend = "cpu"
+
+    def __init__(self, torch, xp):
+        self._torch, self._xp = torch, xp
+
+    def forward(self, op, x, gamma, beta, first, second, *, names, training, **options):
+        written = isinstance(training, bool) and training   # NumPy's checks refuse the rest
+        copies = []
+        args = (self._view(x, "x", x), self._view(gamma, "gamma", x),
+                self._view(beta, "beta", x),
+                self._view(first, names[0], x, copies if written else None),
+                self._view(second, names[1], x, copies if written else None))
+        y, saved = op(*args, training=training, backend="cpu", **options)
+        for tensor, array in copies:   # running statistics updated in a copy (see _view)
+            tensor.copy_(self._torch.from_numpy(array))
+        from_numpy = self._torch.from_numpy
+        return from_numpy(y), _map_saved(saved, lambda a, _: from_numpy(a))
+
+    def backward(self, op, dy, x, saved, gamma, **options):
+        if isinstance(saved, (BatchNormSaved, BatchRenormSaved)):
+            saved = _map_saved(saved, lambda t, field: self._saved_view(t, field, x))
+        result = op(self._view(dy, "dy", x), self._view(x, "x", x), saved,
+                    self._view(gamma, "gamma", x), backend="cpu", **options)
         return tuple(self._torch.from_numpy(a) for a in result)
 
-    def batch_norm(self, x, *args, **options):
-        return self._run("batch_norm", x, (x,) + args, options)
+    def _view(self, value, name, x, copies=None):
+        """A tensor as a NumPy array on its memory; None and values that are no
+        library's arrays (lists) as they are, for NumPy's checks to convert. ``copies``:
+        the op updates this running statistic, so it must be a tensor, and a view made
+        as a copy (of a lazily negated tensor) is listed there to be written back."""
+        if not isinstance(value, self._torch.Tensor):
+            if value is not None:
+                if hasattr(value, "shape") and hasattr(value, "dtype"):
+                    check.foreign(value, name, self._xp)
+                if copies is not None:
+                    check.not_updatable(value, name, self._xp)
+            return value
+        if not value.is_cpu or value.layout != self._torch.strided or value.is_nested:
+            check.supported(value, name)
+            check.same_device(value, name, x)
+        if value.requires_grad:
+            value = value.detach()
+        if value.is_neg():   # values negated lazily (x.conj().imag): .numpy() refuses
+            array = _numpy(value.resolve_neg(), name, x)
+            if copies is not None:
+                copies.append((value, array))
+            return array
+        return _numpy(value, name, x)
 
-    def batch_renorm(self, x, *args, **options):
-        return self._run("batch_renorm", x, (x,) + args, options)
-
-    def batch_norm_backward(self, dy, x, saved, gamma):
-        return self._run("batch_norm_backward", x, (dy, x, saved, gamma), {})
-
-    def batch_renorm_backward(self, dy, x, saved, gamma):
-        return self._run("batch_renorm_backward", x, (dy, x, saved, gamma), {})
+    def _saved_view(self, value, field, x):
+        name = f"saved.{field}"
+        if value is None or isinstance(value, self._torch.Tensor):
+            return self._view(value, name, x)
+        return check.not_saved_array(value, name, self._xp)
 
 
-def _host(tensor):
-    """A CPU tensor as a NumPy array on its memory (None stays None); a view whose values
-    are negated or conjugated lazily (its neg or conj bit set) as a copy of them."""
-    if tensor is None:
-        return None
-    tensor = tensor.detach()
-    if tensor.is_neg() or tensor.is_conj():
-        tensor = tensor.resolve_neg().resolve_conj()
-    return tensor.numpy()
-
-
-def _is_saved(value):
-    return isinstance(value, (BatchNormSaved, BatchRenormSaved))
+def _numpy(tensor, name, x):
+    try:
+        return tensor.numpy()
+    except TypeError:   # a dtype NumPy lacks (bfloat16, ...)
+        dtype = arrays.dtype_name(tensor.dtype)
+        if name in ("x", "dy"):
+            raise TypeError(f"{name} must have dtype float32 or float64, got {dtype}") from None
+        raise TypeError(f"{name} has dtype {dtype} but x has dtype "
+                        f"{arrays.dtype_name(x.dtype)}") from None
 
 
 def _map_saved(saved, convert):
-    """``saved`` with ``convert`` applied to each of its per-channel arrays."""
-    fields = dict(mean=convert(saved.mean), invstd=convert(saved.invstd), training=saved.training,
-                  axis=saved.axis, shape=saved.shape)
+    """``saved`` with ``convert(array, field)`` applied to each of its per-channel arrays."""
+    fields = dict(mean=convert(saved.mean, "mean"), invstd=convert(saved.invstd, "invstd"),
+                  training=saved.training, axis=saved.axis, shape=saved.shape)
     if isinstance(saved, BatchRenormSaved):
-        r, d = saved.r, saved.d
-        return BatchRenormSaved(r=None if r is None else convert(r),
-                                d=None if d is None else convert(d), **fields)
+        return BatchRenormSaved(r=convert(saved.r, "r") if saved.r is not None else None,
+                                d=convert(saved.d, "d") if saved.d is not None else None, **fields)
     return BatchNormSaved(**fields)

@@ -96,6 +96,8 @@ def _torch_tensor(torch, a, device):
 def _torch(device):
     import torch
     device = torch.device(device or "cpu")
+    if device.type != "cpu" and device.index is None:   # "cuda": tensors say "cuda:0"
+        device = torch.empty(0, device=device).device
     return ArrayLibrary(
         "torch", device, torch.Tensor, functools.partial(_torch_tensor, torch, device=device),
         lambda t: t.detach().cpu().numpy(), lambda dtype: getattr(torch, np.dtype(dtype).name),
