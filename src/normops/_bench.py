@@ -467,42 +467,33 @@ def geomean(values):
     return math.exp(statistics.fmean(math.log(v) for v in values))
 
 
+def ratio_stats(rows, key, bound):
+    """(rows compared, geometric mean, worst, where the worst is, every row <= bound, rows
+    beyond it) of the ratio ``key`` over the rows that have it; a verdict on every row
+    only when every row was compared."""
+    ratios = [(r[key], r) for r in rows if r[key] is not None]
+    if not ratios:
+        return 0, None, None, None, None, []
+    worst, at = max(ratios, key=lambda p: p[0])
+    beyond = [f"{r['shape']} {r['op']}" for v, r in ratios if v > bound]
+    return (len(ratios), geomean(v for v, _ in ratios), worst, f"{at['shape']} {at['op']}",
+            len(ratios) == len(rows) and not beyond, beyond)
+
+
 def summarize(rows, backend):
     """Geometric mean and worst of cpu/pytorch over the rows that have both; with a
     chosen backend other than cpu, the same of its time over cpu's, and whether every
     row is within WITHIN."""
-    ratios = [(r["cpu_over_pytorch"], r) for r in rows if r["cpu_over_pytorch"] is not None]
-    summary = {"backend": backend}
-    if not ratios:
-        summary.update(rows_compared=0, geomean_cpu_over_pytorch=None, max_cpu_over_pytorch=None,
-                       max_at=None, cpu_faster_than_pytorch_everywhere=None)
-    else:
-        worst, at = max(ratios, key=lambda p: p[0])
-        summary.update(
-            rows_compared=len(ratios),
-            geomean_cpu_over_pytorch=geomean(v for v, _ in ratios),
-            max_cpu_over_pytorch=worst,
-            max_at=f"{at['shape']} {at['op']}",
-            # only a verdict when every row was compared
-            cpu_faster_than_pytorch_everywhere=(len(ratios) == len(rows)
-                                                and all(v < 1 for v, _ in ratios)))
+    # cpu faster: a ratio below 1 (the largest float below 1 is the bound)
+    count, mean, worst, at, everywhere, _ = ratio_stats(rows, "cpu_over_pytorch", math.nextafter(1.0, 0.0))
+    summary = {"backend": backend, "rows_compared": count, "geomean_cpu_over_pytorch": mean,
+               "max_cpu_over_pytorch": worst, "max_at": at,
+               "cpu_faster_than_pytorch_everywhere": everywhere}
     if backend != "cpu":
-        ours = [(r["backend_over_cpu"], r) for r in rows if r["backend_over_cpu"] is not None]
-        summary["within"] = WITHIN
-        if not ours:
-            summary.update(backend_rows_compared=0, geomean_backend_over_cpu=None,
-                           max_backend_over_cpu=None, backend_max_at=None,
-                           backend_within_cpu_everywhere=None, backend_rows_beyond=[])
-        else:
-            worst, at = max(ours, key=lambda p: p[0])
-            summary.update(
-                backend_rows_compared=len(ours),
-                geomean_backend_over_cpu=geomean(v for v, _ in ours),
-                max_backend_over_cpu=worst,
-                backend_max_at=f"{at['shape']} {at['op']}",
-                backend_within_cpu_everywhere=(len(ours) == len(rows)
-                                               and all(v <= WITHIN for v, _ in ours)),
-                backend_rows_beyond=[f"{r['shape']} {r['op']}" for v, r in ours if v > WITHIN])
+        count, mean, worst, at, everywhere, beyond = ratio_stats(rows, "backend_over_cpu", WITHIN)
+        summary.update(within=WITHIN, backend_rows_compared=count, geomean_backend_over_cpu=mean,
+                       max_backend_over_cpu=worst, backend_max_at=at,
+                       backend_within_cpu_everywhere=everywhere, backend_rows_beyond=beyond)
     return summary
 
 
