@@ -103,19 +103,29 @@ class CpuTensors:
         library's arrays (lists) as they are, for NumPy's checks to convert. ``copies``:
         the op updates this running statistic, so it must be a tensor, and a view made
         as a copy (of a lazily negated tensor) is listed there to be written back."""
-        if not isinstance(value, self._torch.Tensor):
-            if value is not None:
-                if hasattr(value, "shape") and hasattr(value, "dtype"):
-                    check.foreign(value, name, self._xp)
-                if copies is not None:
-                    check.not_updatable(value, name, self._xp)
-            return value
-        if not value.is_cpu or value.layout != self._torch.strided or value.is_nested:
-            check.supported(value, name)
-            check.same_device(value, name, x)
+        if isinstance(value, self._torch.Tensor):
+            try:   # one call into torch where all is well (each costs 1-3 us here)
+                return value.numpy()
+            except (RuntimeError, TypeError):   # it says why below
+                return self._view_of_odd_tensor(value, name, x, copies)
+        if value is not None:
+            if hasattr(value, "shape") and hasattr(value, "dtype"):
+                check.foreign(value, name, self._xp)
+            if copies is not None:
+                check.not_updatable(value, name, self._xp)
+        return value
+
+    def _view_of_odd_tensor(self, value, name, x, copies):
+        """_view of a tensor Tensor.numpy() refused: on another device or of a form
+        without plain values (refused here), of a dtype NumPy lacks (refused), that
+        requires grad (a detached view) or whose values are negated lazily (a copy)."""
+        check.supported(value, name)
+        check.same_device(value, name, x)
         if value.requires_grad:
             value = value.detach()
-        if value.is_neg():   # values negated lazily (x.conj().imag): .numpy() refuses
+        if value.is_conj():   # a complex tensor, which NumPy's checks then refuse
+            value = value.resolve_conj()
+        if value.is_neg():   # x.conj().imag of a complex tensor
             array = _numpy(value.resolve_neg(), name, x)
             if copies is not None:
                 copies.append((value, array))
@@ -132,6 +142,8 @@ class CpuTensors:
 def _numpy(tensor, name, x):
     try:
         return tensor.numpy()
+    except RuntimeError as exc:   # nothing known reaches here; said in normops's words
+        raise TypeError(f"{name} cannot be read as a NumPy array ({exc})") from None
     except TypeError:   # a dtype NumPy lacks (bfloat16, ...)
         dtype = arrays.dtype_name(tensor.dtype)
         if name in ("x", "dy"):
