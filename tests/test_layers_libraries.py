@@ -437,3 +437,23 @@ def test_folding_on_a_strict_layer():
     np.testing.assert_allclose(host(bf), expected[1], rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="W is on device"):
         normops.fold_into_linear(strict(W), None, ours, out_axis=1)
+
+
+def test_state_values_are_checked_as_the_layer_will_hold_them():
+    """Values of forms without plain values are refused by key; spreads are checked after
+    the cast to the layer's dtype (1e-300 is 0 in float32), and values beyond its range
+    are refused rather than loaded as inf."""
+    torch = pytest.importorskip("torch")
+    for like in (None, torch.empty(0)):
+        bn, brn = normops.BatchNorm(3, like=like), normops.BatchRenorm(3, like=like)
+        state = bn.state_dict()
+        with pytest.raises(TypeError, match="weight is a tensor on the meta device"):
+            bn.load_state_dict({**state, "weight": torch.ones(3, device="meta")})
+        with pytest.raises(TypeError, match="running_var is a tensor of layout torch.sparse_coo"):
+            bn.load_state_dict({**state, "running_var": torch.ones(3).to_sparse()})
+        with pytest.raises(ValueError, match="running_std must be positive"):
+            brn.load_state_dict({**brn.state_dict(), "running_std": np.full(3, 1e-300)})
+        with pytest.raises(ValueError, match="running_std holds values beyond the range of the layer's dtype float32"):
+            brn.load_state_dict({**brn.state_dict(), "running_std": np.full(3, 1e300)})
+    with pytest.raises(TypeError, match="like is a tensor on the meta device"):
+        normops.BatchNorm(3, like=torch.empty(0, device="meta"))

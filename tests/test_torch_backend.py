@@ -198,3 +198,98 @@ def test_lazily_negated_views_are_read_and_written_as_their_values():
     y_plain, _ = normops.batch_norm(x, w, b, rm_plain, rv.clone())
     torch.testing.assert_close(y, y_plain, rtol=0, atol=0)
     torch.testing.assert_close(nrm, rm_plain, rtol=0, atol=0)
+
+
+def negated_view(values):
+    """A tensor holding ``values`` as a lazily negated view (its neg bit set)."""
+    base = torch.zeros(len(values), dtype=torch.complex128)
+    base.imag[:] = -torch.tensor(values, dtype=torch.float64)
+    view = base.conj().imag
+    assert view.is_neg()
+    return view
+
+
+def test_running_statistics_in_copies_go_back_for_any_training_flag():
+    x = tensors("NCHW", torch.float64)[0]
+    for flag in (True, np.bool_(True)):
+        rm, rv = negated_view([0.0] * C), negated_view([1.0] * C)
+        normops.batch_norm(x, None, None, rm, rv, training=flag)
+        assert not torch.equal(rm, torch.zeros(C)) and not torch.equal(rv, torch.ones(C))
+
+
+def test_lazily_negated_views_are_checked_for_shared_memory():
+    base = torch.randn(4, C, 5, dtype=torch.complex128)
+    x = base.imag
+    with pytest.raises(ValueError, match="running_mean shares memory with x"):
+        normops.batch_norm(x, None, None, base.conj().imag[0, :, 0], torch.ones(C, dtype=torch.float64))
+    both = negated_view([1.0] * C)
+    with pytest.raises(ValueError, match="running_mean shares memory with running_var"):
+        normops.batch_norm(x, None, None, both, both)
+    assert torch.equal(base.imag, x)
+
+
+def test_autograd_sees_the_running_statistics_written():
+    """They are written through NumPy views; torch's version counter still moves, so a
+    graph that saved them refuses to backpropagate through stale values."""
+    x = tensors("NCHW", torch.float32)[0]
+    w0 = torch.ones(C, requires_grad=True)
+    running_var = w0.clone()
+    loss = (running_var * running_var).sum()
+    normops.batch_norm(x, None, None, torch.zeros(C), running_var)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("path", ["torch", "array-api"])
+def test_inference_tensors_are_not_updated_outside_inference_mode(path):
+    x = tensors("NCHW", torch.float32)[0]
+    with torch.inference_mode():
+        rm, rv = torch.zeros(C), torch.ones(C)
+    with pytest.raises(ValueError, match=r"running_mean cannot be written in place \(an inference tensor"):
+        normops.batch_norm(x, None, None, rm, rv, backend=path)
+    y, _ = normops.batch_norm(x, None, None, rm, rv, training=False, backend=path)   # only read
+    with torch.inference_mode():
+        normops.batch_norm(x, None, None, rm, rv, backend=path)   # inside it: updated
+    assert not torch.equal(rm, torch.zeros(C))
+
+
+def test_the_array_api_path_records_no_graph():
+    x, dy, w, b, rm, rv = tensors("NCHW", torch.float32)
+    x.requires_grad_()
+    w, rm = torch.nn.Parameter(w), torch.nn.Parameter(rm)
+    y, saved = normops.batch_norm(x, w, b, rm, rv, backend="array-api")
+    dx, dgamma, _ = normops.batch_norm_backward(dy, x, saved, w, backend="array-api")
+    assert not (y.requires_grad or dx.requires_grad or dgamma.requires_grad or saved.mean.requires_grad)
+
+
+@pytest.mark.parametrize("path", ["torch", "array-api"])
+def test_eval_gradients_stay_finite_where_x_is_not(path):
+    x = tensors("NCHW", torch.float32)[0]
+    _, saved = normops.batch_norm(x, None, None, torch.zeros(C), torch.ones(C), training=False)
+    x_inf = x.clone()
+    x_inf[0, 0, 0, 0], x_inf[1, 1, 0, 0] = float("inf"), float("nan")
+    dx = normops.batch_norm_backward(torch.ones_like(x), x_inf, saved, backend=path)[0]
+    assert torch.isfinite(dx).all()
+    torch.testing.assert_close(dx, torch.full_like(x, 1 / np.sqrt(1 + 1e-5)))
+
+
+def test_arrays_of_another_library_are_refused_both_ways():
+    x, dy, w, b, rm, rv = tensors("NCHW", torch.float32)
+    with pytest.raises(TypeError, match="gamma is a torch.Tensor but x is a numpy.ndarray"):
+        normops.batch_norm(x.numpy(), w, None)
+    with pytest.raises(TypeError, match="dy is a torch.Tensor but x is a numpy.ndarray"):
+        normops.batch_norm_backward(dy, x.numpy(), normops.batch_norm(x.numpy())[1])
+    with pytest.raises(TypeError, match="dy is a numpy.ndarray but x is a torch array"):
+        normops.batch_norm_backward(dy.numpy(), x, normops.batch_norm(x)[1], backend="array-api")
+
+
+def test_saved_fields_of_a_dtype_numpy_lacks_are_taken_as_floats():
+    x, dy, w, b, rm, rs = tensors("NCHW", torch.float32)
+    _, saved = normops.batch_renorm(x, w, b, rm, rs)
+    narrow = normops.BatchRenormSaved(**{**saved.__dict__, "r": saved.r.bfloat16()})
+    for path in ("torch", "array-api"):
+        dx = normops.batch_renorm_backward(dy, x, narrow, w, backend=path)[0]
+        expected = normops.batch_renorm_backward(
+            dy, x, normops.BatchRenormSaved(**{**saved.__dict__, "r": saved.r.bfloat16().double()}),
+            w, backend=path)[0]
+        torch.testing.assert_close(dx, expected)

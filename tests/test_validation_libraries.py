@@ -15,14 +15,14 @@ class Library:
     def __init__(self, name):
         self.name = name
         if name == "numpy":
-            self.kind, self.convert = "numpy.ndarray", np.asarray
+            self.kind, self.convert = "a numpy.ndarray", np.asarray
         elif name == "array_api_strict":
             xps = pytest.importorskip("array_api_strict")
-            self.xp, self.kind = xps, "array_api_strict array"
+            self.xp, self.kind = xps, "an array_api_strict array"
             self.convert = lambda a, device=None: xps.asarray(a, device=device)
         else:
             torch = pytest.importorskip("torch")
-            self.kind, self.convert = "torch array", lambda a: torch.from_numpy(np.array(a))
+            self.kind, self.convert = "a torch array", lambda a: torch.from_numpy(np.array(a))
 
     def __call__(self, values, dtype=np.float64, **options):
         return self.convert(np.asarray(values, dtype), **options)
@@ -77,7 +77,7 @@ def test_per_channel_arrays(lib):
 
 def test_running_statistics(lib):
     x, g, b, rm, rv = lib.arrays()
-    raises(TypeError, rf"running_var must be a {lib.kind} \(it is updated in place\), got list",
+    raises(TypeError, rf"running_var must be {lib.kind} \(it is updated in place\), got list",
            bn, x, g, b, rm, [1.0, 1.0, 1.0])
     raises(ValueError, "running_mean and running_var must be given together", bn, x, g, b, rm, None)
     raises(ValueError, "running_mean shares memory with running_var", bn, x, g, b, rm, rm)
@@ -118,7 +118,7 @@ def test_backward(lib):
            back, lib(np.ones((6, C, 2))), lib(np.ones((6, C, 2))), saved, g)
     raises(ValueError, r"gamma must have shape \(3,\)", back, dy, x, saved, lib(np.ones(2)))
     for field, value, error, match in [
-        ("mean", [0.0] * C, TypeError, rf"saved.mean must be a {lib.kind} as the forward op returned it"),
+        ("mean", [0.0] * C, TypeError, rf"saved.mean must be {lib.kind} as the forward op returned it"),
         ("invstd", lib(np.ones(C + 1)), ValueError, r"saved.invstd must have shape \(3,\)"),
         ("invstd", lib(np.ones(C), np.int64), TypeError, "saved.invstd must have a float dtype"),
         ("axis", 1.0, TypeError, "saved.axis must be an int"),
@@ -191,3 +191,17 @@ def test_immutable_arrays_work_where_nothing_is_written():
     np.testing.assert_allclose(np.asarray(y), normops.batch_norm(values, backend="reference")[0],
                                rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(y_eval), values / np.sqrt(1 + 1e-5), rtol=1e-6)
+
+
+def test_backward_per_channel_arrays_are_on_x_device():
+    lib = Library("array_api_strict")
+    other = lib.xp.Device("device1")
+    x = lib(np.random.default_rng(4).normal(size=(4, C, 2)), device=other)
+    y, saved = bn(x)
+    dy = lib(np.ones((4, C, 2)), device=other)
+    dx_list = normops.batch_norm_backward(dy, x, saved, [1.0, 2.0, 3.0])[0]
+    assert dx_list.device == other
+    where = r"is on device array_api_strict.Device\('CPU_DEVICE'\) but x is on device array_api_strict.Device\('device1'\)"
+    raises(ValueError, "gamma " + where, normops.batch_norm_backward, dy, x, saved, lib(np.ones(C)))
+    raises(TypeError, "dy is a numpy.ndarray but x is an array_api_strict array",
+           normops.batch_norm_backward, np.ones((4, C, 2)), x, saved)

@@ -6,6 +6,7 @@ itself needs only NumPy. Facts the standard leaves out (memory strides, writeabi
 shared memory) are read where the library offers them and skipped where it does not
 (``array-api-strict`` offers none of them).
 """
+import contextlib
 import math
 
 import numpy
@@ -148,12 +149,26 @@ def itemsize(arr):
     return numpy.dtype(dtype_name(arr.dtype)).itemsize
 
 
+def no_autograd(x):
+    """A context in which a library with autograd (PyTorch) records no graph: normops
+    computes gradients explicitly, and updates running statistics in place even where
+    they require grad."""
+    if callable(getattr(x, "requires_grad_", None)):
+        import torch
+        return torch.no_grad()
+    return contextlib.nullcontext()
+
+
 def writeable(arr):
     """Whether ``arr`` may be written in place (False for read-only NumPy arrays and for
     libraries with immutable arrays, such as JAX)."""
     flags = getattr(arr, "flags", None)
     if flags is not None and hasattr(flags, "writeable"):
         return bool(flags.writeable)
+    is_inference = getattr(arr, "is_inference", None)
+    if callable(is_inference) and is_inference():   # PyTorch: only in inference mode
+        import torch
+        return torch.is_inference_mode_enabled()
     kind = type(arr)   # without flags, writeability is the library's, the same for every array
     if kind not in _writeable_by_type:
         _writeable_by_type[kind] = compat().is_writeable_array(arr)

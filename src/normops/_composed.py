@@ -112,9 +112,12 @@ def _backward(backend, dy, x, gamma, saved, r=None, d=None):
         # sigma = 1e104
         q = p * -(invstd * (invstd * sum_dy_xmu / m))
         s = -p * sum_dy / m - q * mean
+        dx3 = backend.grad_input(dy3, x3, p, q, s)
     else:
-        q = s = xp.zeros_like(p)
-    dx = xp.reshape(backend.grad_input(dy3, x3, p, q, s), x.shape)
+        # dx = p dy, an affine map of dy: without the term q x, which is NaN (0 * inf)
+        # where x is infinite, while dx is finite there
+        dx3 = backend.scale_shift(dy3, p, xp.zeros_like(p))
+    dx = xp.reshape(dx3, x.shape)
     return dx, arrays.astype(xp, dgamma, x.dtype), arrays.astype(xp, sum_dy, x.dtype)
 
 

@@ -50,25 +50,40 @@ def library(xp):
 
 
 def array_kind(xp):
-    """How messages name the arrays of xp's library."""
-    return "numpy.ndarray" if xp is numpy else f"{library(xp)} array"
+    """How messages name the arrays of xp's library, with the article."""
+    if xp is numpy:
+        return "a numpy.ndarray"
+    name = library(xp)
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name} array"
 
 
 def foreign(arr, name, xp):
     """The TypeError for an array of another library than x's (xp's)."""
     raise TypeError(f"{name} is a {type(arr).__module__}.{type(arr).__qualname__} "
-                    f"but x is a {library(xp)} array; pass {name} as one")
+                    f"but x is {array_kind(xp)}; pass {name} as one")
 
 
 def not_updatable(arr, name, xp):
     """The TypeError for a running statistic to update in place that is not an array."""
-    raise TypeError(f"{name} must be a {array_kind(xp)} (it is updated in place), "
+    raise TypeError(f"{name} must be {array_kind(xp)} (it is updated in place), "
                     f"got {type(arr).__name__}")
+
+
+def read_only(arr, name, xp):
+    """The ValueError for a running statistic to update that cannot be written."""
+    if getattr(arr, "flags", None) is not None:   # NumPy's (and CuPy's) read-only arrays
+        raise ValueError(f"{name} is read-only; running statistics are updated in place "
+                         f"when training, so pass a writeable array")
+    why = (f"{library(xp)} arrays are immutable" if not callable(getattr(arr, "is_inference", None))
+           else "an inference tensor, made under torch.inference_mode(), outside it")
+    raise ValueError(f"{name} cannot be written in place ({why}); running statistics are "
+                     f"updated in place when training: pass none (batch statistics only) or "
+                     f"use training=False")
 
 
 def not_saved_array(value, name, xp, hint=""):
     """The TypeError for a field of saved that is not an array of x's library."""
-    raise TypeError(f"{name} must be a {array_kind(xp)} as the forward op returned it, "
+    raise TypeError(f"{name} must be {array_kind(xp)} as the forward op returned it, "
                     f"got {type(value).__name__}{hint}")
 
 
@@ -208,9 +223,20 @@ def per_channel(xp, arr, name, channels, dtype, x=None):
         return arr   # the common case: nothing to convert or report
     _no_mask(arr, name)
     if type(arr) is not xp.ndarray:
+        _not_foreign(xp, arr, name)
         arr = as_array(xp, arr, name, None if hasattr(arr, "dtype") else dtype)
     _check_channel_array(arr, name, channels, dtype)
     return arr if _kernel_ready(arr) else arr.astype(dtype)
+
+
+def _not_foreign(xp, arr, name):
+    """An array of another array-API library than x's is refused, not converted (lists,
+    and objects that only offer __array__, are converted)."""
+    if xp is numpy:
+        if not isinstance(arr, numpy.ndarray) and arrays.namespace_or_none(arr) is not None:
+            foreign(arr, name, xp)
+    elif hasattr(arr, "shape") and hasattr(arr, "dtype") and not arrays.is_array(xp, arr):
+        foreign(arr, name, xp)
 
 
 def _standard_per_channel(xp, arr, name, channels, dtype, x):
@@ -244,12 +270,7 @@ def running_stat(xp, arr, name, channels, dtype, *, written, x=None):
     if xp is numpy and arr.flags.carray:
         return checked   # writeable and contiguous: the common case
     if not arrays.writeable(arr):
-        if xp is not numpy and not arrays.compat().is_numpy_array(arr):
-            raise ValueError(f"{name} cannot be written in place ({library(xp)} arrays are "
-                             f"immutable); running statistics are updated in place when "
-                             f"training: pass none (batch statistics only) or use training=False")
-        raise ValueError(f"{name} is read-only; running statistics are updated in place "
-                         f"when training, so pass a writeable array")
+        read_only(arr, name, xp)
     step = arrays.step_bytes(arr)
     itemsize = arrays.itemsize(arr)
     if channels > 1 and step is not None and abs(step) < itemsize:
@@ -355,6 +376,7 @@ def gradient(xp, dy, x):
     """dy, of x's shape and dtype (x is checked already)."""
     if xp is numpy and type(dy) is xp.ndarray and dy.dtype == x.dtype and dy.shape == x.shape:
         return dy   # the common case: x's checks hold for it
+    _not_foreign(xp, dy, "dy")
     dy = as_input(xp, dy, "dy")
     if dy.shape != x.shape:
         raise ValueError(f"dy must have the shape of x {tuple(x.shape)}, got {tuple(dy.shape)}")

@@ -119,6 +119,7 @@ def _library(like, device):
                 f"too (like=torch.empty(0), device={device!r})")
             raise ValueError(f"a NumPy layer lives on device 'cpu', got device={device!r}{hint}")
         return np, "cpu"
+    check.supported(like, "like")   # a meta tensor: a layer that could never run
     xp = arrays.namespace_or_none(like)
     if xp is None:
         try:
@@ -429,7 +430,7 @@ class _Norm:
         """A checked (C,) state value (of namespace xp) as the layer's dtype, library and
         device, ready to be written into its array."""
         if self._like is None:
-            return value   # NumPy casts on assignment
+            return value.astype(self.dtype, copy=False)
         ours = self.xp
         if xp is np:
             host = value.astype(np.dtype(arrays.dtype_name(self.dtype)))
@@ -463,6 +464,7 @@ class _Norm:
         for key, attr in attrs.items():
             if key not in state:
                 continue
+            check.supported(state[key], key)   # a tensor without plain values (meta, sparse)
             xp, value = self._state_array(state[key], key)
             if key == "num_batches_tracked":
                 loaded[attr] = _count(xp, value)
@@ -470,9 +472,16 @@ class _Norm:
             if tuple(value.shape) != (self.num_features,):
                 raise ValueError(f"{key} must have shape ({self.num_features},), got {tuple(value.shape)}")
             value = _real(xp, key, value)
+            finite = bool(xp.all(xp.isfinite(value))) if xp.isdtype(value.dtype, "real floating") \
+                else True
+            with np.errstate(over="ignore"):      # overflow is refused just below
+                value = self._into_layer(xp, value)   # checked as the layer will hold it
+            if finite and not bool(self.xp.all(self.xp.isfinite(value))):
+                raise ValueError(f"{key} holds values beyond the range of the layer's dtype "
+                                 f"{arrays.dtype_name(self.dtype)}")
             if key in _SPREAD_RULES:
-                _check_spread(xp, key, value)
-            loaded[attr] = self._into_layer(xp, value)
+                _check_spread(self.xp, key, value)
+            loaded[attr] = value
         for attr, value in loaded.items():    # every value checked before any is written
             if attr == "num_batches_tracked":
                 self.num_batches_tracked = value

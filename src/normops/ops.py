@@ -90,7 +90,7 @@ def _backward_args(be, dy, x, saved, gamma, axis, saved_type, forward_name):
     x = check.as_input(xp, x)
     dy = check.gradient(xp, dy, x)
     saved, axis = check.saved_state(xp, saved, saved_type, forward_name, x, axis)
-    gamma = check.per_channel(xp, gamma, "gamma", x.shape[axis], x.dtype)
+    gamma = check.per_channel(xp, gamma, "gamma", x.shape[axis], x.dtype, x)
     return dy, x, saved, gamma
 
 

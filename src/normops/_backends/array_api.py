@@ -13,6 +13,7 @@ their own sum corrects the mean and M2, so a common offset does not swamp the va
 import numpy
 
 from .. import _arrays as arrays
+from .. import _composed
 
 REDUCED = (0, 2)   # the (outer, C, inner) axes a per-channel sum runs over
 
@@ -30,6 +31,24 @@ class ArrayApiBackend:
         if isinstance(x, numpy.ndarray):
             return numpy
         return arrays.namespace_or_none(x) or numpy
+
+    # --- whole ops: the composition, without an autograd graph ------------------------
+
+    def batch_norm(self, x, *args, **options):
+        with arrays.no_autograd(x):
+            return _composed.batch_norm(self, x, *args, **options)
+
+    def batch_renorm(self, x, *args, **options):
+        with arrays.no_autograd(x):
+            return _composed.batch_renorm(self, x, *args, **options)
+
+    def batch_norm_backward(self, dy, x, saved, gamma):
+        with arrays.no_autograd(x):
+            return _composed.batch_norm_backward(self, dy, x, saved, gamma)
+
+    def batch_renorm_backward(self, dy, x, saved, gamma):
+        with arrays.no_autograd(x):
+            return _composed.batch_renorm_backward(self, dy, x, saved, gamma)
 
     # --- the four kernels -----------------------------------------------------------
 

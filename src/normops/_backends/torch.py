@@ -9,8 +9,9 @@ other device take the array-API path (ArrayApiBackend, under ``torch.no_grad()``
 normops computes gradients explicitly: a tensor that requires grad is read through a
 detached view, and no output carries an autograd graph.
 """
+import numpy
+
 from .. import _arrays as arrays
-from .. import _composed
 from .. import _validation as check
 from .._saved import BatchNormSaved, BatchRenormSaved
 from .array_api import ArrayApiBackend
@@ -48,23 +49,6 @@ class TorchBackend(ArrayApiBackend):
                 self._bridge = False
         return self._bridge or None
 
-    # whole ops for tensors off the cpu (CPU tensors reach them only without the bridge)
-    def batch_norm(self, *args, **options):
-        return self._composed("batch_norm", args, options)
-
-    def batch_renorm(self, *args, **options):
-        return self._composed("batch_renorm", args, options)
-
-    def batch_norm_backward(self, *args):
-        return self._composed("batch_norm_backward", args, {})
-
-    def batch_renorm_backward(self, *args):
-        return self._composed("batch_renorm_backward", args, {})
-
-    def _composed(self, name, args, options):
-        with self._torch.no_grad():   # a running statistic may be a leaf that requires grad
-            return getattr(_composed, name)(self, *args, **options)
-
 
 class CpuTensors:
     """Runs an op on CPU tensors as the same public op on NumPy views of them, on the
@@ -79,15 +63,21 @@ class CpuTensors:
         self._torch, self._xp = torch, xp
 
     def forward(self, op, x, gamma, beta, first, second, *, names, training, **options):
-        written = isinstance(training, bool) and training   # NumPy's checks refuse the rest
-        copies = []
-        args = (self._view(x, "x", x), self._view(gamma, "gamma", x),
-                self._view(beta, "beta", x),
-                self._view(first, names[0], x, copies if written else None),
-                self._view(second, names[1], x, copies if written else None))
+        # NumPy's checks refuse any other training flag
+        written = isinstance(training, (bool, numpy.bool_)) and bool(training)
+        copies, resolved = [], []
+        args = (self._view(x, "x", x, resolved=resolved), self._view(gamma, "gamma", x, resolved=resolved),
+                self._view(beta, "beta", x, resolved=resolved),
+                self._view(first, names[0], x, copies if written else None, resolved),
+                self._view(second, names[1], x, copies if written else None, resolved))
+        if written and first is not None and second is not None:
+            self._writable(first, second, names, x, gamma, beta, resolved)
         y, saved = op(*args, training=training, backend="cpu", **options)
         for tensor, array in copies:   # running statistics updated in a copy (see _view)
             tensor.copy_(self._torch.from_numpy(array))
+        if written and first is not None and second is not None and not copies:
+            # written through NumPy views: tell autograd, as an in-place op on them would
+            self._torch.autograd.graph.increment_version((first, second))
         from_numpy = self._torch.from_numpy
         return from_numpy(y), _map_saved(saved, lambda a, _: from_numpy(a))
 
@@ -98,7 +88,18 @@ class CpuTensors:
                     self._view(gamma, "gamma", x), backend="cpu", **options)
         return tuple(self._torch.from_numpy(a) for a in result)
 
-    def _view(self, value, name, x, copies=None):
+    def _writable(self, first, second, names, x, gamma, beta, resolved):
+        """What NumPy's checks cannot see of the running statistics to update: an
+        inference tensor outside inference mode, and (when a view had to be a copy of a
+        lazily negated tensor) memory shared with another argument."""
+        for tensor, name in ((first, names[0]), (second, names[1])):
+            if isinstance(tensor, self._torch.Tensor) and not arrays.writeable(tensor):
+                check.read_only(tensor, name, self._xp)
+        if resolved:
+            check.no_overlap(self._xp, zip(names, (first, second)),
+                             (("x", x), ("gamma", gamma), ("beta", beta)))
+
+    def _view(self, value, name, x, copies=None, resolved=None):
         """A tensor as a NumPy array on its memory; None and values that are no
         library's arrays (lists) as they are, for NumPy's checks to convert. ``copies``:
         the op updates this running statistic, so it must be a tensor, and a view made
@@ -107,7 +108,7 @@ class CpuTensors:
             try:   # one call into torch where all is well (each costs 1-3 us here)
                 return value.numpy()
             except (RuntimeError, TypeError):   # it says why below
-                return self._view_of_odd_tensor(value, name, x, copies)
+                return self._view_of_odd_tensor(value, name, x, copies, resolved)
         if value is not None:
             if hasattr(value, "shape") and hasattr(value, "dtype"):
                 check.foreign(value, name, self._xp)
@@ -115,7 +116,7 @@ class CpuTensors:
                 check.not_updatable(value, name, self._xp)
         return value
 
-    def _view_of_odd_tensor(self, value, name, x, copies):
+    def _view_of_odd_tensor(self, value, name, x, copies, resolved):
         """_view of a tensor Tensor.numpy() refused: on another device or of a form
         without plain values (refused here), of a dtype NumPy lacks (refused), that
         requires grad (a detached view) or whose values are negated lazily (a copy)."""
@@ -129,6 +130,8 @@ class CpuTensors:
             array = _numpy(value.resolve_neg(), name, x)
             if copies is not None:
                 copies.append((value, array))
+            if resolved is not None:
+                resolved.append(name)
             return array
         return _numpy(value, name, x)
 
@@ -145,6 +148,8 @@ def _numpy(tensor, name, x):
     except RuntimeError as exc:   # nothing known reaches here; said in normops's words
         raise TypeError(f"{name} cannot be read as a NumPy array ({exc})") from None
     except TypeError:   # a dtype NumPy lacks (bfloat16, ...)
+        if name.startswith("saved.") and tensor.is_floating_point():
+            return tensor.double().numpy()   # saved fields take any float, as float64
         dtype = arrays.dtype_name(tensor.dtype)
         if name in ("x", "dy"):
             raise TypeError(f"{name} must have dtype float32 or float64, got {dtype}") from None
