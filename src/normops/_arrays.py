@@ -27,6 +27,14 @@ def compat():
     return array_api_compat
 
 
+def has_compat():
+    try:
+        compat()
+    except ImportError:
+        return False
+    return True
+
+
 def namespace_or_none(value):
     """The array-API namespace of ``value``'s library (array-api-compat's wrapper for
     NumPy, CuPy and PyTorch), or None when ``value`` is not an array it knows."""

@@ -372,21 +372,13 @@ def _check_library(backend, name, x):
     foreign = _library_of(x) not in ("builtins", xp.__name__.partition(".")[0])
     if not isinstance(x, xp.ndarray) and foreign and hasattr(x, "shape") and hasattr(x, "dtype"):
         hint = ""
-        if _arrays.namespace_or_none(x) is None and not _has_compat():
+        if _arrays.namespace_or_none(x) is None and not _arrays.has_compat():
             hint = f" (normops runs other array libraries through array-api-compat: {_arrays.COMPAT_INSTALL})"
         raise TypeError(
             f"backend {name!r} works on {xp.__name__} arrays, got a "
             f"{type(x).__module__}.{type(x).__qualname__}; select a backend for it or convert "
             f"the array{hint}"
         )
-
-
-def _has_compat():
-    try:
-        _arrays.compat()
-    except ImportError:
-        return False
-    return True
 
 
 def backend_for(x, requested=None):

@@ -122,11 +122,8 @@ def _library(like, device):
     check.supported(like, "like")   # a meta tensor: a layer that could never run
     xp = arrays.namespace_or_none(like)
     if xp is None:
-        try:
-            arrays.compat()
-            missing = ""
-        except ImportError:
-            missing = f" (other libraries than NumPy need array-api-compat: {arrays.COMPAT_INSTALL})"
+        missing = "" if arrays.has_compat() else (
+            f" (other libraries than NumPy need array-api-compat: {arrays.COMPAT_INSTALL})")
         raise TypeError(f"like must be an array of the array library the layer holds its "
                         f"parameters in: a numpy.ndarray, torch.Tensor, cupy.ndarray, "
                         f"array_api_strict array or another array-API library's array, got "

@@ -65,20 +65,23 @@ class CpuTensors:
     def forward(self, op, x, gamma, beta, first, second, *, names, training, **options):
         # NumPy's checks refuse any other training flag
         written = isinstance(training, (bool, numpy.bool_)) and bool(training)
-        copies, resolved = [], []
-        args = (self._view(x, "x", x, resolved=resolved), self._view(gamma, "gamma", x, resolved=resolved),
-                self._view(beta, "beta", x, resolved=resolved),
-                self._view(first, names[0], x, copies if written else None, resolved),
-                self._view(second, names[1], x, copies if written else None, resolved))
-        if written and first is not None and second is not None:
+        copies, resolved = [], []   # see _view
+        written_copies = copies if written else None
+        args = (self._view(x, "x", x, None, resolved), self._view(gamma, "gamma", x, None, resolved),
+                self._view(beta, "beta", x, None, resolved),
+                self._view(first, names[0], x, written_copies, resolved),
+                self._view(second, names[1], x, written_copies, resolved))
+        written = written and first is not None and second is not None
+        if written:
             self._writable(first, second, names, x, gamma, beta, resolved)
         y, saved = op(*args, training=training, backend="cpu", **options)
-        for tensor, array in copies:   # running statistics updated in a copy (see _view)
-            tensor.copy_(self._torch.from_numpy(array))
-        if written and first is not None and second is not None and not copies:
-            # written through NumPy views: tell autograd, as an in-place op on them would
-            self._torch.autograd.graph.increment_version((first, second))
         from_numpy = self._torch.from_numpy
+        for tensor, array in copies:   # running statistics updated in a copy
+            tensor.copy_(from_numpy(array))
+        if written:
+            # those written through NumPy views: tell autograd, as an in-place op would
+            through_views = tuple(t for t in (first, second) if all(t is not c for c, _ in copies))
+            self._torch.autograd.graph.increment_version(through_views)
         return from_numpy(y), _map_saved(saved, lambda a, _: from_numpy(a))
 
     def backward(self, op, dy, x, saved, gamma, **options):
