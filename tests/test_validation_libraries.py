@@ -205,3 +205,25 @@ def test_backward_per_channel_arrays_are_on_x_device():
     raises(ValueError, "gamma " + where, normops.batch_norm_backward, dy, x, saved, lib(np.ones(C)))
     raises(TypeError, "dy is a numpy.ndarray but x is an array_api_strict array",
            normops.batch_norm_backward, np.ones((4, C, 2)), x, saved)
+
+
+@pytest.mark.parametrize("library", ["array_api_strict", "torch"])
+def test_the_array_api_path_keeps_float32_outputs_exact_at_an_offset(library):
+    """float32 values at an offset of 1e4 spreads: y and dx within 1e-6 of the float64
+    reference (y = a x + b in float32 would be 1e-3 off: a x and b cancel)."""
+    lib = Library(library)
+    rng = np.random.default_rng(5)
+    values = (1e4 + rng.normal(size=(256, C, 4))).astype(np.float32)
+    dy = rng.normal(size=values.shape).astype(np.float32)
+    gamma, beta = np.float32([0.5, 1.0, 2.0]), np.float32([0.0, -1.0, 3.0])
+    y, saved = normops.batch_norm(lib(values, np.float32), lib(gamma, np.float32), lib(beta, np.float32),
+                                  backend="array-api")
+    dx = normops.batch_norm_backward(lib(dy, np.float32), lib(values, np.float32), saved,
+                                     lib(gamma, np.float32), backend="array-api")[0]
+    y_ref, saved_ref = normops.batch_norm(values.astype(np.float64), gamma.astype(np.float64),
+                                          beta.astype(np.float64), backend="reference")
+    dx_ref = normops.batch_norm_backward(dy.astype(np.float64), values.astype(np.float64), saved_ref,
+                                         gamma.astype(np.float64), backend="reference")[0]
+    host = np.from_dlpack if library == "array_api_strict" else (lambda t: t.numpy())
+    np.testing.assert_allclose(host(y), y_ref, rtol=0, atol=2e-6 * np.abs(y_ref).max())
+    np.testing.assert_allclose(host(dx), dx_ref, rtol=0, atol=2e-6 * np.abs(dx_ref).max())
