@@ -129,11 +129,6 @@ def wide_dtype(xp, dev):
     return wide
 
 
-def per_channel_shape(ndim, axis, channels):
-    """The shape that broadcasts a (C,) vector against an array of ``ndim`` dimensions."""
-    return tuple(channels if i == axis else 1 for i in range(ndim))
-
-
 # -- memory facts the standard leaves out ------------------------------------------
 
 def step_bytes(arr):

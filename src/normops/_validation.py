@@ -223,13 +223,13 @@ def per_channel(xp, arr, name, channels, dtype, x=None):
         return arr   # the common case: nothing to convert or report
     _no_mask(arr, name)
     if type(arr) is not xp.ndarray:
-        _not_foreign(xp, arr, name)
+        not_foreign(xp, arr, name)
         arr = as_array(xp, arr, name, None if hasattr(arr, "dtype") else dtype)
     _check_channel_array(arr, name, channels, dtype)
     return arr if _kernel_ready(arr) else arr.astype(dtype)
 
 
-def _not_foreign(xp, arr, name):
+def not_foreign(xp, arr, name):
     """An array of another array-API library than x's is refused, not converted (lists,
     and objects that only offer __array__, are converted)."""
     if xp is numpy:
@@ -243,8 +243,7 @@ def _standard_per_channel(xp, arr, name, channels, dtype, x):
     """per_channel for an array-API library: its arrays, or values converted to one on
     x's device."""
     if not arrays.is_array(xp, arr):
-        if hasattr(arr, "shape") and hasattr(arr, "dtype"):   # another library's array
-            foreign(arr, name, xp)
+        not_foreign(xp, arr, name)
         arr = as_array(xp, arr, name, dtype, None if x is None else arrays.device(x))
     supported(arr, name)
     if arr.dtype != dtype:
@@ -376,7 +375,7 @@ def gradient(xp, dy, x):
     """dy, of x's shape and dtype (x is checked already)."""
     if xp is numpy and type(dy) is xp.ndarray and dy.dtype == x.dtype and dy.shape == x.shape:
         return dy   # the common case: x's checks hold for it
-    _not_foreign(xp, dy, "dy")
+    not_foreign(xp, dy, "dy")
     dy = as_input(xp, dy, "dy")
     if dy.shape != x.shape:
         raise ValueError(f"dy must have the shape of x {tuple(x.shape)}, got {tuple(dy.shape)}")

@@ -113,8 +113,7 @@ class CpuTensors:
             except (RuntimeError, TypeError):   # it says why below
                 return self._view_of_odd_tensor(value, name, x, copies, resolved)
         if value is not None:
-            if hasattr(value, "shape") and hasattr(value, "dtype"):
-                check.foreign(value, name, self._xp)
+            check.not_foreign(self._xp, value, name)
             if copies is not None:
                 check.not_updatable(value, name, self._xp)
         return value
