@@ -224,3 +224,26 @@ def host_list(arr, limit=8):
     """Up to ``limit`` values of a 1-D array as Python floats (for error messages only:
     each one is a transfer to the host)."""
     return [float(arr[i]) for i in range(min(arr.shape[0], limit))]
+
+
+def to_host(value):
+    """A NumPy array of an array of any library (copied to the host where it lives
+    elsewhere; a tensor of a dtype NumPy lacks, bfloat16, widened to float64), without
+    importing the library; anything else (a list, say) is returned unchanged."""
+    if isinstance(value, numpy.ndarray):
+        return value
+    detach = getattr(value, "detach", None)
+    if callable(detach):             # a PyTorch tensor
+        tensor = detach().cpu()
+        try:
+            return tensor.numpy()
+        except TypeError:            # a dtype NumPy lacks (bfloat16): widen it first
+            return tensor.double().numpy()
+    if type(value).__module__.partition(".")[0] == "cupy":
+        return value.get()
+    if hasattr(value, "__dlpack__"):
+        try:
+            return numpy.from_dlpack(value)
+        except Exception:            # not on the host, or a dtype NumPy lacks
+            pass
+    return value

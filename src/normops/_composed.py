@@ -13,10 +13,15 @@ It is written against the array API standard (the namespace of x's library, see
 _interface), so the same lines run on NumPy, PyTorch tensors and CuPy arrays. The
 per-channel vectors are in the kernels' wide dtype: float64, or float32 on a device
 without float64.
+
+``sync`` (a _distributed.Step, or None for a local call) makes the statistics those of
+every rank's batch together: the local kernel's partial sums meet the other ranks' in
+its one collective, and m is the global count. Everything else stays local.
 """
 import math
 
 from . import _arrays as arrays
+from ._distributed import digest
 from ._interface import array_namespace
 from ._saved import BatchNormSaved, BatchRenormSaved
 
@@ -49,81 +54,121 @@ def _blend(xp, running, batch, momentum):
     running[...] = arrays.astype(xp, blended, running.dtype)
 
 
+def _elementwise(xp, kernel, first, *args):
+    """kernel(first, *args), an elementwise map; an empty array (no kernel call) for a
+    rank whose part of a synchronized batch holds no values."""
+    if first.shape[0] * first.shape[2] == 0:
+        return xp.empty_like(first)
+    return kernel(first, *args)
+
+
 def _running_wide(xp, x, running):
     """The running statistics read in eval mode, in the wide dtype of x's device."""
     wide = arrays.wide_dtype(xp, arrays.device(x))
     return tuple(_wide(xp, v, wide) for v in running)
 
 
-def _batch_moments(backend, xp, x3, eps):
-    count, mean, m2 = backend.batch_stats(x3)
+def _batch_moments(backend, xp, x3, eps, sync, meta):
+    if sync is None:
+        count, mean, m2 = backend.batch_stats(x3)
+    else:
+        count, mean, m2 = sync.batch_stats(backend, xp, x3, meta)
     return count, mean, m2, 1.0 / xp.sqrt(m2 / count + eps)
 
 
+def _meta(op, x, axis, **options):
+    """What the ranks of a synchronized call must agree on (besides channels and dtype)."""
+    return dict(op=op, axis=axis, ndim=len(x.shape), **options)
+
+
+def _saved_sync(sync, count):
+    """The saved fields that make the backward synchronized too."""
+    return {} if sync is None else {"comm": sync.comm, "count": count}
+
+
 def batch_norm(backend, x, gamma, beta, running_mean, running_var, *, training, momentum,
-               eps, axis, convention):
+               eps, axis, convention, sync=None):
     xp = array_namespace(backend, x)
     x3 = canonical_view(xp, x, axis)
+    meta = sync and _meta("batch_norm", x, axis, training=training, eps=eps, momentum=momentum,
+                          convention=convention, running=running_mean is not None)
+    count = None
     if training:
-        count, mean, m2, invstd = _batch_moments(backend, xp, x3, eps)
+        count, mean, m2, invstd = _batch_moments(backend, xp, x3, eps, sync, meta)
     else:
+        if sync is not None:
+            sync.agree(x3, meta)
         mean, var = _running_wide(xp, x, (running_mean, running_var))
         invstd = 1.0 / xp.sqrt(var + eps)
     a, b = _forward_affine(xp, gamma, beta, mean, invstd)
-    y = xp.reshape(backend.scale_shift(x3, a, b), x.shape)
+    y = xp.reshape(_elementwise(xp, backend.scale_shift, x3, a, b), x.shape)
     if training and running_mean is not None:
         _blend(xp, running_mean, mean, momentum)
         _blend(xp, running_var, m2 / (count - 1 if convention == "pytorch" else count), momentum)
-    return y, BatchNormSaved(mean, invstd, training, axis, tuple(x.shape))
+    return y, BatchNormSaved(mean, invstd, training, axis, tuple(x.shape), **_saved_sync(sync, count))
 
 
 def batch_renorm(backend, x, gamma, beta, running_mean, running_std, *, training, rmax, dmax,
-                 momentum, eps, axis):
+                 momentum, eps, axis, sync=None):
     xp = array_namespace(backend, x)
     x3 = canonical_view(xp, x, axis)
+    # r and d depend on the running statistics: ranks holding different ones would
+    # normalize differently, so they compare a fingerprint of them
+    meta = sync and _meta("batch_renorm", x, axis, training=training, eps=eps, momentum=momentum,
+                          rmax=rmax, dmax=dmax, running_statistics=digest(xp, running_mean, running_std))
     mu, sigma = _running_wide(xp, x, (running_mean, running_std))
     if not training:
+        if sync is not None:
+            sync.agree(x3, meta)
         a, b = _forward_affine(xp, gamma, beta, mu, 1.0 / sigma)
-        y = xp.reshape(backend.scale_shift(x3, a, b), x.shape)
-        return y, BatchRenormSaved(mu, 1.0 / sigma, None, None, False, axis, tuple(x.shape))
-    count, mean, m2, invstd = _batch_moments(backend, xp, x3, eps)
+        y = xp.reshape(_elementwise(xp, backend.scale_shift, x3, a, b), x.shape)
+        return y, BatchRenormSaved(mu, 1.0 / sigma, None, None, False, axis, tuple(x.shape),
+                                   **_saved_sync(sync, None))
+    count, mean, m2, invstd = _batch_moments(backend, xp, x3, eps, sync, meta)
     sigma_batch = xp.sqrt(m2 / count + eps)
     # r and d are constants for the gradient, taken from the running stats before the update
     r = xp.clip(sigma_batch / sigma, 1.0 / rmax, rmax)
     d = xp.clip((mean - mu) / sigma, -dmax, dmax)
     a, b = _forward_affine(xp, gamma, beta, mean, invstd, r, d)
-    y = xp.reshape(backend.scale_shift(x3, a, b), x.shape)
+    y = xp.reshape(_elementwise(xp, backend.scale_shift, x3, a, b), x.shape)
     _blend(xp, running_mean, mean, momentum)
     _blend(xp, running_std, sigma_batch, momentum)
-    return y, BatchRenormSaved(mean, invstd, r, d, True, axis, tuple(x.shape))
+    return y, BatchRenormSaved(mean, invstd, r, d, True, axis, tuple(x.shape),
+                               **_saved_sync(sync, count))
 
 
-def _backward(backend, dy, x, gamma, saved, r=None, d=None):
+def _backward(backend, op, dy, x, gamma, saved, sync, r=None, d=None):
     xp = array_namespace(backend, x)
     x3, dy3 = canonical_view(xp, x, saved.axis), canonical_view(xp, dy, saved.axis)
     mean, invstd = saved.mean, saved.invstd
-    sum_dy, sum_dy_xmu = backend.grad_stats(dy3, x3, mean)
+    if sync is None:
+        sum_dy, sum_dy_xmu = backend.grad_stats(dy3, x3, mean)
+    else:
+        # the same forward step on every rank: the same global count and statistics
+        meta = _meta(op, x, saved.axis, training=saved.training, count=saved.count,
+                     forward_statistics=digest(xp, mean, invstd))
+        sum_dy, sum_dy_xmu = sync.grad_stats(backend, xp, dy3, x3, mean, meta)
     scale = invstd if r is None else r * invstd
     dgamma = scale * sum_dy_xmu if d is None else scale * sum_dy_xmu + d * sum_dy
     p = scale if gamma is None else _wide(xp, gamma, scale.dtype) * scale
     if saved.training:
-        m = x3.shape[0] * x3.shape[2]
+        m = x3.shape[0] * x3.shape[2] if sync is None else saved.count
         # -invstd (invstd S1 / m) is of the size of dy / sigma: invstd^3 alone underflows at
         # sigma = 1e104
         q = p * -(invstd * (invstd * sum_dy_xmu / m))
         s = -p * sum_dy / m - q * mean
-        dx3 = backend.grad_input(dy3, x3, p, q, s)
+        dx3 = _elementwise(xp, backend.grad_input, dy3, x3, p, q, s)
     else:
         # dx = p dy, an affine map of dy: without the term q x, which is NaN (0 * inf)
         # where x is infinite, while dx is finite there
-        dx3 = backend.scale_shift(dy3, p, xp.zeros_like(p))
+        dx3 = _elementwise(xp, backend.scale_shift, dy3, p, xp.zeros_like(p))
     dx = xp.reshape(dx3, x.shape)
     return dx, arrays.astype(xp, dgamma, x.dtype), arrays.astype(xp, sum_dy, x.dtype)
 
 
-def batch_norm_backward(backend, dy, x, saved, gamma):
-    return _backward(backend, dy, x, gamma, saved)
+def batch_norm_backward(backend, dy, x, saved, gamma, sync=None):
+    return _backward(backend, "batch_norm_backward", dy, x, gamma, saved, sync)
 
 
-def batch_renorm_backward(backend, dy, x, saved, gamma):
-    return _backward(backend, dy, x, gamma, saved, saved.r, saved.d)
+def batch_renorm_backward(backend, dy, x, saved, gamma, sync=None):
+    return _backward(backend, "batch_renorm_backward", dy, x, gamma, saved, sync, saved.r, saved.d)

@@ -8,6 +8,7 @@ import numpy as np
 
 from ._composed import canonical_view
 from ._interface import array_namespace
+from ._moments import combine
 from ._registry import backend_for
 from .layers import is_layer
 
@@ -30,11 +31,7 @@ class PooledMoments:
         n, mean, m2 = be.batch_stats(canonical_view(xp, x, axis))
         if self.count == 0:   # the first batch sets the library, device and dtype
             self.mean, self.m2 = xp.zeros_like(mean), xp.zeros_like(m2)
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + delta * delta * (self.count * n / total)
-        self.count = total
+        self.count, self.mean, self.m2 = combine(self.count, self.mean, self.m2, n, mean, m2)
 
 
 def _progress(done, total, stream):

@@ -12,13 +12,18 @@ from typing import Any
 class BatchNormSaved:
     """``mean``/``invstd``: the statistics x was normalized with (batch statistics when
     training, running statistics in eval mode); ``axis``: the channel axis, >= 0;
-    ``shape``: x's shape, which the backward call must repeat."""
+    ``shape``: x's shape, which the backward call must repeat. ``comm``: the
+    communicator of a synchronized forward (None otherwise), which the backward syncs
+    over too; ``count``: then the number of values per channel over all ranks (None in
+    eval mode)."""
 
     mean: Any
     invstd: Any
     training: bool
     axis: int
     shape: tuple
+    comm: Any = None
+    count: Any = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,3 +38,5 @@ class BatchRenormSaved:
     training: bool
     axis: int
     shape: tuple
+    comm: Any = None
+    count: Any = None

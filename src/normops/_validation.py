@@ -108,11 +108,12 @@ def _kernel_ready(arr):
             and arr.strides[0] % arr.itemsize == 0)
 
 
-def as_input(xp, x, name="x"):
+def as_input(xp, x, name="x", shared_batch=False):
     """An array of dtype float32/float64 (native byte order: a byte-swapped one is
-    converted) with ndim >= 2 and at least one element."""
+    converted) with ndim >= 2 and at least one element (``shared_batch``: the batch is
+    split over ranks, and this rank's part may be empty)."""
     if xp is not numpy:
-        return _standard_input(xp, x, name)
+        return _standard_input(xp, x, name, shared_batch)
     if type(x) is xp.ndarray:
         arr = x
     else:
@@ -124,16 +125,16 @@ def as_input(xp, x, name="x"):
         arr = arr.astype(_native(arr.dtype))
     if arr.ndim >= 2 and arr.size:   # the common case, without a call (a tiny op costs ~15 us)
         return arr
-    return _input_shape(arr, name)
+    return _input_shape(arr, name, shared_batch)
 
 
-def _standard_input(xp, x, name):
+def _standard_input(xp, x, name, shared_batch):
     """as_input for an array-API library."""
     arr = x if arrays.is_array(xp, x) else as_array(xp, x, name)
     supported(arr, name)
     if arr.dtype not in arrays.float_dtypes(xp):
         raise TypeError(f"{name} must have dtype float32 or float64, got {arrays.dtype_name(arr.dtype)}")
-    return _input_shape(arr, name)
+    return _input_shape(arr, name, shared_batch)
 
 
 def supported(arr, name):
@@ -143,12 +144,12 @@ def supported(arr, name):
         raise TypeError(f"{name} is {why}; normops takes dense arrays holding values")
 
 
-def _input_shape(arr, name):
+def _input_shape(arr, name, shared_batch):
     if arr.ndim < 2:
         raise ValueError(
             f"{name} must have at least 2 dimensions (batch and channel), got shape {tuple(arr.shape)}"
         )
-    if arrays.size(arr) == 0:
+    if arrays.size(arr) == 0 and not shared_batch:
         raise ValueError(f"{name} is empty (shape {tuple(arr.shape)}); batch norm needs values to normalize")
     return arr
 
@@ -364,6 +365,19 @@ def values_per_channel(shape, axis):
     return math.prod(shape) // shape[axis]
 
 
+def has_channels(shape, axis):
+    """A rank's part of a shared batch may hold no values, but never no channels."""
+    if shape[axis] == 0:
+        raise ValueError(f"x has no channels: shape {tuple(shape)} with the channel axis {axis}")
+
+
+def global_count(saved):
+    """A synchronized training forward saved the global count of values per channel."""
+    if saved.training and not (type(saved.count) is int and saved.count > 1):
+        raise ValueError(f"saved.count must be the number of values per channel over all ranks "
+                         f"(an int > 1) for a synchronized backward, got {saved.count!r}")
+
+
 def training_batch(shape, axis):
     """Batch statistics need more than one value per channel (as PyTorch requires)."""
     if values_per_channel(shape, axis) == 1:
@@ -526,17 +540,21 @@ def kernel_vector(xp, v, name, channels):
 
 
 def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, eps, axis,
-                 stats_required):
+                 stats_required, shared_batch=False):
     """Checks shared by the BN and BRN forward ops.
 
     ``stats`` is the pair of running statistics (may be (None, None) unless
     ``stats_required``). Returns the checked (x, gamma, beta, stats, training, momentum,
     eps, axis, copies): after the op, ``copy_back(copies)`` writes the running statistics
-    the backend updated in copies into the caller's arrays.
+    the backend updated in copies into the caller's arrays. ``shared_batch``: x is this
+    rank's part of a batch split over ranks (it may hold 0 or 1 values per channel; the
+    global count is checked once the ranks have met).
     """
     inputs = (("x", x), ("gamma", gamma), ("beta", beta))   # the caller's, before any copy
-    x = as_input(xp, x)
+    x = as_input(xp, x, shared_batch=shared_batch)
     axis = channel_axis(axis, x.ndim)
+    if shared_batch:
+        has_channels(x.shape, axis)
     training = flag(training, "training")
     channels = x.shape[axis]
     gamma = per_channel(xp, gamma, "gamma", channels, x.dtype, x)
@@ -558,7 +576,7 @@ def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, e
             if checked[0] is not stats[0] or checked[1] is not stats[1]:
                 copies = [(given, used) for given, used in zip(stats, checked) if used is not given]
         stats = checked
-    if training:
+    if training and not shared_batch:
         training_batch(x.shape, axis)
     momentum = number(momentum, "momentum", low=0.0, high=1.0)
     eps = number(eps, "eps", low=0.0, low_open=True, finite=True)

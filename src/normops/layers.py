@@ -22,6 +22,12 @@ backend from x's type (unless ``backend=``) and do the numeric work, so every ch
 the ops applies. Outputs, dx, ``params()``, ``grads()`` and the running statistics are
 arrays of the layer's library on its device; ``num_batches_tracked`` is an int.
 
+``comm=`` an mpi4py intracommunicator makes the layer synchronized (data parallel): its
+forward and backward run the ops with ``comm``, so that training normalizes with the
+statistics of every rank's batch, dgamma and dbeta are sums over every rank's batch,
+and a fault on any rank (the layer's own checks included) raises on every rank.
+``recompute_population_stats`` pools over the layers' communicator.
+
 ``state_dict()`` returns copies in the layer's library, ``num_batches_tracked`` as a
 0-d int64 array of that library on the layer's device (a NumPy array for NumPy
 layers, a tensor for torch layers, as torch's own state dicts hold). ``load_state_dict``
@@ -37,6 +43,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _arrays as arrays
+from . import _distributed as distributed
 from . import _validation as check
 from .ops import batch_norm, batch_norm_backward, batch_renorm, batch_renorm_backward
 
@@ -68,25 +75,8 @@ def _other_library_array(value):
 
 
 def _to_numpy(value, key):
-    """A NumPy array from an array of any library (copied to the host), a list or a
-    PyTorch tensor (without importing torch)."""
-    if isinstance(value, np.ndarray):
-        return check.as_array(np, value, key)
-    detach = getattr(value, "detach", None)
-    if callable(detach):
-        tensor = detach().cpu()
-        try:
-            value = tensor.numpy()
-        except TypeError:            # a dtype NumPy lacks (bfloat16): widen it first
-            value = tensor.double().numpy()
-    elif type(value).__module__.partition(".")[0] == "cupy":
-        value = value.get()
-    elif hasattr(value, "__dlpack__"):
-        try:
-            value = np.from_dlpack(value)
-        except Exception:            # not on the host, or a dtype NumPy lacks: as_array tries
-            pass
-    return check.as_array(np, value, key)
+    """A NumPy array from an array of any library (copied to the host) or a list."""
+    return check.as_array(np, arrays.to_host(value), key)
 
 
 def _real(xp, key, value):
@@ -175,7 +165,8 @@ class _Norm:
     _spread_init = 1.0
 
     def __init__(self, num_features, *, eps, momentum, affine, center, scale,
-                 track_running_stats, axis, dtype, backend, like, device):
+                 track_running_stats, axis, dtype, backend, like, device, comm):
+        self.comm = None if comm is None else distributed.intracomm(comm)
         self.num_features = check.integer(num_features, "num_features")
         if self.num_features < 1:
             raise ValueError(f"num_features must be at least 1, got {self.num_features}")
@@ -301,14 +292,14 @@ class _Norm:
         if self._like is None:
             if type(x) is not np.ndarray:
                 self._refuse_other_library(x, "x")
-            x = check.as_input(np, x)
+            x = check.as_input(np, x, shared_batch=self._synced() is not None)
             if x.dtype != self.dtype:
                 raise TypeError(f"{self!r} holds {self.dtype} parameters but x has dtype {x.dtype}: "
                                 f"convert x (x.astype(np.{self.dtype})) or create the layer with "
                                 f"dtype=np.{x.dtype}")
         else:
             self._refuse_other_library(x, "x")
-            x = check.as_input(self.xp, x)
+            x = check.as_input(self.xp, x, shared_batch=self._synced() is not None)
             if x.dtype != self.dtype:
                 ours, theirs = arrays.dtype_name(self.dtype), arrays.dtype_name(x.dtype)
                 raise TypeError(f"{self!r} holds {ours} parameters but x has dtype {theirs}: "
@@ -326,18 +317,19 @@ class _Norm:
         when they are not tracked). The layer keeps a reference to x for backward: do not
         modify x in place before calling it."""
         self._x = self._saved = self._grads = None   # a failed forward leaves nothing to differentiate
-        x, axis = self._check_input(x)
-        if self._collector is not None:
-            self._collector.add(x, axis)
-            y, saved = self._op_forward(x, training=True, momentum=0.0, running=None)
-        elif self.training and self.track_running_stats:
-            y, saved = self._op_forward(x, training=True, momentum=self._step_momentum(),
-                                        running=self._running())
-            self.num_batches_tracked += 1
-        else:
-            batch_stats = self.training or not self.track_running_stats
-            y, saved = self._op_forward(x, training=batch_stats, momentum=0.0,
-                                        running=self._running())
+        with distributed.step(self._synced(), f"{type(self).__name__}.forward"):
+            x, axis = self._check_input(x)
+            if self._collector is not None:
+                self._collector.add(x, axis)
+                y, saved = self._op_forward(x, training=True, momentum=0.0, running=None)
+            elif self.training and self.track_running_stats:
+                y, saved = self._op_forward(x, training=True, momentum=self._step_momentum(),
+                                            running=self._running())
+                self.num_batches_tracked += 1
+            else:
+                batch_stats = self.training or not self.track_running_stats
+                y, saved = self._op_forward(x, training=batch_stats, momentum=0.0,
+                                            running=self._running())
         self._x, self._saved = x, saved
         return y
 
@@ -346,14 +338,23 @@ class _Norm:
     def backward(self, dy):
         """dx for the upstream gradient dy of the last forward (an array of the layer's
         library on its device); keeps the gradients of gamma and beta for ``grads()``."""
-        if self._saved is None:
-            raise RuntimeError(f"{self!r}: backward(dy) needs a forward(x) first")
-        if type(dy) is not np.ndarray or self._like is not None:
-            self._refuse_other_library(dy, "dy")
-        dx, dgamma, dbeta = self._op_backward(dy, self._x, self._saved)
+        # synchronized as the forward was (a backward without a forward: as the layer is)
+        comm = self.comm if self._saved is None else self._saved.comm
+        with distributed.step(comm, f"{type(self).__name__}.backward"):
+            if self._saved is None:
+                raise RuntimeError(f"{self!r}: backward(dy) needs a forward(x) first")
+            if type(dy) is not np.ndarray or self._like is not None:
+                self._refuse_other_library(dy, "dy")
+            dx, dgamma, dbeta = self._op_backward(dy, self._x, self._saved)
         self._grads = {name: g for name, g in (("gamma", dgamma), ("beta", dbeta))
                        if getattr(self, name) is not None}
         return dx
+
+    def _synced(self):
+        """The communicator the ops run with: the layer's, except while collecting
+        population statistics (each batch is then normalized locally; the pooled
+        statistics meet the other ranks' once, at the end)."""
+        return self.comm if self._collector is None else None
 
     def params(self):
         """The trainable parameters by name ("gamma", "beta"; absent ones left out). An
@@ -496,6 +497,8 @@ class _Norm:
             parts.append(f"dtype={arrays.dtype_name(self.dtype)}")
         if self._like is not None:
             parts.append(f"like={check.library(self.xp)}, device={self.device}")
+        if self.comm is not None:
+            parts.append(f"comm=<{self.comm.Get_size()} ranks>")
         return parts
 
     def __repr__(self):
@@ -535,16 +538,17 @@ class BatchNorm(_Norm):
 
     def __init__(self, num_features, *, eps=1e-5, momentum=0.1, affine=True, center=True,
                  scale=True, track_running_stats=True, axis=1, dtype=np.float32,
-                 convention="pytorch", backend=None, like=None, device=None):
+                 convention="pytorch", backend=None, like=None, device=None, comm=None):
         self.convention = check.convention(convention)
         super().__init__(num_features, eps=eps, momentum=momentum, affine=affine, center=center,
                          scale=scale, track_running_stats=track_running_stats, axis=axis,
-                         dtype=dtype, backend=backend, like=like, device=device)
+                         dtype=dtype, backend=backend, like=like, device=device, comm=comm)
 
     def _op_forward(self, x, *, training, momentum, running):
         running = running or (None, None)   # None: collecting population statistics
         return batch_norm(x, self.gamma, self.beta, *running, training=training, momentum=momentum,
-                          eps=self.eps, axis=self.axis, convention=self.convention, backend=self.backend)
+                          eps=self.eps, axis=self.axis, convention=self.convention,
+                          comm=self._synced(), backend=self.backend)
 
     def _op_backward(self, dy, x, saved):
         return batch_norm_backward(dy, x, saved, self.gamma, backend=self.backend)
@@ -588,12 +592,12 @@ class BatchRenorm(_Norm):
 
     def __init__(self, num_features, *, rmax=3.0, dmax=5.0, momentum=0.01, eps=1e-5, affine=True,
                  center=True, scale=True, axis=1, dtype=np.float32, backend=None, like=None,
-                 device=None):
+                 device=None, comm=None):
         self.rmax = _scheduled(rmax, "rmax", 1.0)
         self.dmax = _scheduled(dmax, "dmax", 0.0)
         super().__init__(num_features, eps=eps, momentum=momentum, affine=affine, center=center,
                          scale=scale, track_running_stats=True, axis=axis, dtype=dtype,
-                         backend=backend, like=like, device=device)
+                         backend=backend, like=like, device=device, comm=comm)
 
     def clips(self, step=None):
         """``(rmax, dmax)`` at ``step`` (default: the next training step)."""
@@ -611,7 +615,7 @@ class BatchRenorm(_Norm):
             rmax, dmax = 1.0, 0.0   # unused in eval mode
         return batch_renorm(x, self.gamma, self.beta, *running, training=training, rmax=rmax,
                             dmax=dmax, momentum=momentum, eps=self.eps, axis=self.axis,
-                            backend=self.backend)
+                            comm=self._synced(), backend=self.backend)
 
     def _op_backward(self, dy, x, saved):
         return batch_renorm_backward(dy, x, saved, self.gamma, backend=self.backend)

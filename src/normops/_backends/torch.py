@@ -9,6 +9,8 @@ other device take the array-API path (ArrayApiBackend, under ``torch.no_grad()``
 normops computes gradients explicitly: a tensor that requires grad is read through a
 detached view, and no output carries an autograd graph.
 """
+import dataclasses
+
 import numpy
 
 from .. import _arrays as arrays
@@ -161,9 +163,8 @@ def _numpy(tensor, name, x):
 
 def _map_saved(saved, convert):
     """``saved`` with ``convert(array, field)`` applied to each of its per-channel arrays."""
-    fields = dict(mean=convert(saved.mean, "mean"), invstd=convert(saved.invstd, "invstd"),
-                  training=saved.training, axis=saved.axis, shape=saved.shape)
+    fields = dict(mean=convert(saved.mean, "mean"), invstd=convert(saved.invstd, "invstd"))
     if isinstance(saved, BatchRenormSaved):
-        return BatchRenormSaved(r=convert(saved.r, "r") if saved.r is not None else None,
-                                d=convert(saved.d, "d") if saved.d is not None else None, **fields)
-    return BatchNormSaved(**fields)
+        fields.update(r=convert(saved.r, "r") if saved.r is not None else None,
+                      d=convert(saved.d, "d") if saved.d is not None else None)
+    return dataclasses.replace(saved, **fields)

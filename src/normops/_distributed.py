@@ -1,0 +1,234 @@
+"""Synchronized statistics over the ranks of an mpi4py communicator (data parallel).
+
+A synchronized call has two phases. The local phase validates the arguments and runs
+the local kernel (batch_stats, or grad_stats in the backward); then the one collective,
+an ``allgather`` of a record (error, metadata, partials) from every rank. Every rank
+therefore learns in the same collective whether another rank failed or disagrees, and
+raises the same error: none is left waiting in a collective the others never enter.
+The partials are merged in rank order on the host in float64, so every rank gets
+bitwise the same statistics whatever MPI's reduction algorithm.
+
+MPI is the engine; normops writes no transport. mpi4py is never imported here: a
+communicator can only exist once the user has imported it.
+"""
+import builtins
+import hashlib
+import sys
+import threading
+
+import numpy as np
+
+from . import _arrays as arrays
+from ._moments import combine
+
+MPI_INSTALL = 'pip install "normops[mpi]"'
+
+# the collectives this thread has entered; a guard that sees the count move knows its
+# call has met the other ranks already, and must not start another collective
+_entered = threading.local()
+
+
+def _collectives():
+    return getattr(_entered, "count", 0)
+
+
+def intracomm(comm):
+    """``comm`` if it is an mpi4py intracommunicator that can communicate."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is None or not isinstance(comm, mpi.Intracomm):
+        hint = "" if mpi is not None else f" (mpi4py is not imported; to install it: {MPI_INSTALL})"
+        raise TypeError(f"comm must be an mpi4py intracommunicator, such as "
+                        f"mpi4py.MPI.COMM_WORLD, or None; got {type(comm).__name__}{hint}")
+    if comm == mpi.COMM_NULL:
+        raise ValueError("comm is a null communicator (MPI.COMM_NULL, or one that was freed)")
+    if mpi.Is_finalized() or not mpi.Is_initialized():
+        raise RuntimeError("comm cannot communicate: MPI is not initialized or already finalized")
+    return comm
+
+
+class _Local:
+    """The step of a call without a communicator: no collective, errors raise as they are."""
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, kind, error, trace):
+        return False
+
+
+LOCAL = _Local()
+
+
+def step(comm, op):
+    """The context of one call of ``op`` over ``comm``: ``with step(comm, op) as sync:``
+    gives None without a communicator (the call is local), else a ``Step`` whose
+    collective every rank enters even when the local phase fails."""
+    return LOCAL if comm is None else Step(comm, op)
+
+
+def synchronized(error):
+    """Whether ``error`` was raised by a collective, on every rank."""
+    return hasattr(error, "ranks_at_fault")
+
+
+class Step:
+    """One synchronized call: its local phase (inside the ``with``) and its collective
+    (``exchange``). An exception of the local phase enters the collective carrying the
+    error, so every rank raises it."""
+
+    def __init__(self, comm, op):
+        self.comm = intracomm(comm)
+        self.op = op
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self._start = 0
+
+    def __enter__(self):
+        self._start = _collectives()
+        return self
+
+    def __exit__(self, kind, error, trace):
+        if (not isinstance(error, Exception) or synchronized(error)
+                or _collectives() != self._start):
+            return False   # no error, an interrupt, or this call met the other ranks already
+        self.exchange(None, None, error=error)   # raises on every rank
+        return False
+
+    def exchange(self, meta, partial, error=None):
+        """Every rank's ``partial``, in rank order, once every rank is known to have
+        succeeded with the same ``meta`` (a dict of what the ranks must agree on);
+        otherwise the same error on every rank."""
+        _entered.count = _collectives() + 1
+        records = self.comm.allgather((_error_record(error), meta, partial))
+        failed = [(rank, record[0]) for rank, record in enumerate(records) if record[0] is not None]
+        if failed:
+            raise self._failure(failed) from error
+        disagreement, ranks = _disagreement([record[1] for record in records])
+        if disagreement:
+            raise self._error(ValueError, f"the ranks disagree on {disagreement}", ranks)
+        return [record[2] for record in records]
+
+    def _error(self, kind, message, at_fault):
+        ranks = "1 rank" if self.size == 1 else f"{self.size} ranks"
+        error = kind(f"{self.op} over {ranks}: {message}")
+        error.ranks_at_fault = tuple(at_fault)
+        return error
+
+    def _failure(self, failed):
+        if len(failed) == 1:
+            rank, (_, message) = failed[0]
+            text = f"rank {rank} failed: {message}"
+        else:
+            text = "ranks " + ", ".join(str(rank) for rank, _ in failed) + " failed: " + "; ".join(
+                f"rank {rank}: {message}" for rank, (_, message) in failed)
+        kind = getattr(builtins, failed[0][1][0])
+        try:
+            return self._error(kind, text, [rank for rank, _ in failed])
+        except TypeError:   # a builtin class that takes more than a message
+            return self._error(RuntimeError, text, [rank for rank, _ in failed])
+
+    # -- the statistics --------------------------------------------------------------
+    def batch_stats(self, backend, xp, x3, meta):
+        """Global (count, mean, m2) of the union of every rank's x3 (the local parts from
+        ``backend.batch_stats``), in the namespace and on the device of x3."""
+        local = (0, None, None)
+        if x3.shape[0] * x3.shape[2] > 0:   # a rank may hold no samples
+            count, mean, m2 = backend.batch_stats(x3)
+            local = (count, _host(mean), _host(m2))
+        parts = self.exchange(_described(meta, x3), local)
+        count, mean, m2 = 0, np.zeros(x3.shape[1]), np.zeros(x3.shape[1])
+        for part in parts:   # rank order: bitwise the same on every rank
+            if part[0]:
+                count, mean, m2 = combine(count, mean, m2, *part)
+        if count <= 1:
+            raise self._error(ValueError, "expected more than 1 value per channel when training, "
+                              f"got {count} over all ranks together", range(self.size))
+        return count, _on_device(xp, mean, x3), _on_device(xp, m2, x3)
+
+    def agree(self, x3, meta):
+        """The collective of a call that needs no statistics (eval mode): the ranks check
+        that they agree (a rank in training mode would otherwise wait for the others)."""
+        self.exchange(_described(meta, x3), None)
+
+    def grad_stats(self, backend, xp, dy3, x3, mean, meta):
+        """(sum(dy), sum(dy * (x - mean))) over every rank's batch, summed in rank order."""
+        channels = x3.shape[1]
+        local = (np.zeros(channels), np.zeros(channels))
+        if x3.shape[0] * x3.shape[2] > 0:
+            local = tuple(_host(s) for s in backend.grad_stats(dy3, x3, mean))
+        parts = self.exchange(_described(meta, x3), local)
+        sum_dy, sum_dy_xmu = parts[0]
+        for part in parts[1:]:
+            sum_dy, sum_dy_xmu = sum_dy + part[0], sum_dy_xmu + part[1]
+        return _on_device(xp, sum_dy, x3), _on_device(xp, sum_dy_xmu, x3)
+
+    def pooled(self, locals_, meta):
+        """Every rank's list of (count, mean, m2), one per layer, pooled per layer over
+        the ranks in rank order (precise BN over ranks)."""
+        host = [(count, _host(mean), _host(m2)) for count, mean, m2 in locals_]
+        parts = self.exchange(meta, host)
+        pooled = []
+        for i, (_, mean, m2) in enumerate(host):
+            total = (0, np.zeros_like(mean), np.zeros_like(m2))
+            for part in parts:
+                if part[i][0]:
+                    total = combine(*total, *part[i])
+            pooled.append(total)
+        return pooled
+
+
+def _error_record(error):
+    """What travels of a local error: the name of its nearest builtin class (every rank
+    raises that class) and its message."""
+    if error is None:
+        return None
+    kind = next(k for k in type(error).__mro__ if k.__module__ == "builtins")
+    return kind.__name__, f"{type(error).__name__}: {error}"
+
+
+def _described(meta, x3):
+    return dict(meta, channels=x3.shape[1], dtype=arrays.dtype_name(x3.dtype))
+
+
+def _disagreement(metas):
+    """A description of the fields on which the ranks' metadata differ (empty if none),
+    and the ranks at fault: those outside the largest group (rank 0's on a tie)."""
+    parts, ranks = [], set()
+    for field in metas[0]:
+        values = [meta.get(field) for meta in metas]
+        if all(v == values[0] for v in values[1:]):
+            continue
+        groups = {}
+        for rank, value in enumerate(values):
+            groups.setdefault(repr(value), []).append(rank)
+        largest = max(groups.values(), key=len)   # the first of the largest: rank 0's on a tie
+        ranks.update(rank for group in groups.values() if group is not largest for rank in group)
+        parts.append(f"{field} (" + ", ".join(
+            f"rank{'s' if len(r) > 1 else ''} {', '.join(map(str, r))}: {v}"
+            for v, r in groups.items()) + ")")
+    for rank, meta in enumerate(metas):
+        if set(meta) != set(metas[0]):
+            ranks.add(rank)
+            parts.append(f"what they compute (rank 0: {sorted(metas[0])}, rank {rank}: {sorted(meta)})")
+            break
+    return "; ".join(parts), sorted(ranks)
+
+
+def digest(xp, *arrays_):
+    """A short fingerprint of the values of some per-channel arrays: ranks compare it to
+    find out that they hold different running statistics without sending them."""
+    h = hashlib.blake2b(digest_size=8)
+    for arr in arrays_:
+        h.update(np.ascontiguousarray(_host(arr)).tobytes())
+    return h.hexdigest()
+
+
+def _host(arr):
+    return np.asarray(arrays.to_host(arr), dtype=np.float64)
+
+
+def _on_device(xp, host, like):
+    """A host float64 array as an array of like's library on its device, in the wide dtype."""
+    if xp is np:
+        return host
+    wide = arrays.wide_dtype(xp, arrays.device(like))
+    return arrays.astype(xp, xp.asarray(host, device=arrays.device(like)), wide)
