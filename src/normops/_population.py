@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 
+from . import _distributed as distributed
 from ._composed import canonical_view
 from ._interface import array_namespace
 from ._moments import combine
@@ -40,7 +41,7 @@ def _progress(done, total, stream):
     stream.flush()
 
 
-def recompute_population_stats(layer_or_layers, batches, *, forward=None, progress=False):
+def recompute_population_stats(layer_or_layers, batches, *, forward=None, progress=False, comm=None):
     """Set the running statistics of BN/BRN layers to the exact population statistics of
     the data in ``batches`` ("precise BN").
 
@@ -56,7 +57,13 @@ def recompute_population_stats(layer_or_layers, batches, *, forward=None, progre
     ``forward``: a function that runs the network on one batch (needed when several layers
     are given). Every batch needs more than one value per channel, as in training: drop
     a last batch of a single example. ``progress``: True to write a progress line to stderr.
-    Returns the number of batches seen.
+
+    ``comm``: an mpi4py intracommunicator whose ranks each pass their own share of the
+    data (any number of batches, none too); the statistics are pooled over every rank's
+    batches (in rank order, bitwise the same on every rank) and every rank's layers get
+    them. Each batch is normalized with its own statistics, locally, as without comm.
+    Default: the layers' communicator when they were made with one.
+    Returns the number of batches this rank saw.
     """
     try:
         layers = [layer_or_layers] if is_layer(layer_or_layers) else list(layer_or_layers)
@@ -65,6 +72,44 @@ def recompute_population_stats(layer_or_layers, batches, *, forward=None, progre
     if not layers or not all(is_layer(layer) for layer in layers):
         raise TypeError("layer_or_layers must be a BatchNorm/BatchRenorm layer or an iterable "
                         f"of them, got {layer_or_layers!r}")
+    comm = _communicator(layers, comm)
+    with distributed.step(comm, "recompute_population_stats") as sync:
+        collected, seen = _collect(layers, batches, forward, progress)
+        counts = [(pooled.count, pooled.mean, pooled.m2) for pooled in collected]
+        if sync is not None:
+            counts = sync.pooled(counts, {"layers": [(type(layer).__name__, layer.num_features)
+                                                     for layer in layers]})
+            counts = [(n, _in_library(layer, mean), _in_library(layer, m2))
+                      for layer, (n, mean, m2) in zip(layers, counts)]
+        for i, (layer, (n, _, _)) in enumerate(zip(layers, counts)):
+            if n == 0:
+                where = "" if sync is None else " on any rank"
+                raise ValueError(f"layer {i} ({layer!r}) saw no batch{where}: forward never called it")
+    for layer, (n, mean, m2) in zip(layers, counts):
+        layer._set_population(n, mean, m2)
+    return seen
+
+
+def _communicator(layers, comm):
+    """comm, or the one communicator the layers were made with (None if none)."""
+    if comm is not None:
+        return comm
+    comms = [layer.comm for layer in layers]
+    if all(c is None for c in comms):
+        return None
+    if any(c is None or c != comms[0] for c in comms):
+        raise ValueError("the layers were made with different communicators (or some without "
+                         "one): pass comm= to pool the statistics over its ranks")
+    return comms[0]
+
+
+def _in_library(layer, host):
+    """A host array as an array of the layer's library on its device."""
+    return host if layer.xp is np else layer.xp.asarray(host, device=layer.device)
+
+
+def _collect(layers, batches, forward, progress):
+    """Every layer's PooledMoments over this rank's batches, and how many there were."""
     for layer in layers:
         if not layer.track_running_stats:
             raise ValueError(f"{layer!r} tracks no running statistics")
@@ -85,15 +130,9 @@ def recompute_population_stats(layer_or_layers, batches, *, forward=None, progre
             seen += 1
             if progress:
                 _progress(seen, total, sys.stderr)
-        collected = [layer._collector for layer in layers]
+        return [layer._collector for layer in layers], seen
     finally:
         for layer in layers:
             layer._collector = None
         if progress:
             sys.stderr.write("\n")
-    for i, (layer, pooled) in enumerate(zip(layers, collected)):
-        if pooled.count == 0:
-            raise ValueError(f"layer {i} ({layer!r}) saw no batch: forward never called it")
-    for layer, pooled in zip(layers, collected):
-        layer._set_population(pooled.count, pooled.mean, pooled.m2)
-    return seen
