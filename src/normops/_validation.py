@@ -390,7 +390,8 @@ def gradient(xp, dy, x):
     if xp is numpy and type(dy) is xp.ndarray and dy.dtype == x.dtype and dy.shape == x.shape:
         return dy   # the common case: x's checks hold for it
     not_foreign(xp, dy, "dy")
-    dy = as_input(xp, dy, "dy")
+    # x may be empty only as a rank's part of a shared batch, and dy is then too
+    dy = as_input(xp, dy, "dy", shared_batch=arrays.size(x) == 0)
     if dy.shape != x.shape:
         raise ValueError(f"dy must have the shape of x {tuple(x.shape)}, got {tuple(dy.shape)}")
     if dy.dtype != x.dtype:
