@@ -76,9 +76,15 @@ def _batch_moments(backend, xp, x3, eps, sync, meta):
     return count, mean, m2, 1.0 / xp.sqrt(m2 / count + eps)
 
 
-def _meta(op, x, axis, **options):
-    """What the ranks of a synchronized call must agree on (besides channels and dtype)."""
-    return dict(op=op, axis=axis, ndim=len(x.shape), **options)
+def _meta(op, x, axis, training, eps, training_options=lambda: {}):
+    """What the ranks of a synchronized forward must agree on (besides channels and
+    dtype); the options of the training step (a function: a fingerprint costs a
+    transfer) only in training, where they matter."""
+    meta = {"op": op, "channel axis": axis, "dimensions": len(x.shape), "training": training,
+            "eps": eps}
+    if training:
+        meta.update(training_options())
+    return meta
 
 
 def _saved_sync(sync, count):
@@ -90,8 +96,9 @@ def batch_norm(backend, x, gamma, beta, running_mean, running_var, *, training, 
                eps, axis, convention, sync=None):
     xp = array_namespace(backend, x)
     x3 = canonical_view(xp, x, axis)
-    meta = sync and _meta("batch_norm", x, axis, training=training, eps=eps, momentum=momentum,
-                          convention=convention, running=running_mean is not None)
+    meta = sync and _meta("batch_norm", x, axis, training, eps, lambda: {
+        "momentum": momentum, "convention": convention,
+        "running statistics given": running_mean is not None})
     count = None
     if training:
         count, mean, m2, invstd = _batch_moments(backend, xp, x3, eps, sync, meta)
@@ -114,8 +121,9 @@ def batch_renorm(backend, x, gamma, beta, running_mean, running_std, *, training
     x3 = canonical_view(xp, x, axis)
     # r and d depend on the running statistics: ranks holding different ones would
     # normalize differently, so they compare a fingerprint of them
-    meta = sync and _meta("batch_renorm", x, axis, training=training, eps=eps, momentum=momentum,
-                          rmax=rmax, dmax=dmax, running_statistics=digest(xp, running_mean, running_std))
+    meta = sync and _meta("batch_renorm", x, axis, training, eps, lambda: {
+        "momentum": momentum, "rmax": rmax, "dmax": dmax,
+        "running statistics (fingerprint)": digest(xp, running_mean, running_std)})
     mu, sigma = _running_wide(xp, x, (running_mean, running_std))
     if not training:
         if sync is not None:
@@ -145,8 +153,9 @@ def _backward(backend, op, dy, x, gamma, saved, sync, r=None, d=None):
         sum_dy, sum_dy_xmu = backend.grad_stats(dy3, x3, mean)
     else:
         # the same forward step on every rank: the same global count and statistics
-        meta = _meta(op, x, saved.axis, training=saved.training, count=saved.count,
-                     forward_statistics=digest(xp, mean, invstd))
+        meta = {"op": op, "channel axis": saved.axis, "dimensions": len(x.shape),
+                "training": saved.training, "global count": saved.count,
+                "forward step (fingerprint of saved.mean, saved.invstd)": digest(xp, mean, invstd)}
         sum_dy, sum_dy_xmu = sync.grad_stats(backend, xp, dy3, x3, mean, meta)
     scale = invstd if r is None else r * invstd
     dgamma = scale * sum_dy_xmu if d is None else scale * sum_dy_xmu + d * sum_dy

@@ -160,7 +160,7 @@ class Step:
                 count, mean, m2 = combine(count, mean, m2, *part)
         if count <= 1:
             raise self._error(ValueError, "expected more than 1 value per channel when training, "
-                              f"got {count} over all ranks together", range(self.size))
+                              f"got {count} on all ranks together", range(self.size))
         return count, _on_device(xp, mean, x3), _on_device(xp, m2, x3)
 
     def agree(self, x3, meta):
@@ -212,8 +212,9 @@ def _disagreement(metas):
     """A description of the fields on which the ranks' metadata differ (empty if none),
     and the ranks at fault: those outside the largest group (rank 0's on a tie)."""
     parts, ranks = [], set()
-    for field in metas[0]:
-        values = [meta.get(field) for meta in metas]
+    common = [field for field in metas[0] if all(field in meta for meta in metas)]
+    for field in common:   # those of a training step are absent in eval mode
+        values = [meta[field] for meta in metas]
         if all(v == values[0] for v in values[1:]):
             continue
         groups = {}
@@ -224,8 +225,10 @@ def _disagreement(metas):
         parts.append(f"{field} (" + ", ".join(
             f"rank{'s' if len(r) > 1 else ''} {', '.join(map(str, r))}: {v}"
             for v, r in groups.items()) + ")")
+        if field == "op":
+            break   # ranks in different ops differ in their options too
     for rank, meta in enumerate(metas):
-        if set(meta) != set(metas[0]):
+        if not parts and set(meta) != set(metas[0]):
             ranks.add(rank)
             parts.append(f"what they compute (rank 0: {sorted(metas[0])}, rank {rank}: {sorted(meta)})")
             break
