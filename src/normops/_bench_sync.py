@@ -168,7 +168,8 @@ def ratio(per_round_a, per_round_b):
 def bench_shape(comm, shape, policy):
     data = inputs(shape, comm.Get_rank())
     fns = calls(shape, comm, data)
-    warm = time_rounds(comm, fns, 1)   # warm-up, and the round's length
+    time_rounds(comm, fns, 1)          # warm-up (first touches of the outputs' memory)
+    warm = time_rounds(comm, fns, 1)   # the round's length
     warm_s = comm.allreduce(sum(v[0] for v in warm.values()), op=_max(comm))
     rounds = policy.count(warm_s)
     gc_was = gc.isenabled()
