@@ -27,7 +27,8 @@ def test_bench_ranks_quick_reports_every_variant(tmp_path):
     assert "one thread per rank (OMP_NUM_THREADS=1, normops threads 1)" in out
     for shape in _bench_sync.SHAPES:
         for op, variant in _bench_sync.VARIANTS:
-            assert re.search(rf"^{shape.name}\s+{op}\s+{variant}\s+\d+\.\d+\s+\d", out, re.M), (shape, op, variant)
+            row = rf"^{shape.name}\s+{op}\s+{variant}\s+\d+\.\d+\s+\d"
+            assert re.search(row, out, re.M), (shape, op, variant)
         assert re.search(rf"^{shape.name}\s+forward\s+sync\s+.*\d\.\d\d \(\d\.\d\d-\d\.\d\d\)\s+"
                          rf"\d\.\d\d \(\d\.\d\d-\d\.\d\d\)$", out, re.M)
         assert f"{shape.name} (" in out and "communication" in out
