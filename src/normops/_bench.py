@@ -642,6 +642,11 @@ def add_arguments(parser):
     parser.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
     parser.add_argument("--repeats", type=positive_int,
                         help="fixed number of timed calls per cell, overriding the adaptive count (for tests)")
+    parser.add_argument("--ranks", type=positive_int, metavar="N",
+                        help="instead: time synchronized batch_norm (comm=) against the local op "
+                             "on N MPI ranks, one thread each (mpiexec -n N python -m "
+                             "normops._bench_sync); only --quick and --json apply; needs mpi4py "
+                             'and mpiexec: pip install "normops[mpi]"')
     return parser
 
 
@@ -735,6 +740,8 @@ def main(args=None):
     or 2 with the reason on stderr when the chosen backend cannot be timed."""
     if not isinstance(args, argparse.Namespace):
         args = build_parser().parse_args(args)
+    if getattr(args, "ranks", None) is not None:
+        return sync_main(args)
     started = time.perf_counter()
     try:
         report = run(args)
@@ -752,6 +759,30 @@ def main(args=None):
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
     return 0
+
+
+# the whole mpiexec run of bench --ranks, started to finished
+SYNC_TIMEOUT_S = {"quick": 180, "full": 900}
+
+
+def sync_main(args):
+    """``bench --ranks N``: normops._bench_sync on N ranks with OMP_NUM_THREADS=1 (it
+    prints its own table); mpiexec's exit status, or 2 when it cannot be launched or
+    runs out of time."""
+    from . import _mpirun
+    forwarded = ["--ranks", args.ranks] + ["--quick"] * args.quick
+    if args.json:
+        forwarded += ["--json", os.path.abspath(args.json)]
+    timeout = SYNC_TIMEOUT_S["quick" if args.quick else "full"]
+    print(f"python -m normops bench --ranks {args.ranks}: mpiexec -n {args.ranks} python -m "
+          f"normops._bench_sync with OMP_NUM_THREADS=1 for every rank (timeout {timeout} s)",
+          flush=True)
+    try:
+        return _mpirun.run(args.ranks, "normops._bench_sync", forwarded, timeout=timeout,
+                           env=_mpirun.environment(OMP_NUM_THREADS=1))
+    except _mpirun.LaunchError as exc:
+        print(f"python -m normops bench: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,13 +2,16 @@
 bundled handwritten digits, trained with SGD over several seeds, comparing (a) no BN vs BN
 (iterations and time until the validation loss falls below a threshold, test accuracy)
 and (b) BN vs BRN with i.i.d. batches, microbatches of 4 and non-i.i.d. batches.
+``python -m normops demo --ranks N`` instead trains the MLP data parallel on N MPI ranks
+with synchronized BatchNorm and checks it against one process (``data_parallel``).
 
 Needs the demo extra (``pip install "normops[demo]"``): scikit-learn for the data,
 matplotlib for the PNG plots (skipped, with a note, when it is missing).
 
 The pieces: ``data`` (loading, splits, batch orders), ``nn`` (Linear, ReLU, softmax
 cross-entropy, Sequential, SGD), ``experiments`` (training runs and the two comparisons),
-``report`` (tables) and ``plots`` (PNGs).
+``report`` (tables), ``plots`` (PNGs) and ``data_parallel`` (the rank program of
+--ranks, which needs mpi4py and mpiexec: ``pip install "normops[mpi]"``).
 """
 import sys
 import time
@@ -37,6 +40,11 @@ def add_arguments(parser):
                         help="folder for the PNG plots (default: normops-demo)")
     parser.add_argument("--seeds", type=int, metavar="N",
                         help="number of seeds (default: 5, or 3 with --quick)")
+    parser.add_argument("--ranks", type=int, metavar="N",
+                        help="instead of the comparisons: train the MLP data parallel on N MPI "
+                             "ranks (mpiexec -n N) with synchronized BatchNorm and check it "
+                             "against training in one process (exit 1 if they differ); needs "
+                             'mpi4py and mpiexec: pip install "normops[mpi]"')
     return parser
 
 
@@ -98,13 +106,35 @@ def run(*, quick=False, out="normops-demo", seeds=None, log=print):
 
 
 def main(args):
-    """The ``python -m normops demo`` command: 0 on success, 2 without scikit-learn."""
+    """The ``python -m normops demo`` command: 0 on success, 2 without scikit-learn (or,
+    with --ranks, without mpi4py or mpiexec); with --ranks 1 when data-parallel training
+    differs from training in one process."""
     if args.seeds is not None and args.seeds < 1:
         print("python -m normops demo: --seeds must be at least 1", file=sys.stderr)
         return 2
+    if getattr(args, "ranks", None) is not None:
+        return _data_parallel(args.ranks)
     try:
         run(quick=args.quick, out=args.out, seeds=args.seeds, log=lambda line: print(line, flush=True))
     except ImportError as exc:
         print(f"python -m normops demo: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _data_parallel(ranks):
+    from . import data_parallel
+    from .._mpirun import LaunchError
+    if ranks < 1:
+        print("python -m normops demo: --ranks must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        status = data_parallel.launch(ranks)
+    except (ImportError, LaunchError) as exc:
+        print(f"python -m normops demo --ranks: {exc}", file=sys.stderr)
+        return 2
+    if status != 0:
+        print(f"python -m normops demo --ranks: the ranks exited with status {status}"
+              + (" (data parallel differs from one process)" if status == 1 else ""),
+              file=sys.stderr)
+    return status
