@@ -12,9 +12,9 @@ MPI is the engine; normops writes no transport. mpi4py is never imported here: a
 communicator can only exist once the user has imported it.
 """
 import builtins
-import hashlib
 import sys
 import threading
+import zlib
 
 import numpy as np
 
@@ -149,15 +149,15 @@ class Step:
     def batch_stats(self, backend, xp, x3, meta):
         """Global (count, mean, m2) of the union of every rank's x3 (the local parts from
         ``backend.batch_stats``), in the namespace and on the device of x3."""
-        local = (0, None, None)
+        local = (0, None)
         if x3.shape[0] * x3.shape[2] > 0:   # a rank may hold no samples
             count, mean, m2 = backend.batch_stats(x3)
-            local = (count, _host(mean), _host(m2))
+            local = (count, _pack(mean, m2))
         parts = self.exchange(_described(meta, x3), local)
         count, mean, m2 = 0, np.zeros(x3.shape[1]), np.zeros(x3.shape[1])
-        for part in parts:   # rank order: bitwise the same on every rank
-            if part[0]:
-                count, mean, m2 = combine(count, mean, m2, *part)
+        for n, packed in parts:   # rank order: bitwise the same on every rank
+            if n:
+                count, mean, m2 = combine(count, mean, m2, n, *_unpack(packed, 2))
         if count <= 1:
             raise self._error(ValueError, "expected more than 1 value per channel when training, "
                               f"got {count} on all ranks together", range(self.size))
@@ -170,27 +170,27 @@ class Step:
 
     def grad_stats(self, backend, xp, dy3, x3, mean, meta):
         """(sum(dy), sum(dy * (x - mean))) over every rank's batch, summed in rank order."""
-        channels = x3.shape[1]
-        local = (np.zeros(channels), np.zeros(channels))
+        local = None
         if x3.shape[0] * x3.shape[2] > 0:
-            local = tuple(_host(s) for s in backend.grad_stats(dy3, x3, mean))
+            local = _pack(*backend.grad_stats(dy3, x3, mean))
         parts = self.exchange(_described(meta, x3), local)
-        sum_dy, sum_dy_xmu = parts[0]
-        for part in parts[1:]:
-            sum_dy, sum_dy_xmu = sum_dy + part[0], sum_dy_xmu + part[1]
+        sum_dy, sum_dy_xmu = np.zeros(x3.shape[1]), np.zeros(x3.shape[1])
+        for packed in parts:   # rank order
+            if packed is not None:
+                part_dy, part_dy_xmu = _unpack(packed, 2)
+                sum_dy, sum_dy_xmu = sum_dy + part_dy, sum_dy_xmu + part_dy_xmu
         return _on_device(xp, sum_dy, x3), _on_device(xp, sum_dy_xmu, x3)
 
     def pooled(self, locals_, meta):
         """Every rank's list of (count, mean, m2), one per layer, pooled per layer over
         the ranks in rank order (precise BN over ranks)."""
-        host = [(count, _host(mean), _host(m2)) for count, mean, m2 in locals_]
-        parts = self.exchange(meta, host)
+        parts = self.exchange(meta, [(count, _pack(mean, m2)) for count, mean, m2 in locals_])
         pooled = []
-        for i, (_, mean, m2) in enumerate(host):
-            total = (0, np.zeros_like(mean), np.zeros_like(m2))
+        for i, (_, mean, _) in enumerate(locals_):
+            total = (0, np.zeros(mean.shape[0]), np.zeros(mean.shape[0]))
             for part in parts:
                 if part[i][0]:
-                    total = combine(*total, *part[i])
+                    total = combine(*total, part[i][0], *_unpack(part[i][1], 2))
             pooled.append(total)
         return pooled
 
@@ -211,6 +211,8 @@ def _described(meta, x3):
 def _disagreement(metas):
     """A description of the fields on which the ranks' metadata differ (empty if none),
     and the ranks at fault: those outside the largest group (rank 0's on a tie)."""
+    if all(meta == metas[0] for meta in metas[1:]):
+        return "", []
     parts, ranks = [], set()
     common = [field for field in metas[0] if all(field in meta for meta in metas)]
     for field in common:   # those of a training step are absent in eval mode
@@ -236,16 +238,20 @@ def _disagreement(metas):
 
 
 def digest(xp, *arrays_):
-    """A short fingerprint of the values of some per-channel arrays: ranks compare it to
-    find out that they hold different running statistics without sending them."""
-    h = hashlib.blake2b(digest_size=8)
-    for arr in arrays_:
-        h.update(np.ascontiguousarray(_host(arr)).tobytes())
-    return h.hexdigest()
+    """A fingerprint (CRC-32) of the values of some per-channel arrays: ranks compare it
+    to find out that they hold different statistics without sending them."""
+    return zlib.crc32(_pack(*arrays_))
 
 
-def _host(arr):
-    return np.asarray(arrays.to_host(arr), dtype=np.float64)
+def _pack(*arrays_):
+    """Per-channel arrays of any library as the bytes of one float64 host array: pickled
+    as bytes they travel in a few microseconds (as arrays, 25 us for 2 x 1024 values)."""
+    return np.concatenate([np.asarray(arrays.to_host(a), dtype=np.float64) for a in arrays_]).tobytes()
+
+
+def _unpack(packed, k):
+    """The k arrays of _pack, as read-only views."""
+    return np.frombuffer(packed).reshape(k, -1)
 
 
 def _on_device(xp, host, like):
