@@ -1,0 +1,165 @@
+"""Faults of synchronized calls (``comm=``): whichever rank fails or disagrees, every rank
+raises, none hangs, and the ranks stay aligned.
+
+Each fault runs in its own mpiexec launch with a timeout (tests/mpi/sync_faults.py):
+every rank reports the exception it got (class, message, ranks_at_fault), then runs a
+good synchronized forward and backward, which only completes, with bitwise the same
+statistics on every rank, if every rank left the faulty call at the same collective.
+mpi4py is never imported here (see mpi_launch)."""
+from typing import NamedTuple
+
+import pytest
+
+from mpi_launch import Runs, require_mpi
+
+MPIEXEC = require_mpi("the tests of synchronized BN")
+TIMEOUT = 60
+
+
+class Fault(NamedTuple):
+    name: str              # the function of sync_faults.py
+    ranks: int
+    error: str             # the builtin class every rank raises
+    kind: str              # "failed", "disagree", "count" or "local"
+    ops: tuple = ()        # the op the message names
+    at_fault: tuple = ()   # ranks_at_fault
+    detail: str = ""       # failed: the failing rank's own error; disagree: the field
+    same_message: bool = True
+
+
+LOCAL_TYPE_ERROR = "comm must be an mpi4py intracommunicator"
+# a rank failing the layer's own checks names the layer's step, the others the op they
+# had entered (see the report of this test suite): the same class and ranks, not the
+# same message
+LAYER_OP_NAMES = "the ranks name different ops: the failing rank the layer's forward, the others the op"
+
+FAULTS = [
+    # a rank whose arguments fail validation
+    Fault("gamma_shape", 2, "ValueError", "failed", ("batch_norm",), (1,),
+          "ValueError: gamma must have shape (3,)"),
+    Fault("x_integer_dtype", 2, "TypeError", "failed", ("batch_norm",), (1,),
+          "TypeError: x must have dtype float32 or float64, got int64"),
+    Fault("gamma_dtype", 2, "TypeError", "failed", ("batch_norm",), (0,),
+          "TypeError: gamma has dtype float32 but x has dtype float64"),
+    Fault("nan_eps", 2, "ValueError", "failed", ("batch_norm",), (0,), "ValueError: eps must be"),
+    Fault("x_not_an_array", 2, "TypeError", "failed", ("batch_norm",), (1,),
+          "TypeError: x must have dtype float32 or float64"),
+    Fault("x_one_dimensional", 2, "ValueError", "failed", ("batch_norm",), (1,),
+          "ValueError: x must have at least 2 dimensions"),
+    Fault("brn_running_std_zero", 2, "ValueError", "failed", ("batch_renorm",), (1,),
+          "ValueError: running_std must be positive"),
+    Fault("two_ranks_fail_differently", 3, "ValueError", "failed", ("batch_norm",), (1, 2),
+          "rank 1: ValueError: gamma must have shape (3,)"),
+    # ranks that disagree
+    Fault("disagree_channels", 2, "ValueError", "disagree", ("batch_norm",), (1,), "channels"),
+    Fault("disagree_dtype", 2, "ValueError", "disagree", ("batch_norm",), (1,), "dtype"),
+    Fault("disagree_axis", 2, "ValueError", "disagree", ("batch_norm",), (1,), "axis"),
+    Fault("disagree_training", 2, "ValueError", "disagree", ("batch_norm",), (1,), "training"),
+    Fault("disagree_eps", 2, "ValueError", "disagree", ("batch_norm",), (1,), "eps"),
+    Fault("disagree_eps_rank_0_alone", 3, "ValueError", "disagree", ("batch_norm",), (0,), "eps"),
+    Fault("disagree_momentum", 2, "ValueError", "disagree", ("batch_norm",), (1,), "momentum"),
+    Fault("disagree_convention", 2, "ValueError", "disagree", ("batch_norm",), (1,), "convention"),
+    Fault("brn_disagree_rmax", 2, "ValueError", "disagree", ("batch_renorm",), (1,), "rmax"),
+    Fault("brn_disagree_dmax", 2, "ValueError", "disagree", ("batch_renorm",), (1,), "dmax"),
+    Fault("brn_disagree_running_statistics", 2, "ValueError", "disagree", ("batch_renorm",),
+          (1,), "running_statistics"),
+    # one value per channel over all ranks together
+    Fault("one_value_over_the_ranks", 2, "ValueError", "count", ("batch_norm",), (0, 1)),
+    Fault("brn_one_value_over_the_ranks", 3, "ValueError", "count", ("batch_renorm",), (0, 1, 2)),
+    # backward
+    Fault("backward_dy_shape", 2, "ValueError", "failed", ("batch_norm_backward",), (1,),
+          "ValueError: dy must have the shape of x"),
+    Fault("brn_backward_dy_shape", 2, "ValueError", "failed", ("batch_renorm_backward",), (0,),
+          "ValueError: dy must have the shape of x"),
+    # layers
+    Fault("layer_x_dtype", 2, "TypeError", "failed", ("BatchNorm.forward", "batch_norm"), (1,),
+          "TypeError: BatchNorm(3", same_message=False),
+    Fault("brn_layer_channels", 2, "ValueError", "failed", ("BatchRenorm.forward", "batch_renorm"),
+          (0,), "ValueError: BatchRenorm(3", same_message=False),
+    Fault("layer_backward_dy_shape", 2, "ValueError", "failed",
+          ("BatchNorm.backward", "batch_norm_backward"), (1,), "ValueError: dy must have the shape of x"),
+    # population statistics
+    Fault("population_batch_channels", 2, "ValueError", "failed", ("recompute_population_stats",),
+          (1,), "ValueError: BatchNorm(3"),
+    Fault("population_layers_disagree", 2, "ValueError", "disagree", ("recompute_population_stats",),
+          (1,), "layers"),
+    # not an intracommunicator: a TypeError on each rank, before any collective (rank r
+    # makes the call r + 1 times, which would misalign the ranks otherwise)
+    Fault("comm_object", 2, "TypeError", "local"),
+    Fault("comm_null", 2, "TypeError", "local"),
+    Fault("layer_comm_object", 2, "TypeError", "local"),
+    Fault("population_comm_null", 2, "TypeError", "local"),
+]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return Runs(MPIEXEC, tmp_path_factory)
+
+
+@pytest.fixture
+def reports(runs, fault):
+    """Every rank's report of the fault's launch (which must have exited cleanly)."""
+    launched = runs.get(fault.name, fault.ranks, "sync_faults.py", fault.name, timeout=TIMEOUT)
+    launched.check()
+    found = launched.rank_reports()
+    assert [r["rank"] for r in found] == list(range(fault.ranks))
+    return found
+
+
+def by_name(select=lambda f: True):
+    return [pytest.param(f, id=f.name) for f in FAULTS if select(f)]
+
+
+@pytest.mark.parametrize("fault", by_name())
+def test_every_rank_raises(fault, reports):
+    """The same builtin class on every rank, with ranks_at_fault and a message that names
+    the op, the number of ranks and the failing rank's error or the field the ranks
+    disagree on."""
+    for report in reports:
+        where = f"rank {report['rank']}: {report.get('message')}"
+        assert report["error"] == fault.error, where
+        message = report["message"]
+        if fault.kind == "local":
+            assert LOCAL_TYPE_ERROR in message, where
+            assert not report["has_ranks_at_fault"], where
+            continue
+        assert tuple(report["ranks_at_fault"]) == fault.at_fault, where
+        prefix = next((f"{op} over {fault.ranks} ranks: " for op in fault.ops
+                       if message.startswith(f"{op} over {fault.ranks} ranks: ")), None)
+        assert prefix is not None, where
+        body = message[len(prefix):]
+        if fault.kind == "failed" and len(fault.at_fault) == 1:
+            assert body.startswith(f"rank {fault.at_fault[0]} failed: {fault.detail}"), where
+        elif fault.kind == "failed":
+            named = ", ".join(map(str, fault.at_fault))
+            assert body.startswith(f"ranks {named} failed: {fault.detail}"), where
+            for rank in fault.at_fault:
+                assert f"rank {rank}: " in body, where
+        elif fault.kind == "disagree":
+            assert body.startswith(f"the ranks disagree on {fault.detail} ("), where
+            for rank in fault.at_fault:
+                assert f"rank {rank}: " in body, where
+        else:
+            assert body.startswith("expected more than 1 value per channel when training"), where
+
+
+@pytest.mark.parametrize("fault", by_name())
+def test_the_ranks_stay_aligned(fault, reports):
+    """After the fault, a synchronized forward and backward succeeds on every rank with
+    the global count of values and bitwise the same statistics."""
+    count = sum(2 + rank for rank in range(fault.ranks)) * 2   # sync_faults.after's batch
+    for report in reports:
+        after = report.get("after")
+        assert after is not None, f"rank {report['rank']} did not finish the call after the fault"
+        assert after["error"] is None, f"rank {report['rank']}: {after}"
+        assert after["count"] == count
+    for field in ("mean", "invstd", "running_var", "dgamma", "dbeta"):
+        assert len({report["after"][field] for report in reports}) == 1, field
+
+
+@pytest.mark.parametrize("fault", by_name(lambda f: f.kind != "local" and f.same_message) + [
+    pytest.param(f, id=f.name, marks=pytest.mark.xfail(reason=LAYER_OP_NAMES, strict=True))
+    for f in FAULTS if not f.same_message])
+def test_every_rank_gets_the_same_message(fault, reports):
+    assert len({report["message"] for report in reports}) == 1, [r["message"] for r in reports]
