@@ -132,3 +132,31 @@ def tolerance_scales(x, dy, axis, gamma, saved):
     return dict(dx=float(np.max(np.abs(g * scale * dys), initial=0.0)),
                 dgamma=float(np.max(np.sum(np.abs(dys * xhat), axis=1) + np.abs(d[:, 0]) * np.sum(np.abs(dys), axis=1))),
                 dbeta=float(np.max(np.sum(np.abs(dys), axis=1))))
+
+
+# -- the cases of recompute_population_stats(comm=) ---------------------------------------
+POPULATION_BATCH_SIZES = [6, 4, 5, 2, 7]
+# how many of the batches (consecutive, in rank order) each rank holds
+POPULATION_SHARES = {1: [[5]], 2: [[3, 2], [5, 0]], 3: [[2, 0, 3], [0, 4, 1]]}
+# setup -> (the layers' dtype, whether the layers are made with comm (else comm= is passed))
+POPULATION_SETUPS = {
+    "BatchNorm-pytorch": ("float64", False),
+    "BatchNorm-keras-layer-comm": ("float64", True),
+    "BatchNorm-float32": ("float32", False),
+    "BatchRenorm": ("float64", False),
+    "network-BatchNorm-BatchRenorm-forward": ("float64", True),
+}
+
+
+def population_cases(ranks):
+    return [dict(id=f"{setup}-shares{'.'.join(map(str, share))}", setup=setup, share=share)
+            for setup in POPULATION_SETUPS for share in POPULATION_SHARES[ranks]]
+
+
+def population_batches(setup, dtype):
+    """The batches of every rank together, in rank order; their means differ, so the
+    spread between batches counts in the population's variance."""
+    rng = np.random.default_rng(_seed(setup))
+    tail = () if setup.startswith("network") else (2, 2)
+    return [(rng.normal(0.0, 1.0 + i, (n, CHANNELS) + tail) + rng.normal(0.0, 3.0, (1, CHANNELS) + (1,) * len(tail))).astype(DTYPES[dtype])
+            for i, n in enumerate(POPULATION_BATCH_SIZES)]
