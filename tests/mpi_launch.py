@@ -1,8 +1,8 @@
 """Running the rank scripts of tests/mpi/ under mpiexec, for the tests of synchronized BN.
 
 mpi4py is never imported in the pytest process: each test launches
-``mpiexec -n K python tests/mpi/SCRIPT ...`` as a subprocess with a timeout, so a rank
-that hangs in a collective fails its test instead of stalling the run. The ranks report
+``mpiexec -n K python -m mpi4py tests/mpi/SCRIPT ...`` as a subprocess with a timeout,
+so a rank that hangs in a collective fails its test instead of stalling the run. The ranks report
 through files in a folder given on their command line (one JSON document per rank, or
 one written by rank 0), which the tests read back.
 
@@ -22,7 +22,7 @@ import pytest
 import normops
 
 SCRIPTS = Path(__file__).resolve().parent / "mpi"
-MPI_INSTALL = 'pip install "normops[mpi]" (mpi4py, and an MPI with its mpiexec, such as the mpich wheel)'
+MPI_INSTALL = "pip install mpi4py mpich (mpi4py, and an MPI with its mpiexec)"
 
 
 def _required():
@@ -123,7 +123,9 @@ def launch(mpiexec, ranks, script, *args, out, timeout):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     argv = [str(SCRIPTS / script), str(out), *map(str, args)]
-    command = [mpiexec, "-n", str(ranks), sys.executable, *argv]
+    # python -m mpi4py: an exception a rank does not catch aborts every rank (MPI_Abort)
+    # instead of leaving the others waiting in a collective until the timeout
+    command = [mpiexec, "-n", str(ranks), sys.executable, "-m", "mpi4py", *argv]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                               env=_environment(), stdin=subprocess.DEVNULL)

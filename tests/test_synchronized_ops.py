@@ -43,7 +43,7 @@ def equivalence(runs):
     def get(ranks):
         if ranks not in results:
             torch = ["--torch"] if HAVE_TORCH and ranks == TORCH_RANKS else []
-            launched = runs.get(ranks, ranks, "sync_equivalence.py", *torch, timeout=180)
+            launched = runs.get(ranks, ranks, "sync_equivalence.py", *torch, timeout=120)
             results[ranks] = launched.check().result()
         return results[ranks]
     return get

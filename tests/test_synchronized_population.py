@@ -21,7 +21,7 @@ def population(tmp_path_factory):
 
     def get(ranks):
         if ranks not in results:
-            launched = runs.get(ranks, ranks, "sync_population.py", timeout=120)
+            launched = runs.get(ranks, ranks, "sync_population.py", timeout=60)
             results[ranks] = launched.check().result()
         return results[ranks]
     return get
