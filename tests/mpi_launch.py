@@ -1,18 +1,18 @@
 """Running the rank scripts of tests/mpi/ under mpiexec, for the tests of synchronized BN.
 
 mpi4py is never imported in the pytest process: each test launches
-``mpiexec -n K python -m mpi4py tests/mpi/SCRIPT ...`` as a subprocess with a timeout,
-so a rank that hangs in a collective fails its test instead of stalling the run. The ranks report
-through files in a folder given on their command line (one JSON document per rank, or
-one written by rank 0), which the tests read back.
+``mpiexec -n K python -m mpi4py tests/mpi/SCRIPT ...`` as a subprocess with a timeout
+that stops every rank (normops._mpirun's), so a rank that hangs in a collective fails
+its test instead of stalling the run. The ranks report through files in a folder given
+on their command line (one JSON document per rank, or one written by rank 0), which the
+tests read back.
 
-Without mpi4py or mpiexec the tests are skipped, unless NORMOPS_REQUIRE_MPI is set (CI
-sets it), in which case importing this module fails.
+Without mpi4py or mpiexec the tests are skipped, unless NORMOPS_REQUIRE_MPI=1 (CI sets
+it): see optional_mpi.
 """
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,39 +20,10 @@ from pathlib import Path
 import pytest
 
 import normops
+from normops import _mpirun
+from optional_mpi import require_mpi
 
 SCRIPTS = Path(__file__).resolve().parent / "mpi"
-MPI_INSTALL = "pip install mpi4py mpich (mpi4py, and an MPI with its mpiexec)"
-
-
-def _required():
-    return os.environ.get("NORMOPS_REQUIRE_MPI", "") not in ("", "0")
-
-
-def find_mpiexec():
-    """The mpiexec next to this interpreter (a virtual environment's, as the mpich wheel
-    installs it), else the first on PATH; None if there is none."""
-    beside = Path(sys.executable).parent / "mpiexec"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    return shutil.which("mpiexec")
-
-
-def require_mpi(enables):
-    """The path of mpiexec, or a module-level skip naming what installing MPI ``enables``
-    (an error instead when NORMOPS_REQUIRE_MPI is set)."""
-    missing = []
-    if importlib.util.find_spec("mpi4py") is None:   # looked up, not imported
-        missing.append("mpi4py is not installed")
-    mpiexec = find_mpiexec()
-    if mpiexec is None:
-        missing.append(f"no mpiexec next to {sys.executable} or on PATH")
-    if missing:
-        reason = f"{'; '.join(missing)} ({MPI_INSTALL} enables {enables})"
-        if _required():
-            raise RuntimeError(f"NORMOPS_REQUIRE_MPI is set but {reason}")
-        pytest.skip(reason, allow_module_level=True)
-    return mpiexec
 
 
 def _environment():
@@ -109,29 +80,34 @@ class Launch:
         return json.loads(path.read_text())
 
 
-class _Expired:
-    def __init__(self, error):
-        def text(value):
-            return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
-        self.stdout, self.stderr, self.returncode = text(error.stdout), text(error.stderr), None
+class _Finished:
+    def __init__(self, stdout, stderr, returncode):
+        self.stdout, self.stderr, self.returncode = stdout or "", stderr or "", returncode
 
 
 def launch(mpiexec, ranks, script, *args, out, timeout):
     """Runs ``script`` (a file of tests/mpi/) on ``ranks`` ranks with ``out`` (a folder,
-    created) as its first argument, then ``args``; a run past ``timeout`` seconds is
-    killed and reported as timed out."""
+    created) as its first argument, then ``args``; a run past ``timeout`` seconds has
+    every rank stopped and is reported as timed out."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    argv = [str(SCRIPTS / script), str(out), *map(str, args)]
     # python -m mpi4py: an exception a rank does not catch aborts every rank (MPI_Abort)
     # instead of leaving the others waiting in a collective until the timeout
-    command = [mpiexec, "-n", str(ranks), sys.executable, "-m", "mpi4py", *argv]
+    command = _mpirun.command(mpiexec, ranks, "mpi4py", [SCRIPTS / script, out, *args])
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True, env=_environment(),
+                            start_new_session=True)
+    described = [script, *map(str, args)]
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              env=_environment(), stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as error:
-        return Launch(ranks, [script, *map(str, args)], _Expired(error), out, True)
-    return Launch(ranks, [script, *map(str, args)], proc, out, False)
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _mpirun._stop(proc)   # SIGTERM, then SIGKILL, to mpiexec's process group
+        stdout, stderr = proc.communicate()
+        return Launch(ranks, described, _Finished(stdout, stderr, None), out, True)
+    except BaseException:   # KeyboardInterrupt: leave no rank behind
+        _mpirun._stop(proc)
+        raise
+    return Launch(ranks, described, _Finished(stdout, stderr, proc.returncode), out, False)
 
 
 def rank_module(name):
@@ -148,12 +124,15 @@ def rank_module(name):
 
 class Runs:
     """One launch per key, made on first use and kept (a failed one too, so each test
-    that needs it fails at once with its output rather than launching again)."""
+    that needs it fails at once with its output rather than launching again). Skips
+    (or fails, with NORMOPS_REQUIRE_MPI=1) where mpi4py or mpiexec is missing."""
 
-    def __init__(self, mpiexec, tmp_path_factory):
-        self.mpiexec, self.tmp_path_factory, self.done = mpiexec, tmp_path_factory, {}
+    def __init__(self, tmp_path_factory):
+        self.mpiexec, self.tmp_path_factory, self.done = None, tmp_path_factory, {}
 
     def get(self, key, ranks, script, *args, timeout):
+        if self.mpiexec is None:
+            self.mpiexec = require_mpi()
         if key not in self.done:
             out = self.tmp_path_factory.mktemp(str(key).replace(" ", "_"))
             self.done[key] = launch(self.mpiexec, ranks, script, *args, out=out, timeout=timeout)

@@ -15,9 +15,8 @@ import os
 import numpy as np
 import pytest
 
-from mpi_launch import Runs, rank_module, require_mpi
+from mpi_launch import Runs, rank_module
 
-MPIEXEC = require_mpi("the tests of synchronized BN")
 cases = rank_module("rank_common")
 
 RANKS = (1, 2, 3)
@@ -32,7 +31,7 @@ SHARED_FIELDS = ("mean", "invstd", "r", "d", "running_first", "running_second", 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    return Runs(MPIEXEC, tmp_path_factory)
+    return Runs(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

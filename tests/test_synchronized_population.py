@@ -8,16 +8,15 @@ mpi4py is never imported here (see mpi_launch)."""
 import numpy as np
 import pytest
 
-from mpi_launch import Runs, rank_module, require_mpi
+from mpi_launch import Runs, rank_module
 
-MPIEXEC = require_mpi("the tests of synchronized BN")
 cases = rank_module("rank_common")
 TOL = {"float64": 1e-12, "float32": 1e-5}
 
 
 @pytest.fixture(scope="module")
 def population(tmp_path_factory):
-    runs, results = Runs(MPIEXEC, tmp_path_factory), {}
+    runs, results = Runs(tmp_path_factory), {}
 
     def get(ranks):
         if ranks not in results:

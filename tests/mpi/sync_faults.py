@@ -109,6 +109,19 @@ def disagree_axis():
 
 
 @fault
+def disagree_dimensions():
+    x, gamma, beta, _, _ = data(3, tail=() if rank == 1 else (2,))   # NC on rank 1, NCL on rank 0
+    normops.batch_norm(x, gamma, beta, comm=comm)
+
+
+@fault
+def disagree_op():
+    x, gamma, beta, mean, spread = data(3)
+    op = normops.batch_renorm if rank == 1 else normops.batch_norm
+    op(x, gamma, beta, mean, spread, comm=comm)
+
+
+@fault
 def disagree_training():
     x, gamma, beta, mean, var = data(3)
     normops.batch_norm(x, gamma, beta, mean, var, training=rank != 1, comm=comm)
@@ -229,7 +242,7 @@ def locally(call):
     for _ in range(rank):
         try:
             call()
-        except TypeError:
+        except (TypeError, ValueError):
             pass
     call()
 
@@ -244,6 +257,14 @@ def comm_object():
 def comm_null():
     x, gamma, beta, mean, std = data(3)
     locally(lambda: normops.batch_renorm(x, gamma, beta, mean, std, comm=MPI.COMM_NULL))
+
+
+@fault
+def comm_freed():
+    x, gamma, beta, _, _ = data(3)
+    freed = comm.Dup()
+    freed.Free()   # an intracommunicator that now equals MPI.COMM_NULL
+    locally(lambda: normops.batch_norm(x, gamma, beta, comm=freed))
 
 
 @fault
