@@ -76,14 +76,16 @@ def _batch_moments(backend, xp, x3, eps, sync, meta):
     return count, mean, m2, 1.0 / xp.sqrt(m2 / count + eps)
 
 
-def _meta(op, x, axis, training, eps, training_options=lambda: {}):
+def _meta(xp, x, axis, training, eps, running, **training_options):
     """What the ranks of a synchronized forward must agree on (besides channels and
-    dtype); the options of the training step (a function: a fingerprint costs a
-    transfer) only in training, where they matter."""
-    meta = {"op": op, "channel axis": axis, "dimensions": len(x.shape), "training": training,
-            "eps": eps}
+    dtype): the options of the training step only in training, where they matter, and
+    the running statistics (through a fingerprint; None when not given), since replicas
+    holding different ones have diverged."""
+    meta = {"channel axis": axis, "dimensions": len(x.shape), "training": training,
+            "eps": eps, "running statistics (fingerprint)":
+                None if running[0] is None else digest(xp, *running)}
     if training:
-        meta.update(training_options())
+        meta.update(training_options)
     return meta
 
 
@@ -96,9 +98,8 @@ def batch_norm(backend, x, gamma, beta, running_mean, running_var, *, training, 
                eps, axis, convention, sync=None):
     xp = array_namespace(backend, x)
     x3 = canonical_view(xp, x, axis)
-    meta = sync and _meta("batch_norm", x, axis, training, eps, lambda: {
-        "momentum": momentum, "convention": convention,
-        "running statistics given": running_mean is not None})
+    meta = sync and _meta(xp, x, axis, training, eps, (running_mean, running_var),
+                          momentum=momentum, convention=convention)
     count = None
     if training:
         count, mean, m2, invstd = _batch_moments(backend, xp, x3, eps, sync, meta)
@@ -119,11 +120,8 @@ def batch_renorm(backend, x, gamma, beta, running_mean, running_std, *, training
                  momentum, eps, axis, sync=None):
     xp = array_namespace(backend, x)
     x3 = canonical_view(xp, x, axis)
-    # r and d depend on the running statistics: ranks holding different ones would
-    # normalize differently, so they compare a fingerprint of them
-    meta = sync and _meta("batch_renorm", x, axis, training, eps, lambda: {
-        "momentum": momentum, "rmax": rmax, "dmax": dmax,
-        "running statistics (fingerprint)": digest(xp, running_mean, running_std)})
+    meta = sync and _meta(xp, x, axis, training, eps, (running_mean, running_std),
+                          momentum=momentum, rmax=rmax, dmax=dmax)
     mu, sigma = _running_wide(xp, x, (running_mean, running_std))
     if not training:
         if sync is not None:
@@ -145,7 +143,7 @@ def batch_renorm(backend, x, gamma, beta, running_mean, running_std, *, training
                                **_saved_sync(sync, count))
 
 
-def _backward(backend, op, dy, x, gamma, saved, sync, r=None, d=None):
+def _backward(backend, dy, x, gamma, saved, sync, r=None, d=None):
     xp = array_namespace(backend, x)
     x3, dy3 = canonical_view(xp, x, saved.axis), canonical_view(xp, dy, saved.axis)
     mean, invstd = saved.mean, saved.invstd
@@ -153,7 +151,7 @@ def _backward(backend, op, dy, x, gamma, saved, sync, r=None, d=None):
         sum_dy, sum_dy_xmu = backend.grad_stats(dy3, x3, mean)
     else:
         # the same forward step on every rank: the same global count and statistics
-        meta = {"op": op, "channel axis": saved.axis, "dimensions": len(x.shape),
+        meta = {"channel axis": saved.axis, "dimensions": len(x.shape),
                 "training": saved.training, "global count": saved.count,
                 "forward step (fingerprint of saved.mean, saved.invstd)": digest(xp, mean, invstd)}
         sum_dy, sum_dy_xmu = sync.grad_stats(backend, xp, dy3, x3, mean, meta)
@@ -176,8 +174,8 @@ def _backward(backend, op, dy, x, gamma, saved, sync, r=None, d=None):
 
 
 def batch_norm_backward(backend, dy, x, saved, gamma, sync=None):
-    return _backward(backend, "batch_norm_backward", dy, x, gamma, saved, sync)
+    return _backward(backend, dy, x, gamma, saved, sync)
 
 
 def batch_renorm_backward(backend, dy, x, saved, gamma, sync=None):
-    return _backward(backend, "batch_renorm_backward", dy, x, gamma, saved, sync, saved.r, saved.d)
+    return _backward(backend, dy, x, gamma, saved, sync, saved.r, saved.d)

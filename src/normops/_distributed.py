@@ -117,33 +117,39 @@ class Step:
         succeeded with the same ``meta`` (a dict of what the ranks must agree on);
         otherwise the same error on every rank."""
         _entered.count = _collectives() + 1
-        records = self.comm.allgather((_error_record(error), meta, partial))
+        if meta is not None:
+            meta = {"op": self.op, **meta}
+        records = self.comm.allgather((_error_record(error, self.op), meta, partial))
         failed = [(rank, record[0]) for rank, record in enumerate(records) if record[0] is not None]
         if failed:
             raise self._failure(failed) from error
         disagreement, ranks = _disagreement([record[1] for record in records])
         if disagreement:
-            raise self._error(ValueError, f"the ranks disagree on {disagreement}", ranks)
+            raise self._error(ValueError, records[0][1]["op"],
+                              f"the ranks disagree on {disagreement}", ranks)
         return [record[2] for record in records]
 
-    def _error(self, kind, message, at_fault):
+    def _error(self, kind, op, message, at_fault):
+        """The error every rank raises alike: op, the message and the ranks at fault come
+        from the records every rank received (a rank's own op may differ: a layer's check
+        fails in the layer's step, while the other ranks wait in the op's)."""
         ranks = "1 rank" if self.size == 1 else f"{self.size} ranks"
-        error = kind(f"{self.op} over {ranks}: {message}")
+        error = kind(f"{op} over {ranks}: {message}")
         error.ranks_at_fault = tuple(at_fault)
         return error
 
     def _failure(self, failed):
         if len(failed) == 1:
-            rank, (_, message) = failed[0]
+            rank, (_, op, message) = failed[0]
             text = f"rank {rank} failed: {message}"
         else:
             text = "ranks " + ", ".join(str(rank) for rank, _ in failed) + " failed: " + "; ".join(
-                f"rank {rank}: {message}" for rank, (_, message) in failed)
-        kind = getattr(builtins, failed[0][1][0])
+                f"rank {rank}: {message}" for rank, (_, _, message) in failed)
+        kind, op = getattr(builtins, failed[0][1][0]), failed[0][1][1]
         try:
-            return self._error(kind, text, [rank for rank, _ in failed])
+            return self._error(kind, op, text, [rank for rank, _ in failed])
         except TypeError:   # a builtin class that takes more than a message
-            return self._error(RuntimeError, text, [rank for rank, _ in failed])
+            return self._error(RuntimeError, op, text, [rank for rank, _ in failed])
 
     # -- the statistics --------------------------------------------------------------
     def batch_stats(self, backend, xp, x3, meta):
@@ -159,8 +165,8 @@ class Step:
             if n:
                 count, mean, m2 = combine(count, mean, m2, n, *_unpack(packed, 2))
         if count <= 1:
-            raise self._error(ValueError, "expected more than 1 value per channel when training, "
-                              f"got {count} on all ranks together", range(self.size))
+            raise self._error(ValueError, self.op, "expected more than 1 value per channel when "
+                              f"training, got {count} on all ranks together", range(self.size))
         return count, _on_device(xp, mean, x3), _on_device(xp, m2, x3)
 
     def agree(self, x3, meta):
@@ -195,13 +201,13 @@ class Step:
         return pooled
 
 
-def _error_record(error):
+def _error_record(error, op):
     """What travels of a local error: the name of its nearest builtin class (every rank
-    raises that class) and its message."""
+    raises that class), the op it failed in and its message."""
     if error is None:
         return None
     kind = next(k for k in type(error).__mro__ if k.__module__ == "builtins")
-    return kind.__name__, f"{type(error).__name__}: {error}"
+    return kind.__name__, op, f"{type(error).__name__}: {error}"
 
 
 def _described(meta, x3):

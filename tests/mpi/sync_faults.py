@@ -170,6 +170,26 @@ def brn_disagree_running_statistics():
     normops.batch_renorm(x, gamma, beta, mean + (0.125 if rank == 1 else 0.0), std, comm=comm)
 
 
+@fault
+def disagree_running_statistics():
+    x, gamma, beta, mean, var = data(3)
+    normops.batch_norm(x, gamma, beta, mean, var * (1.5 if rank == 1 else 1.0), comm=comm)
+
+
+@fault
+def eval_disagree_running_statistics():
+    x, gamma, beta, mean, var = data(3)
+    normops.batch_norm(x, gamma, beta, mean + (0.125 if rank == 0 else 0.0), var, training=False,
+                       comm=comm)
+
+
+@fault
+def disagree_running_statistics_given():
+    x, gamma, beta, mean, var = data(3)
+    running = (mean, var) if rank == 1 else (None, None)
+    normops.batch_norm(x, gamma, beta, *running, comm=comm)
+
+
 # -- a global batch of one value per channel ---------------------------------------------
 @fault
 def one_value_over_the_ranks():
