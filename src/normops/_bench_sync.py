@@ -86,11 +86,14 @@ def register_composed():
 
 
 def inputs(shape, rank):
+    """This rank's x and dy; the parameters and running statistics of the replicas,
+    alike on every rank (synchronized calls check that they are)."""
     rng = np.random.default_rng([SEED, rank, len(shape.dims)])
+    batch = dict(x=rng.standard_normal(shape.dims, dtype=np.float32),
+                 dy=rng.standard_normal(shape.dims, dtype=np.float32))
+    rng = np.random.default_rng([SEED, len(shape.dims)])
     c = shape.channels
-    return dict(x=rng.standard_normal(shape.dims, dtype=np.float32),
-                dy=rng.standard_normal(shape.dims, dtype=np.float32),
-                gamma=(1.0 + 0.1 * rng.standard_normal(c)).astype(np.float32),
+    return dict(batch, gamma=(1.0 + 0.1 * rng.standard_normal(c)).astype(np.float32),
                 beta=(0.1 * rng.standard_normal(c)).astype(np.float32),
                 mean=(0.1 * rng.standard_normal(c)).astype(np.float32),
                 var=rng.uniform(0.5, 1.5, c).astype(np.float32))
@@ -113,12 +116,13 @@ def calls(shape, comm, data):
     for variant, (how, (rm, rv)) in forward.items():
         out[("forward", variant)] = (lambda how=how, rm=rm, rv=rv:
                                      normops.batch_norm(x, g, b, rm, rv, **common, **how))
-    # what the forward's collective sends: no error, its metadata, (count, mean, m2)
+    # what the forward's collective sends: no error, its metadata, (count, the bytes of
+    # mean and m2 as float64)
     c = shape.channels
-    meta = dict(op="batch_norm", axis=shape.axis, ndim=len(shape.dims), training=True, eps=EPS,
-                momentum=MOMENTUM, convention="pytorch", running=True, channels=c,
-                dtype="float32")
-    record = (None, meta, (x.size // c, np.zeros(c), np.ones(c)))
+    meta = {"op": "batch_norm", "channel axis": shape.axis, "dimensions": len(shape.dims),
+            "training": True, "eps": EPS, "running statistics (fingerprint)": 1234567890,
+            "momentum": MOMENTUM, "convention": "pytorch", "channels": c, "dtype": "float32"}
+    record = (None, meta, (x.size // c, np.zeros(2 * c).tobytes()))
     out[("collective", "allgather")] = lambda: comm.allgather(record)
     for variant, (how, (rm, rv)) in forward.items():
         _, saved = normops.batch_norm(x, g, b, rm.copy(), rv.copy(), **common, **how)
