@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 import normops
+from normops import _mpirun
 from normops._bench import GB, Shape, load_average
 from normops._text import table
 
@@ -312,25 +313,12 @@ def main(argv=None):
     args = add_arguments(argparse.ArgumentParser(
         prog="mpiexec -n N python -m normops._bench_sync",
         description=__doc__.split("\n\n")[0])).parse_args(argv)
-    from mpi4py import MPI
-    comm = MPI.COMM_WORLD
-    if args.ranks is not None and comm.Get_size() != args.ranks:
-        if comm.Get_rank() == 0:
-            print(f"normops._bench_sync: expected {args.ranks} ranks, but MPI.COMM_WORLD has "
-                  f"{comm.Get_size()}: the mpiexec that started it belongs to another MPI "
-                  f"library than mpi4py's ({MPI.Get_library_version().splitlines()[0]})",
-                  file=sys.stderr, flush=True)
-        return 2
-    try:
+
+    def body(comm):
         run(comm, args)
-    except BaseException:
-        import traceback
-        traceback.print_exc()
-        sys.stderr.flush()
-        comm.Abort(1)
-        raise
-    sys.stdout.flush()
-    return 0
+        sys.stdout.flush()
+        return 0
+    return _mpirun.rank_main("normops._bench_sync", args.ranks, body)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 from ._distributed import MPI_INSTALL
@@ -86,6 +87,30 @@ def _stop(proc):
             break
         except subprocess.TimeoutExpired:
             continue
+
+
+def rank_main(prog, expected_ranks, body):
+    """The main of a rank program: ``body(comm)`` on MPI.COMM_WORLD, returning its exit
+    status. A world of another size than ``expected_ranks`` (None: any) is refused with
+    status 2: an mpiexec of another MPI library than mpi4py's starts N worlds of one
+    rank. An exception on one rank aborts every rank, which would otherwise wait for it
+    in a collective."""
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    if expected_ranks is not None and comm.Get_size() != expected_ranks:
+        if comm.Get_rank() == 0:
+            print(f"{prog}: expected {expected_ranks} ranks, but MPI.COMM_WORLD has "
+                  f"{comm.Get_size()}: the mpiexec that started it belongs to another MPI "
+                  f"library than mpi4py's ({MPI.Get_library_version().splitlines()[0]})",
+                  file=sys.stderr, flush=True)
+        return 2
+    try:
+        return body(comm)
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        comm.Abort(1)
+        raise
 
 
 def environment(**overrides):

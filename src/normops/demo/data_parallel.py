@@ -203,34 +203,15 @@ def main(argv=None):
     args = add_arguments(argparse.ArgumentParser(
         prog="mpiexec -n N python -m normops.demo.data_parallel",
         description=__doc__.split("\n\n")[0])).parse_args(argv)
-    from mpi4py import MPI
-    comm = MPI.COMM_WORLD
-    if args.ranks is not None and comm.Get_size() != args.ranks:
-        # each process alone in its COMM_WORLD: mpiexec is not of mpi4py's MPI library
-        if comm.Get_rank() == 0:
-            print(f"normops.demo.data_parallel: expected {args.ranks} ranks, but this process's "
-                  f"MPI.COMM_WORLD has {comm.Get_size()}: the mpiexec that started it belongs to "
-                  f"another MPI library than mpi4py's ({MPI.Get_library_version().splitlines()[0]})",
-                  file=sys.stderr, flush=True)
-        return 2
     started = time.perf_counter()
-    try:
+
+    def body(comm):
         match = train(comm, args, log=lambda line: print(line, flush=True))
-    except ImportError as exc:   # scikit-learn missing (rank 0 loads the data)
-        print(f"normops.demo.data_parallel: {exc}", file=sys.stderr, flush=True)
-        comm.Abort(2)
-        raise
-    except BaseException:
-        # a fault of one rank would leave the others waiting in a collective
-        import traceback
-        traceback.print_exc()
-        sys.stderr.flush()
-        comm.Abort(1)
-        raise
-    match = comm.bcast(match, root=0)
-    if comm.Get_rank() == 0:
-        print(f"({time.perf_counter() - started:.1f} s)", flush=True)
-    return 0 if match else 1
+        match = comm.bcast(match, root=0)
+        if comm.Get_rank() == 0:
+            print(f"({time.perf_counter() - started:.1f} s)", flush=True)
+        return 0 if match else 1
+    return _mpirun.rank_main("normops.demo.data_parallel", args.ranks, body)
 
 
 if __name__ == "__main__":
