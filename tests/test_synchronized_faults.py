@@ -10,7 +10,8 @@ from typing import NamedTuple
 
 import pytest
 
-from mpi_launch import Runs
+from mpi_launch import Runs, launch
+from optional_mpi import require_mpi
 
 TIMEOUT = 60
 
@@ -87,6 +88,14 @@ FAULTS = [
           (1,), "ValueError: BatchNorm(3"),
     Fault("population_layers_disagree", 2, "ValueError", "disagree", ("recompute_population_stats",),
           (1,), "layers"),
+    Fault("population_not_layers", 2, "TypeError", "failed", ("recompute_population_stats",),
+          (1,), "TypeError: layer_or_layers must be a BatchNorm/BatchRenorm layer"),
+    Fault("population_layers_comm_mismatch", 2, "ValueError", "failed",
+          ("recompute_population_stats",), (1,), "ValueError: the layers were made with different"),
+    Fault("population_layers_eps", 3, "ValueError", "disagree", ("recompute_population_stats",),
+          (0,), "layers"),
+    Fault("layer_backward_after_population", 2, "RuntimeError", "failed", ("BatchNorm.backward",),
+          (0, 1), "rank 0: RuntimeError: BatchNorm(3"),
     # not an intracommunicator: an error on each rank, before any collective (rank r makes
     # the call r + 1 times, which would misalign the ranks otherwise)
     Fault("comm_object", 2, "TypeError", "local", detail=LOCAL_TYPE_ERROR),
@@ -171,3 +180,8 @@ def test_every_rank_gets_the_same_message(fault, reports):
     built from what every rank received."""
     messages = [report["message"] for report in reports]
     assert len(set(messages)) == 1, messages
+
+
+def test_equal_running_statistics_of_other_bits_agree(tmp_path):
+    """0.0 on one rank and -0.0 on another are the same running statistic."""
+    launch(require_mpi(), 2, "sync_equal_values.py", out=tmp_path, timeout=TIMEOUT).check()

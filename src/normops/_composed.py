@@ -21,7 +21,7 @@ its one collective, and m is the global count. Everything else stays local.
 import math
 
 from . import _arrays as arrays
-from ._distributed import digest
+from ._distributed import digest, holds_no_values
 from ._interface import array_namespace
 from ._saved import BatchNormSaved, BatchRenormSaved
 
@@ -57,7 +57,7 @@ def _blend(xp, running, batch, momentum):
 def _elementwise(xp, kernel, first, *args):
     """kernel(first, *args), an elementwise map; an empty array (no kernel call) for a
     rank whose part of a synchronized batch holds no values."""
-    if first.shape[0] * first.shape[2] == 0:
+    if holds_no_values(first):
         return xp.empty_like(first)
     return kernel(first, *args)
 
@@ -76,17 +76,25 @@ def _batch_moments(backend, xp, x3, eps, sync, meta):
     return count, mean, m2, 1.0 / xp.sqrt(m2 / count + eps)
 
 
-def _meta(xp, x, axis, training, eps, running, **training_options):
+def _meta(x, axis, training, eps, running, **training_options):
     """What the ranks of a synchronized forward must agree on (besides channels and
     dtype): the options of the training step only in training, where they matter, and
     the running statistics (through a fingerprint; None when not given), since replicas
     holding different ones have diverged."""
     meta = {"channel axis": axis, "dimensions": len(x.shape), "training": training,
             "eps": eps, "running statistics (fingerprint)":
-                None if running[0] is None else digest(xp, *running)}
+                None if running[0] is None else digest(*running)}
     if training:
         meta.update(training_options)
     return meta
+
+
+def _backward_meta(x, saved):
+    """What the ranks of a synchronized backward must agree on: the same forward call
+    (its global count and statistics, through a fingerprint)."""
+    return {"channel axis": saved.axis, "dimensions": len(x.shape), "training": saved.training,
+            "global count": saved.count,
+            "forward call (fingerprint of saved.mean, saved.invstd)": digest(saved.mean, saved.invstd)}
 
 
 def _saved_sync(sync, count):
@@ -98,8 +106,8 @@ def batch_norm(backend, x, gamma, beta, running_mean, running_var, *, training, 
                eps, axis, convention, sync=None):
     xp = array_namespace(backend, x)
     x3 = canonical_view(xp, x, axis)
-    meta = sync and _meta(xp, x, axis, training, eps, (running_mean, running_var),
-                          momentum=momentum, convention=convention)
+    meta = None if sync is None else _meta(x, axis, training, eps, (running_mean, running_var),
+                                           momentum=momentum, convention=convention)
     count = None
     if training:
         count, mean, m2, invstd = _batch_moments(backend, xp, x3, eps, sync, meta)
@@ -120,8 +128,8 @@ def batch_renorm(backend, x, gamma, beta, running_mean, running_std, *, training
                  momentum, eps, axis, sync=None):
     xp = array_namespace(backend, x)
     x3 = canonical_view(xp, x, axis)
-    meta = sync and _meta(xp, x, axis, training, eps, (running_mean, running_std),
-                          momentum=momentum, rmax=rmax, dmax=dmax)
+    meta = None if sync is None else _meta(x, axis, training, eps, (running_mean, running_std),
+                                           momentum=momentum, rmax=rmax, dmax=dmax)
     mu, sigma = _running_wide(xp, x, (running_mean, running_std))
     if not training:
         if sync is not None:
@@ -150,11 +158,7 @@ def _backward(backend, dy, x, gamma, saved, sync, r=None, d=None):
     if sync is None:
         sum_dy, sum_dy_xmu = backend.grad_stats(dy3, x3, mean)
     else:
-        # the same forward step on every rank: the same global count and statistics
-        meta = {"channel axis": saved.axis, "dimensions": len(x.shape),
-                "training": saved.training, "global count": saved.count,
-                "forward step (fingerprint of saved.mean, saved.invstd)": digest(xp, mean, invstd)}
-        sum_dy, sum_dy_xmu = sync.grad_stats(backend, xp, dy3, x3, mean, meta)
+        sum_dy, sum_dy_xmu = sync.grad_stats(backend, xp, dy3, x3, mean, _backward_meta(x, saved))
     scale = invstd if r is None else r * invstd
     dgamma = scale * sum_dy_xmu if d is None else scale * sum_dy_xmu + d * sum_dy
     p = scale if gamma is None else _wide(xp, gamma, scale.dtype) * scale

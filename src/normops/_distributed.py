@@ -156,7 +156,7 @@ class Step:
         """Global (count, mean, m2) of the union of every rank's x3 (the local parts from
         ``backend.batch_stats``), in the namespace and on the device of x3."""
         local = (0, None)
-        if x3.shape[0] * x3.shape[2] > 0:   # a rank may hold no samples
+        if not holds_no_values(x3):
             count, mean, m2 = backend.batch_stats(x3)
             local = (count, _pack(mean, m2))
         parts = self.exchange(_described(meta, x3), local)
@@ -177,7 +177,7 @@ class Step:
     def grad_stats(self, backend, xp, dy3, x3, mean, meta):
         """(sum(dy), sum(dy * (x - mean))) over every rank's batch, summed in rank order."""
         local = None
-        if x3.shape[0] * x3.shape[2] > 0:
+        if not holds_no_values(x3):
             local = _pack(*backend.grad_stats(dy3, x3, mean))
         parts = self.exchange(_described(meta, x3), local)
         sum_dy, sum_dy_xmu = np.zeros(x3.shape[1]), np.zeros(x3.shape[1])
@@ -211,7 +211,13 @@ def _error_record(error, op):
 
 
 def _described(meta, x3):
-    return dict(meta, channels=x3.shape[1], dtype=arrays.dtype_name(x3.dtype))
+    """meta after what the shape and dtype say (compared, and reported, first)."""
+    return {"channels": x3.shape[1], "dtype": arrays.dtype_name(x3.dtype), **meta}
+
+
+def holds_no_values(x3):
+    """Whether a rank's (outer, C, inner) part of a synchronized batch is empty."""
+    return x3.shape[0] * x3.shape[2] == 0
 
 
 def _disagreement(metas):
@@ -243,10 +249,12 @@ def _disagreement(metas):
     return "; ".join(parts), sorted(ranks)
 
 
-def digest(xp, *arrays_):
+def digest(*arrays_):
     """A fingerprint (CRC-32) of the values of some per-channel arrays: ranks compare it
-    to find out that they hold different statistics without sending them."""
-    return zlib.crc32(_pack(*arrays_))
+    to find out that they hold different statistics without sending them. -0.0 counts
+    as 0.0 (equal values, other bits)."""
+    return zlib.crc32(_pack(*(np.asarray(arrays.to_host(a), dtype=np.float64) + 0.0
+                              for a in arrays_)))
 
 
 def _pack(*arrays_):

@@ -69,16 +69,24 @@ def recompute_population_stats(layer_or_layers, batches, *, forward=None, progre
         layers = [layer_or_layers] if is_layer(layer_or_layers) else list(layer_or_layers)
     except TypeError:
         layers = []
-    if not layers or not all(is_layer(layer) for layer in layers):
-        raise TypeError("layer_or_layers must be a BatchNorm/BatchRenorm layer or an iterable "
-                        f"of them, got {layer_or_layers!r}")
-    comm = _communicator(layers, comm)
-    with distributed.step(comm, "recompute_population_stats") as sync:
-        collected, seen = _collect(layers, batches, forward, progress)
+    # the communicator first, so that every check below fails on every rank alike
+    comms = [getattr(layer, "comm", None) if is_layer(layer) else None for layer in layers]
+    step_comm = comm if comm is not None else next((c for c in comms if c is not None), None)
+    with distributed.step(step_comm, "recompute_population_stats") as sync:
+        if not layers or not all(is_layer(layer) for layer in layers):
+            raise TypeError("layer_or_layers must be a BatchNorm/BatchRenorm layer or an "
+                            f"iterable of them, got {layer_or_layers!r}")
+        if comm is None and any(c is None or c != step_comm for c in comms) and step_comm is not None:
+            raise ValueError("the layers were made with different communicators (or some "
+                             "without one): pass comm= to pool the statistics over its ranks")
+        try:
+            collected, seen = _collect(layers, batches, forward, progress)
+        finally:   # what the layers kept of the collecting forwards is no step to differentiate
+            for layer in layers:
+                layer._x = layer._saved = layer._grads = None
         counts = [(pooled.count, pooled.mean, pooled.m2) for pooled in collected]
         if sync is not None:
-            counts = sync.pooled(counts, {"layers": [(type(layer).__name__, layer.num_features)
-                                                     for layer in layers]})
+            counts = sync.pooled(counts, {"layers": [_pooling_options(layer) for layer in layers]})
             counts = [(n, _in_library(layer, mean), _in_library(layer, m2))
                       for layer, (n, mean, m2) in zip(layers, counts)]
         for i, (layer, (n, _, _)) in enumerate(zip(layers, counts)):
@@ -90,17 +98,10 @@ def recompute_population_stats(layer_or_layers, batches, *, forward=None, progre
     return seen
 
 
-def _communicator(layers, comm):
-    """comm, or the one communicator the layers were made with (None if none)."""
-    if comm is not None:
-        return comm
-    comms = [layer.comm for layer in layers]
-    if all(c is None for c in comms):
-        return None
-    if any(c is None or c != comms[0] for c in comms):
-        raise ValueError("the layers were made with different communicators (or some without "
-                         "one): pass comm= to pool the statistics over its ranks")
-    return comms[0]
+def _pooling_options(layer):
+    """What a layer's population statistics depend on besides the data, which the ranks'
+    replicas of it must agree on."""
+    return type(layer).__name__, layer.num_features, layer.eps, getattr(layer, "convention", None)
 
 
 def _in_library(layer, host):

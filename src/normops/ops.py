@@ -63,7 +63,7 @@ def batch_norm(x, gamma=None, beta=None, running_mean=None, running_var=None, *,
         result = _op(be, "batch_norm", sync)(x, gamma, beta, running_mean, running_var,
                                              training=training, momentum=momentum, eps=eps,
                                              axis=axis, convention=convention)
-    check.copy_back(copies)
+    check.copy_back(copies)   # local, after the collective: into the caller's arrays
     return result
 
 
@@ -99,7 +99,7 @@ def batch_renorm(x, gamma, beta, running_mean, running_std, *, training=True, rm
         result = _op(be, "batch_renorm", sync)(x, gamma, beta, running_mean, running_std,
                                                training=training, rmax=rmax, dmax=dmax,
                                                momentum=momentum, eps=eps, axis=axis)
-    check.copy_back(copies)
+    check.copy_back(copies)   # local, after the collective: into the caller's arrays
     return result
 
 

@@ -255,6 +255,39 @@ def population_layers_disagree():
     normops.recompute_population_stats(layer, [data(4, channels=channels)[0]], comm=comm)
 
 
+@fault
+def population_not_layers():
+    layer = normops.BatchNorm(3, dtype=np.float64)
+    normops.recompute_population_stats([] if rank == 1 else layer, [data(4)[0]], comm=comm)
+
+
+@fault
+def population_layers_comm_mismatch():
+    # rank 1 made one of its layers without the communicator: the others' is found still
+    a = normops.BatchNorm(3, dtype=np.float64, comm=comm)
+    b = normops.BatchNorm(3, dtype=np.float64, comm=None if rank == 1 else comm)
+
+    def forward(x):
+        return b(a(x))
+    normops.recompute_population_stats([a, b], [data(4)[0]], forward=forward)
+
+
+@fault
+def population_layers_eps():
+    layer = normops.BatchNorm(3, eps=1e-3 if rank == 0 else 1e-5, dtype=np.float64, comm=comm)
+    normops.recompute_population_stats(layer, [data(4)[0]])
+
+
+@fault
+def layer_backward_after_population():
+    # collecting forwards leave no step to differentiate, on the rank without batches too
+    layer = normops.BatchNorm(3, dtype=np.float64, comm=comm)
+    x = data(4)[0]
+    layer(x)
+    normops.recompute_population_stats(layer, [x] if rank == 0 else [])
+    layer.backward(np.ones_like(x))
+
+
 # -- not an intracommunicator: a local TypeError, no collective ---------------------------
 def locally(call):
     """call() made rank + 1 times (the last one raising out): were there a collective in
