@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 
-# eq=False: fields are arrays, so identity is the only meaningful equality
-@dataclass(frozen=True, eq=False)
+# eq=False: fields are arrays, so identity is the only meaningful equality. init=False:
+# the __init__ below fills __dict__ in one call, where the generated one of a frozen
+# dataclass calls object.__setattr__ per field (7 fields: 1.26 us against 0.61 us, in
+# every training step's forward)
+@dataclass(frozen=True, eq=False, init=False)
 class BatchNormSaved:
     """``mean``/``invstd``: the statistics x was normalized with (batch statistics when
     training, running statistics in eval mode); ``axis``: the channel axis, >= 0;
@@ -25,8 +28,12 @@ class BatchNormSaved:
     comm: Any = None
     count: Any = None
 
+    def __init__(self, mean, invstd, training, axis, shape, comm=None, count=None):
+        self.__dict__.update(mean=mean, invstd=invstd, training=training, axis=axis,
+                             shape=shape, comm=comm, count=count)
 
-@dataclass(frozen=True, eq=False)
+
+@dataclass(frozen=True, eq=False, init=False)
 class BatchRenormSaved:
     """As BatchNormSaved, plus the renormalization constants ``r`` and ``d`` of the
     training step (None in eval mode, where y = gamma * (x - mu) / sigma + beta)."""
@@ -40,3 +47,7 @@ class BatchRenormSaved:
     shape: tuple
     comm: Any = None
     count: Any = None
+
+    def __init__(self, mean, invstd, r, d, training, axis, shape, comm=None, count=None):
+        self.__dict__.update(mean=mean, invstd=invstd, r=r, d=d, training=training, axis=axis,
+                             shape=shape, comm=comm, count=count)

@@ -117,15 +117,20 @@ def _backward_args(be, dy, x, saved, gamma, axis, saved_type, forward_name, sync
 def _backward(op, saved_type, forward_name, dy, x, saved, gamma, axis, backend):
     """The backward op ``op``, over the forward's communicator when it had one."""
     comm = saved.comm if isinstance(saved, (BatchNormSaved, BatchRenormSaved)) else None
-    name = op.__name__
-    with distributed.step(comm, name) as sync:
-        be = backend_for(x, backend)
-        bridge = _bridge(be, x)
-        if bridge is not None:
-            return bridge.backward(op, dy, x, saved, gamma, axis=axis)
-        dy, x, saved, gamma = _backward_args(be, dy, x, saved, gamma, axis, saved_type,
-                                             forward_name, sync)
-        return _op(be, name, sync)(dy, x, saved, gamma)
+    if comm is None:   # (no with-block: a backward runs in every training step)
+        return _backward_on(None, op, saved_type, forward_name, dy, x, saved, gamma, axis, backend)
+    with distributed.Step(comm, op.__name__) as sync:
+        return _backward_on(sync, op, saved_type, forward_name, dy, x, saved, gamma, axis, backend)
+
+
+def _backward_on(sync, op, saved_type, forward_name, dy, x, saved, gamma, axis, backend):
+    be = backend_for(x, backend)
+    bridge = _bridge(be, x)
+    if bridge is not None:
+        return bridge.backward(op, dy, x, saved, gamma, axis=axis)
+    dy, x, saved, gamma = _backward_args(be, dy, x, saved, gamma, axis, saved_type,
+                                         forward_name, sync)
+    return _op(be, op.__name__, sync)(dy, x, saved, gamma)
 
 
 def batch_norm_backward(dy, x, saved, gamma=None, *, axis=None, backend=None):
