@@ -159,11 +159,7 @@ class Step:
         if not holds_no_values(x3):
             count, mean, m2 = backend.batch_stats(x3)
             local = (count, _pack(mean, m2))
-        parts = self.exchange(_described(meta, x3), local)
-        count, mean, m2 = 0, np.zeros(x3.shape[1]), np.zeros(x3.shape[1])
-        for n, packed in parts:   # rank order: bitwise the same on every rank
-            if n:
-                count, mean, m2 = combine(count, mean, m2, n, *_unpack(packed, 2))
+        count, mean, m2 = _merged(self.exchange(_described(meta, x3), local), x3.shape[1])
         if count <= 1:
             raise self._error(ValueError, self.op, "expected more than 1 value per channel when "
                               f"training, got {count} on all ranks together", range(self.size))
@@ -191,14 +187,18 @@ class Step:
         """Every rank's list of (count, mean, m2), one per layer, pooled per layer over
         the ranks in rank order (precise BN over ranks)."""
         parts = self.exchange(meta, [(count, _pack(mean, m2)) for count, mean, m2 in locals_])
-        pooled = []
-        for i, (_, mean, _) in enumerate(locals_):
-            total = (0, np.zeros(mean.shape[0]), np.zeros(mean.shape[0]))
-            for part in parts:
-                if part[i][0]:
-                    total = combine(*total, part[i][0], *_unpack(part[i][1], 2))
-            pooled.append(total)
-        return pooled
+        return [_merged([part[i] for part in parts], mean.shape[0])
+                for i, (_, mean, _) in enumerate(locals_)]
+
+
+def _merged(parts, channels):
+    """(count, mean, m2) of the union of the ranks' parts (count, packed mean and m2),
+    combined in rank order from the empty set: bitwise the same on every rank."""
+    total = (0, np.zeros(channels), np.zeros(channels))
+    for count, packed in parts:
+        if count:
+            total = combine(*total, count, *_unpack(packed, 2))
+    return total
 
 
 def _error_record(error, op):
