@@ -31,7 +31,8 @@ import time
 import numpy as np
 
 import normops
-from normops import _mpirun
+from normops import _composed, _mpirun
+from normops import _distributed as distributed
 from normops._bench import GB, Shape, load_average
 from normops._text import table
 
@@ -117,13 +118,14 @@ def calls(shape, comm, data):
     for variant, (how, (rm, rv)) in forward.items():
         out[("forward", variant)] = (lambda how=how, rm=rm, rv=rv:
                                      normops.batch_norm(x, g, b, rm, rv, **common, **how))
-    # what the forward's collective sends: no error, its metadata, (count, the bytes of
-    # mean and m2 as float64)
+    # what the forward's collective sends, made as the op makes it: no error, its
+    # metadata, (count, the bytes of mean and m2 as float64)
     c = shape.channels
-    meta = {"op": "batch_norm", "channel axis": shape.axis, "dimensions": len(shape.dims),
-            "training": True, "eps": EPS, "running statistics (fingerprint)": 1234567890,
-            "momentum": MOMENTUM, "convention": "pytorch", "channels": c, "dtype": "float32"}
-    record = (None, meta, (x.size // c, np.zeros(2 * c).tobytes()))
+    meta = _composed._meta(x, shape.axis, True, EPS, running(), momentum=MOMENTUM,
+                           convention="pytorch")
+    x3 = _composed.canonical_view(np, x, shape.axis)
+    meta = {"op": "batch_norm", **distributed._described(meta, x3)}
+    record = (None, meta, (x.size // c, distributed._pack(np.zeros(c), np.ones(c))))
     out[("collective", "allgather")] = lambda: comm.allgather(record)
     for variant, (how, (rm, rv)) in forward.items():
         _, saved = normops.batch_norm(x, g, b, rm.copy(), rv.copy(), **common, **how)

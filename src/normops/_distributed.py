@@ -163,7 +163,7 @@ class Step:
         if count <= 1:
             raise self._error(ValueError, self.op, "expected more than 1 value per channel when "
                               f"training, got {count} on all ranks together", range(self.size))
-        return count, _on_device(xp, mean, x3), _on_device(xp, m2, x3)
+        return count, on_device(xp, mean, x3), on_device(xp, m2, x3)
 
     def agree(self, x3, meta):
         """The collective of a call that needs no statistics (eval mode): the ranks check
@@ -181,7 +181,7 @@ class Step:
             if packed is not None:
                 part_dy, part_dy_xmu = _unpack(packed, 2)
                 sum_dy, sum_dy_xmu = sum_dy + part_dy, sum_dy_xmu + part_dy_xmu
-        return _on_device(xp, sum_dy, x3), _on_device(xp, sum_dy_xmu, x3)
+        return on_device(xp, sum_dy, x3), on_device(xp, sum_dy_xmu, x3)
 
     def pooled(self, locals_, meta):
         """Every rank's list of (count, mean, m2), one per layer, pooled per layer over
@@ -268,8 +268,9 @@ def _unpack(packed, k):
     return np.frombuffer(packed).reshape(k, -1)
 
 
-def _on_device(xp, host, like):
-    """A host float64 array as an array of like's library on its device, in the wide dtype."""
+def on_device(xp, host, like):
+    """A host float64 array as an array of xp's library on like's device, in the wide
+    dtype of that device."""
     if xp is np:
         return host
     wide = arrays.wide_dtype(xp, arrays.device(like))

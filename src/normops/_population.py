@@ -87,7 +87,8 @@ def recompute_population_stats(layer_or_layers, batches, *, forward=None, progre
         counts = [(pooled.count, pooled.mean, pooled.m2) for pooled in collected]
         if sync is not None:
             counts = sync.pooled(counts, {"layers": [_pooling_options(layer) for layer in layers]})
-            counts = [(n, _in_library(layer, mean), _in_library(layer, m2))
+            counts = [(n, distributed.on_device(layer.xp, mean, layer.running_mean),
+                       distributed.on_device(layer.xp, m2, layer.running_mean))
                       for layer, (n, mean, m2) in zip(layers, counts)]
         for i, (layer, (n, _, _)) in enumerate(zip(layers, counts)):
             if n == 0:
@@ -102,11 +103,6 @@ def _pooling_options(layer):
     """What a layer's population statistics depend on besides the data, which the ranks'
     replicas of it must agree on."""
     return type(layer).__name__, layer.num_features, layer.eps, getattr(layer, "convention", None)
-
-
-def _in_library(layer, host):
-    """A host array as an array of the layer's library on its device."""
-    return host if layer.xp is np else layer.xp.asarray(host, device=layer.device)
 
 
 def _collect(layers, batches, forward, progress):
