@@ -1,10 +1,12 @@
-/* The float32 and float64 kernels, instantiated from one template: rows.inc and
- * planes.inc are the two layout drivers, channel.inc the per-channel math, each
- * compiled once per dtype with NM_T set to the element type. */
+/* The float32, float64, float16 and bfloat16 kernels, instantiated from one template:
+ * rows.inc and planes.inc are the two layout drivers, channel.inc the per-channel math,
+ * each compiled once per dtype with NM_T set to the element type, NM_M to the precision
+ * of the elementwise maps and NM_LD / NM_ST to the loads and stores between them. */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
 
+#include "half.h"
 #include "normops.h"
 #include "simd.h"
 #include "threads.h"
@@ -32,6 +34,59 @@
 #else
 #define NM_HOT
 #endif
+
+/* element i of a per-channel array of dtype t, in double (exact) */
+static double get(const void *data, ptrdiff_t i, nm_dtype t)
+{
+    switch (t) {
+    case NM_F32:
+        return (double)((const float *)data)[i];
+    case NM_F64:
+        return ((const double *)data)[i];
+    case NM_F16:
+        return (double)nm_f16_to_f32(((const nm_half *)data)[i]);
+    case NM_BF16:
+    default:
+        return (double)nm_bf16_to_f32(((const nm_half *)data)[i]);
+    }
+}
+
+/* element i of a per-channel array of dtype t = v, rounded once */
+static void put(void *data, ptrdiff_t i, nm_dtype t, double v)
+{
+    switch (t) {
+    case NM_F32:
+        ((float *)data)[i] = (float)v;
+        break;
+    case NM_F64:
+        ((double *)data)[i] = v;
+        break;
+    case NM_F16:
+        ((nm_half *)data)[i] = nm_f64_to_f16(v);
+        break;
+    case NM_BF16:
+        ((nm_half *)data)[i] = nm_f64_to_bf16(v);
+        break;
+    }
+}
+
+/* v[c0 .. c0 + w) in double, or `absent` throughout when v is absent */
+static void vec_load(nm_vec v, ptrdiff_t c0, ptrdiff_t w, double absent, double *out)
+{
+    ptrdiff_t i;
+    for (i = 0; i < w; i++)
+        out[i] = v.data ? get(v.data, (c0 + i) * v.stride, v.dtype) : absent;
+}
+
+/* running <- (1 - momentum) * running + momentum * batch, computed in double */
+static void vec_blend(nm_vec v, ptrdiff_t c0, ptrdiff_t w, const double *batch, double momentum)
+{
+    ptrdiff_t i;
+    for (i = 0; i < w; i++) {
+        const ptrdiff_t at = (c0 + i) * v.stride;
+        put(v.data, at, v.dtype, (1.0 - momentum) * get(v.data, at, v.dtype) + momentum * batch[i]);
+    }
+}
 
 static double clip(double v, double lo, double hi)
 {
@@ -229,10 +284,19 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
  * sum (x - mean) (backward_channels) */
 #define NM_GRAD_SUMS (2 + NM_TWO_PASS)
 
+/* NM_SIMD: the statistics loops may hand their main part to simd.c (and streamed maps);
+ * NM_SIMD_HALF: every map goes to simd.c's double maps, which convert the halves with
+ * F16C or integer shifts, the portable conversions (half.h) being too slow for a pass
+ * that should run at memory speed; NM_SIMD_F32: the pipelined planes path (planes.inc) */
 #define NM_T float
+#define NM_M float
+#define NM_LD(v) (v)
+#define NM_ST(v) ((float)(v))
 #define NM_SUF(name) name##_f32
 #define NM_TWO_PASS 0
-#define NM_SIMD_F32 1   /* the statistics loops may hand their main part to simd.c */
+#define NM_SIMD NM_SIMD_BUILD
+#define NM_SIMD_HALF 0
+#define NM_SIMD_F32 1
 /* float32: 2^100 leaves 2^27 of headroom below FLT_MAX for a map's products with values of
  * the channel's spread and for their sums (dy near FLT_MAX and correlated with x can still
  * overflow p dy and q (x - m) on their own: left alone); from 2^-120 a coefficient has all its digits (denormals start at 2^-126), and a
@@ -244,16 +308,16 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
 #include "planes.inc"
 #include "rows.inc"
 #include "entry.inc"
-#undef NM_T
-#undef NM_SUF
-#undef NM_TWO_PASS
-#undef NM_SIMD_F32
-#undef NM_MAP_RANGE
-#undef NM_MAP_TINY
+#include "undef.inc"
 
 #define NM_T double
+#define NM_M double
+#define NM_LD(v) (v)
+#define NM_ST(v) (v)
 #define NM_SUF(name) name##_f64
 #define NM_TWO_PASS 1
+#define NM_SIMD 0
+#define NM_SIMD_HALF 0
 #define NM_SIMD_F32 0
 #define NM_MAP_RANGE 0x1p900
 #define NM_MAP_TINY 0x1p-1000
@@ -261,9 +325,42 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
 #include "planes.inc"
 #include "rows.inc"
 #include "entry.inc"
-#undef NM_T
-#undef NM_SUF
-#undef NM_TWO_PASS
-#undef NM_SIMD_F32
-#undef NM_MAP_RANGE
-#undef NM_MAP_TINY
+#include "undef.inc"
+
+/* The half dtypes: statistics as for float32 (x - k is exact in double for float16, and as
+ * close as for float32 for bfloat16, whose exponents are float32's), maps in double from
+ * double coefficients, so each output is the double result rounded once (half.h). Their
+ * ranges are far inside double's, so the wide map is for the same extremes as float64's. */
+#define NM_T nm_half
+#define NM_M double
+#define NM_LD(v) ((double)nm_f16_to_f32(v))
+#define NM_ST(v) nm_f64_to_f16(v)
+#define NM_SUF(name) name##_f16
+#define NM_TWO_PASS 0
+#define NM_SIMD NM_SIMD_BUILD
+#define NM_SIMD_HALF NM_SIMD_BUILD
+#define NM_SIMD_F32 0
+#define NM_MAP_RANGE 0x1p900
+#define NM_MAP_TINY 0x1p-1000
+#include "channel.inc"
+#include "planes.inc"
+#include "rows.inc"
+#include "entry.inc"
+#include "undef.inc"
+
+#define NM_T nm_half
+#define NM_M double
+#define NM_LD(v) ((double)nm_bf16_to_f32(v))
+#define NM_ST(v) nm_f64_to_bf16(v)
+#define NM_SUF(name) name##_bf16
+#define NM_TWO_PASS 0
+#define NM_SIMD NM_SIMD_BUILD
+#define NM_SIMD_HALF NM_SIMD_BUILD
+#define NM_SIMD_F32 0
+#define NM_MAP_RANGE 0x1p900
+#define NM_MAP_TINY 0x1p-1000
+#include "channel.inc"
+#include "planes.inc"
+#include "rows.inc"
+#include "entry.inc"
+#include "undef.inc"

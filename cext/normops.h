@@ -1,5 +1,6 @@
 /* normops C kernels: batch normalization and batch renormalization over a canonical
- * (outer, C, inner) view, float32 and float64. Plain C99 with optional OpenMP; no Python.
+ * (outer, C, inner) view, float32, float64, float16 and bfloat16. Plain C99 with optional
+ * OpenMP; no Python.
  *
  * Contract (the caller, normops' Python layer, guarantees all of it; nothing is checked
  * here):
@@ -9,16 +10,19 @@
  *     8 values): each of the outer rows holds channels * inner values contiguously, and
  *     the loops vectorize across them. Longer planes take the "planes" path (NCHW): each
  *     (outer, channel) pair is a contiguous plane.
- *   - nm_vec arrays hold `channels` elements of the data's dtype at data[c * stride]
- *     (stride in elements, may be negative or zero only for arrays that are only read).
- *     A NULL data pointer means "absent" (gamma 1, beta 0, no running statistics).
+ *   - nm_vec arrays hold `channels` elements of their dtype at data[c * stride] (stride
+ *     in elements, may be negative or zero only for arrays that are only read): the
+ *     data's dtype, or float32 for half data (mixed precision). A NULL data pointer means
+ *     "absent" (gamma 1, beta 0, no running statistics).
  *   - double * per-channel arrays hold `channels` contiguous elements.
  *   - Statistics need a count outer * inner >= 1 (>= 2 for unbiased running variance).
  *
  * Numerics: sums are accumulated in double for both dtypes, shifted by the first value of
  * each block (a channel, or a chunk of rows) and merged with Chan's formula in a fixed
  * order: two passes (mean, then squares about it) for float64, one pass of shifted sums
- * for float32. A constant channel has M2 == 0 and its exact mean, and the forward writes
+ * for float32 and the half dtypes. Half data maps in double, each output rounded once
+ * (half.h). Per-channel outputs (running statistics, dgamma, dbeta) are computed in
+ * double and rounded once to their dtype. A constant channel has M2 == 0 and its exact mean, and the forward writes
  * (x - mean) * a + b, which is exactly beta there.
  * Determinism: every reduction order is fixed by the shape alone (chunks of a number of
  * rows set by C, or units of a channel's planes added in order), never by the thread
@@ -38,9 +42,16 @@ typedef struct {
     ptrdiff_t outer, channels, inner;
 } nm_shape;
 
+/* element types of the data and of the per-channel arrays; float16 is IEEE binary16,
+ * bfloat16 the upper 16 bits of a float32 (both stored as nm_half) */
+typedef enum { NM_F32, NM_F64, NM_F16, NM_BF16 } nm_dtype;
+
+typedef unsigned short nm_half;
+
 typedef struct {
     void *data;
     ptrdiff_t stride;
+    nm_dtype dtype;
 } nm_vec;
 
 typedef enum {
@@ -78,7 +89,8 @@ typedef struct {
     /* the forward's saved state (FUSED); mean also centres GRAD_STATS */
     const double *mean, *invstd, *r, *d;   /* r and d NULL for batch norm */
     nm_vec gamma;
-    void *dgamma, *dbeta;                  /* FUSED outputs: contiguous, data dtype */
+    void *dgamma, *dbeta;                  /* FUSED outputs: contiguous, of grad_dtype */
+    nm_dtype grad_dtype;
     double *sum_dy, *sum_dy_xmu;           /* GRAD_STATS outputs */
     const double *p, *q, *s;               /* GRAD_INPUT inputs */
 } nm_backward_args;
@@ -89,6 +101,12 @@ int nm_backward_f32(nm_shape shape, const float *dy, const float *x, float *dx,
                     const nm_backward_args *args);
 int nm_backward_f64(nm_shape shape, const double *dy, const double *x, double *dx,
                     const nm_backward_args *args);
+int nm_forward_f16(nm_shape shape, const nm_half *x, nm_half *y, const nm_forward_args *args);
+int nm_forward_bf16(nm_shape shape, const nm_half *x, nm_half *y, const nm_forward_args *args);
+int nm_backward_f16(nm_shape shape, const nm_half *dy, const nm_half *x, nm_half *dx,
+                    const nm_backward_args *args);
+int nm_backward_bf16(nm_shape shape, const nm_half *dy, const nm_half *x, nm_half *dx,
+                     const nm_backward_args *args);
 
 /* Threads: OpenMP when built with it, else everything runs serially. */
 int nm_openmp_enabled(void);
@@ -109,9 +127,10 @@ void nm_set_min_values_per_thread(ptrdiff_t n);
  * waking a team costs more than it saves there, and idle OpenMP workers spinning between
  * calls would compete with other threads (NumPy's BLAS) for the cores. */
 int nm_team_for(ptrdiff_t values);
-/* The float32 statistics loops for AVX2 + FMA: used when the CPU has both (1), else 0,
- * and always 0 in builds for other architectures. They give bitwise the results of the
- * portable loops; nm_set_simd(0) turns them off (for tests that compare the two). */
+/* The loops for AVX2 + FMA + F16C (float32 statistics and streamed maps, the half
+ * dtypes' statistics and maps): used when the CPU has all three (1), else 0, and always 0
+ * in builds for other architectures. They give bitwise the results of the portable loops;
+ * nm_set_simd(0) turns them off (for tests that compare the two). */
 int nm_simd_enabled(void);
 void nm_set_simd(int on);
 /* The bytes of an op's arrays (inputs and output) from which float32 outputs are written

@@ -2,20 +2,23 @@
  * for what each computes and why it matches the portable loop bit for bit). Compiled for
  * any x86-64: only these functions are built for AVX2, and nothing calls them on a CPU
  * without it. */
+#include <string.h>
+
+#include "half.h"
 #include "normops.h"
 #include "simd.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(NM_NO_SIMD) \
-    && (defined(__clang__) ? __clang_major__ >= 8 : __GNUC__ >= 6)
+#if NM_SIMD_BUILD
 
 #include <immintrin.h>
 
-#define NM_AVX2 __attribute__((target("avx2,fma")))
+#define NM_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 static int cpu_has_avx2_fma(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+           && __builtin_cpu_supports("f16c");
 }
 
 /* -1: not asked yet. Threads asking at once all store the same answer; a reader only ever
@@ -101,17 +104,6 @@ NM_AVX2 static __m256i mask_pd(ptrdiff_t w)
     return _mm256_cmpgt_epi64(_mm256_set1_epi64x(w), _mm256_setr_epi64x(0, 1, 2, 3));
 }
 
-NM_AVX2 static __m256d load_f32(const float *p)
-{
-    return _mm256_cvtps_pd(_mm_loadu_ps(p));
-}
-
-/* the first w values of p (0 <= w <= 4) in double; the others 0 */
-NM_AVX2 static __m256d load_f32_part(const float *p, ptrdiff_t w)
-{
-    return w >= 4 ? load_f32(p) : _mm256_cvtps_pd(_mm_maskload_ps(p, mask_ps(w)));
-}
-
 /* lane-wise acc + v in the first w lanes, acc in the others */
 NM_AVX2 static __m256d add_part(__m256d acc, __m256d v, ptrdiff_t w)
 {
@@ -130,7 +122,7 @@ NM_AVX2 static double lanes_total16(__m256d s0, __m256d s1, __m256d s2, __m256d 
     return _mm_cvtsd_f64(_mm_hadd_pd(r, r));
 }
 
-/* The accumulators of nm_unit_sums_f32_simd: lane 4q + j of the sums of u in a[q][j],
+/* The accumulators of the planes path's sums: lane 4q + j of the sums of u in a[q][j],
  * of u v in b[q][j] */
 typedef struct {
     __m256d a[4], b[4];
@@ -143,56 +135,11 @@ NM_AVX2 static inline void acc_zero(plane_acc *s)
         s->a[j] = s->b[j] = _mm256_setzero_pd();
 }
 
-/* the NM_LANES values from x and dy (NULL: u = v) into the lanes */
-NM_AVX2 static inline void acc_add16(plane_acc *s, const float *dy, const float *x, __m256d c,
-                                     __m256d one)
-{
-    int j;
-    for (j = 0; j < 4; j++) {
-        const __m256d v = _mm256_sub_pd(load_f32(x + 4 * j), c);
-        const __m256d u = dy ? load_f32(dy + 4 * j) : v;
-        s->a[j] = _mm256_fmadd_pd(u, one, s->a[j]);
-        s->b[j] = _mm256_add_pd(s->b[j], _mm256_mul_pd(u, v));
-    }
-}
-
-/* the last m < NM_LANES values of a plane into lanes 0 .. m - 1 */
-NM_AVX2 static inline void acc_tail(plane_acc *s, const float *dy, const float *x, ptrdiff_t m,
-                                    __m256d c)
-{
-    int j;
-    for (j = 0; j < 4; j++) {   /* j constant once unrolled */
-        const ptrdiff_t w = m - 4 * j;
-        if (w > 0) {
-            const __m256d v = _mm256_sub_pd(load_f32_part(x + 4 * j, w), c);
-            const __m256d u = dy ? load_f32_part(dy + 4 * j, w) : v;
-            s->a[j] = add_part(s->a[j], u, w);
-            s->b[j] = add_part(s->b[j], _mm256_mul_pd(u, v), w);
-        }
-    }
-}
-
 /* the lane totals into *su, *sv */
 NM_AVX2 static inline void acc_totals(const plane_acc *s, double *su, double *sv)
 {
     *su += lanes_total16(s->a[0], s->a[1], s->a[2], s->a[3]);
     *sv += lanes_total16(s->b[0], s->b[1], s->b[2], s->b[3]);
-}
-
-NM_AVX2 void nm_unit_sums_f32_simd(const float *dy, const float *x, ptrdiff_t count,
-                                   ptrdiff_t step, ptrdiff_t n, double centre, double *su,
-                                   double *sv)
-{
-    const __m256d one = opaque_one(), c = _mm256_set1_pd(centre);
-    plane_acc s;
-    ptrdiff_t i, o;
-    acc_zero(&s);
-    for (o = 0; o < count; o++, x += step, dy = dy ? dy + step : NULL) {
-        for (i = 0; i + NM_LANES <= n; i += NM_LANES)
-            acc_add16(&s, dy ? dy + i : NULL, x + i, c, one);
-        acc_tail(&s, dy ? dy + i : NULL, x + i, n - i, c);
-    }
-    acc_totals(&s, su, sv);
 }
 
 /* s[0 .. w) += v[0 .. w) for two pairs, as fma(v, 1, s) (w <= 4 columns of a row) */
@@ -223,87 +170,134 @@ static int prefetched(ptrdiff_t ld)
     return ld >= NM_PREFETCH_LD_MIN && ld <= NM_PREFETCH_LD_MAX;
 }
 
-/* the C columns of `rows` rows (ld elements apart) from p on, into L1: a line per 16
- * columns */
-NM_AVX2 static inline void prefetch_rows(const float *p, ptrdiff_t C, ptrdiff_t ld, int rows)
-{
-    ptrdiff_t j;
-    int k;
-    for (k = 0; k < rows; k++)
-        for (j = 0; j < C; j += 16)
-            _mm_prefetch((const char *)(p + k * ld + j), _MM_HINT_T0);
-}
-
 /* the first w values of p (0 < w <= 4); the others 0 */
 NM_AVX2 static __m256d load_f64_part(const double *p, ptrdiff_t w)
 {
     return w >= 4 ? _mm256_loadu_pd(p) : _mm256_maskload_pd(p, mask_pd(w));
 }
 
-/* one group of 4 columns (w of them valid) of 4 rows, ld elements apart */
-NM_AVX2 static void moments_4x4(const float *x0, ptrdiff_t ld, const double *centre, ptrdiff_t w,
-                                __m256d one, double *s1, double *s2)
+/* the four values at p of each element type in double, exactly; and the first w of them
+ * (0 <= w <= 4), the others 0 */
+NM_AVX2 static __m256d load4_f32(const float *p)
 {
-    const __m256d k = load_f64_part(centre, w);
-    const __m256d d0 = _mm256_sub_pd(load_f32_part(x0, w), k);
-    const __m256d d1 = _mm256_sub_pd(load_f32_part(x0 + ld, w), k);
-    const __m256d d2 = _mm256_sub_pd(load_f32_part(x0 + 2 * ld, w), k);
-    const __m256d d3 = _mm256_sub_pd(load_f32_part(x0 + 3 * ld, w), k);
-    const __m256d sum = _mm256_fmadd_pd(_mm256_add_pd(d0, d1), one, _mm256_add_pd(d2, d3));
-    const __m256d sq = _mm256_fmadd_pd(
-        _mm256_add_pd(_mm256_mul_pd(d0, d0), _mm256_mul_pd(d1, d1)), one,
-        _mm256_add_pd(_mm256_mul_pd(d2, d2), _mm256_mul_pd(d3, d3)));
-    add_columns(s1, sum, s2, sq, w, one);
+    return _mm256_cvtps_pd(_mm_loadu_ps(p));
 }
 
-NM_AVX2 ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff_t ld,
-                                            ptrdiff_t nrows, const double *centre, double *s1,
-                                            double *s2)
+NM_AVX2 static __m256d load4_part_f32(const float *p, ptrdiff_t w)
 {
-    const __m256d one = opaque_one();
-    const int prefetch = prefetched(ld);
-    ptrdiff_t r, j;
-    for (r = 0; r + 4 <= nrows; r += 4) {
-        if (prefetch && r + 8 <= nrows)   /* the next 4 rows */
-            prefetch_rows(x + (r + 4) * ld, C, ld, 4);
-        for (j = 0; j < C; j += 4)
-            moments_4x4(x + r * ld + j, ld, centre + j, C - j < 4 ? C - j : 4, one, s1 + j,
-                        s2 + j);
+    return w >= 4 ? load4_f32(p) : _mm256_cvtps_pd(_mm_maskload_ps(p, mask_ps(w)));
+}
+
+NM_AVX2 static __m256d load4_f16(const nm_half *p)
+{
+    return _mm256_cvtps_pd(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+NM_AVX2 static __m256d load4_bf16(const nm_half *p)
+{
+    const __m128i wide = _mm_cvtepu16_epi32(_mm_loadl_epi64((const __m128i *)p));
+    return _mm256_cvtps_pd(_mm_castsi128_ps(_mm_slli_epi32(wide, 16)));
+}
+
+/* (the halves have no masked loads of 16-bit values: the tail goes through a copy) */
+#define NM_HALF_PART(load)                                                                 \
+    NM_AVX2 static __m256d load##_part(const nm_half *p, ptrdiff_t w)                      \
+    {                                                                                      \
+        nm_half t[4] = {0, 0, 0, 0};                                                       \
+        if (w >= 4)                                                                        \
+            return load(p);                                                                \
+        memcpy(t, p, sizeof(nm_half) * (size_t)(w > 0 ? w : 0));                           \
+        return load(t);                                                                    \
     }
-    return r;
+NM_HALF_PART(load4_f16)
+NM_HALF_PART(load4_bf16)
+#define load4_part_f16 load4_f16_part
+#define load4_part_bf16 load4_bf16_part
+
+/* eight halves into float32, exactly */
+NM_AVX2 static inline __m256 load8_f16(const nm_half *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
-/* one group of 4 columns (w of them valid) of 2 rows, ld elements apart */
-NM_AVX2 static void grad_sums_2x4(const float *dy0, const float *x0, ptrdiff_t ld,
-                                  const double *centre, ptrdiff_t w, __m256d one, double *s0,
-                                  double *s1)
+NM_AVX2 static inline __m256 load8_bf16(const nm_half *p)
 {
-    const __m256d c = load_f64_part(centre, w);
-    const __m256d g0 = load_f32_part(dy0, w), g1 = load_f32_part(dy0 + ld, w);
-    const __m256d e0 = _mm256_sub_pd(load_f32_part(x0, w), c);
-    const __m256d e1 = _mm256_sub_pd(load_f32_part(x0 + ld, w), c);
-    add_columns(s0, _mm256_add_pd(g0, g1), s1,
-                _mm256_add_pd(_mm256_mul_pd(g0, e0), _mm256_mul_pd(g1, e1)), w, one);
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
 }
 
-NM_AVX2 ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t C,
-                                              ptrdiff_t ld, ptrdiff_t nrows, const double *centre,
-                                              double *s0, double *s1)
+/* eight float32 to the half dtype, to nearest even (half.h: nm_f32_to_f16, nm_f32_to_bf16) */
+NM_AVX2 static inline __m128i pack8_f16(__m256 v)
 {
-    const __m256d one = opaque_one();
-    const int prefetch = prefetched(ld);
-    ptrdiff_t r, j;
-    for (r = 0; r + 2 <= nrows; r += 2) {
-        if (prefetch && r + 4 <= nrows) {   /* the next 2 rows of both */
-            prefetch_rows(dy + (r + 2) * ld, C, ld, 2);
-            prefetch_rows(x + (r + 2) * ld, C, ld, 2);
-        }
-        for (j = 0; j < C; j += 4)
-            grad_sums_2x4(dy + r * ld + j, x + r * ld + j, ld, centre + j, C - j < 4 ? C - j : 4,
-                          one, s0 + j, s1 + j);
-    }
-    return r;
+    return _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
+
+NM_AVX2 static inline __m128i pack8_bf16(__m256 v)
+{
+    const __m256i u = _mm256_castps_si256(v);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    const __m256i rounded = _mm256_srli_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd), 16);
+    const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
+                                           _mm256_set1_epi32(0x7f800000));
+    const __m256i h = _mm256_blendv_epi8(rounded, quiet, nan);
+    /* 32 -> 16 bits within each 128-bit lane, then the two lanes' halves together */
+    return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(h, h), 0x08));
+}
+
+/* four doubles to float32 rounded to odd (half.h: nm_f64_to_f32_odd) */
+NM_AVX2 static inline __m128 f32_odd(__m256d d)
+{
+    const __m128 f = _mm256_cvtpd_ps(d);
+    const __m256d back = _mm256_cvtps_pd(f), sign = _mm256_set1_pd(-0.0);
+    const __m256d inexact = _mm256_cmp_pd(back, d, _CMP_NEQ_OQ);
+    const __m256d above = _mm256_cmp_pd(_mm256_andnot_pd(sign, back), _mm256_andnot_pd(sign, d),
+                                        _CMP_GT_OQ);
+    /* the 64-bit lane masks as 32-bit ones */
+    const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    const __m128i inexact32 = _mm256_castsi256_si128(
+        _mm256_permutevar8x32_epi32(_mm256_castpd_si256(inexact), pick));
+    const __m128i above32 = _mm256_castsi256_si128(
+        _mm256_permutevar8x32_epi32(_mm256_castpd_si256(above), pick));
+    const __m128i u = _mm_add_epi32(_mm_castps_si128(f), above32);   /* -1 where above */
+    return _mm_castsi128_ps(_mm_or_si128(u, _mm_srli_epi32(inexact32, 31)));
+}
+
+#define nm_to_f32_f16 nm_f16_to_f32
+#define nm_to_f32_bf16 nm_bf16_to_f32
+#define nm_from_f64_f16 nm_f64_to_f16
+#define nm_from_f64_bf16 nm_f64_to_bf16
+
+#define NM_E float
+#define NM_ESUF(name) name##_f32
+#include "simd_sums.inc"
+#undef NM_E
+#undef NM_ESUF
+
+#define NM_E nm_half
+#define NM_ESUF(name) name##_f16
+#include "simd_sums.inc"
+#undef NM_E
+#undef NM_ESUF
+
+#define NM_E nm_half
+#define NM_ESUF(name) name##_bf16
+#include "simd_sums.inc"
+#undef NM_E
+#undef NM_ESUF
+
+#define NM_E nm_half
+#define NM_ESUF(name) name##_f16
+#include "simd_half.inc"
+#undef NM_E
+#undef NM_ESUF
+
+#define NM_E nm_half
+#define NM_ESUF(name) name##_bf16
+#include "simd_half.inc"
+#undef NM_E
+#undef NM_ESUF
 
 /* The maps of plane_apply / chunk_apply and their gradient versions, in the same float
  * operations, written by non-temporal stores (runs of whole cache lines, see simd.h); each
@@ -408,11 +402,11 @@ NM_AVX2 static inline __attribute__((always_inline)) void sums_and_map(
         k[j] = _mm256_set1_ps(coef[j]);
     acc_zero(&s);
     for (i = 0; i + NM_LANES <= n; i += NM_LANES) {
-        acc_add16(&s, dy ? dy + i : NULL, x + i, c, one);
+        acc_add16_f32(&s, dy ? dy + i : NULL, x + i, c, one);
         store8(out + i, map8(dym ? dym + i : NULL, xm + i, k), stream);
         store8(out + i + 8, map8(dym ? dym + i + 8 : NULL, xm + i + 8, k), stream);
     }
-    acc_tail(&s, dy ? dy + i : NULL, x + i, n - i, c);
+    acc_tail_f32(&s, dy ? dy + i : NULL, x + i, n - i, c);
     acc_totals(&s, su, sv);
     for (; i + 8 <= n; i += 8)   /* (a streamed plane is whole lines: no tail) */
         _mm256_storeu_ps(out + i, map8(dym ? dym + i : NULL, xm + i, k));
@@ -490,56 +484,6 @@ void nm_set_stream_bytes(size_t nbytes)
 {
     (void)nbytes;
 }
-
-void nm_unit_sums_f32_simd(const float *dy, const float *x, ptrdiff_t count, ptrdiff_t step,
-                           ptrdiff_t n, double centre, double *su, double *sv)
-{
-    (void)dy, (void)x, (void)count, (void)step, (void)n, (void)centre, (void)su, (void)sv;
-}
-
-ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff_t ld, ptrdiff_t nrows,
-                                    const double *centre, double *s1, double *s2)
-{
-    (void)x, (void)C, (void)ld, (void)nrows, (void)centre, (void)s1, (void)s2;
-    return 0;
-}
-
-ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t C,
-                                      ptrdiff_t ld, ptrdiff_t nrows, const double *centre,
-                                      double *s0, double *s1)
-{
-    (void)dy, (void)x, (void)C, (void)ld, (void)nrows, (void)centre, (void)s0, (void)s1;
-    return 0;
-}
-
-void nm_plane_apply_f32_stream(const float *x, float *y, ptrdiff_t n, float hi, float lo,
-                               float a, float b)
-{
-    (void)x, (void)y, (void)n, (void)hi, (void)lo, (void)a, (void)b;
-}
-
-void nm_plane_grad_apply_f32_stream(const float *dy, const float *x, float *dx, ptrdiff_t n,
-                                    float hi, float lo, float p, float q, float s)
-{
-    (void)dy, (void)x, (void)dx, (void)n, (void)hi, (void)lo, (void)p, (void)q, (void)s;
-}
-
-void nm_rows_apply_f32_stream(const float *x, float *y, ptrdiff_t C, ptrdiff_t ld,
-                              ptrdiff_t nrows, const float *hi, const float *lo, const float *a,
-                              const float *b)
-{
-    (void)x, (void)y, (void)C, (void)ld, (void)nrows, (void)hi, (void)lo, (void)a, (void)b;
-}
-
-void nm_rows_grad_apply_f32_stream(const float *dy, const float *x, float *dx, ptrdiff_t C,
-                                   ptrdiff_t ld, ptrdiff_t nrows, const float *hi,
-                                   const float *lo, const float *p, const float *q,
-                                   const float *s)
-{
-    (void)dy, (void)x, (void)dx, (void)C, (void)ld, (void)nrows, (void)hi, (void)lo, (void)p,
-        (void)q, (void)s;
-}
-
 
 void nm_plane_sums_apply_f32(const float *x, double centre, double *su, double *sv,
                              const float *xm, float *y, ptrdiff_t n, const float *coef,

@@ -1,5 +1,6 @@
-/* Private: the float32 loops written for AVX2 + FMA (simd.c), which the portable loops
- * of planes.inc and rows.inc hand their work to when the CPU has both. Each gives bitwise
+/* Private: the loops written for AVX2 + FMA + F16C (simd.c), which the portable loops of
+ * planes.inc and rows.inc hand their work to when the CPU has all three: float32's and
+ * the halves' statistics, float32's streamed maps and the halves' maps. Each gives bitwise
  * the results of the portable loop it replaces: the same lanes and the same order of
  * operations (a NaN result may differ in its sign or payload bits, which depend on the
  * operand order the compiler picks). The statistics loops use fused multiply-adds only
@@ -20,6 +21,8 @@
 
 #include <stddef.h>
 
+#include "normops.h"
+
 /* Independent accumulators of the planes path's sums (lane j takes the values i with
  * i % NM_LANES == j): enough to hide the adders' latency. */
 #define NM_LANES 16
@@ -36,25 +39,62 @@ static inline double nm_lanes_total(const double *acc)
     return pair[0];
 }
 
-/* What unit_sums_portable (planes.inc) computes, whole: with u = dy (or x - centre when
- * dy is NULL) and v = x - centre, *su += sum u and *sv += sum u v over `count` planes of
- * n values, `step` elements apart (NM_LANES lanes shared by the planes, each plane's tail
- * in lanes 0 .., then one nm_lanes_total) */
-void nm_unit_sums_f32_simd(const float *dy, const float *x, ptrdiff_t count, ptrdiff_t step,
-                           ptrdiff_t n, double centre, double *su, double *sv);
+/* Whether this build has the AVX2 loops (x86-64 with GCC or clang); the kernels call
+ * none of them otherwise */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(NM_NO_SIMD) \
+    && (defined(__clang__) ? __clang_major__ >= 8 : __GNUC__ >= 6)
+#define NM_SIMD_BUILD 1
+#else
+#define NM_SIMD_BUILD 0
+#endif
 
-/* The main part of a block of rows (C columns, rows ld elements apart); each returns how
- * many rows it took (whole groups), and the portable loop does the rest. */
+/* The statistics loops, one of each per element type (float32: f32, the halves: f16 and
+ * bf16, loaded exactly into double):
+ * nm_unit_sums_simd_*: what unit_sums_portable (planes.inc) computes, whole: with
+ * u = dy (or x - centre when dy is NULL) and v = x - centre, *su += sum u and
+ * *sv += sum u v over `count` planes of n values, `step` elements apart (NM_LANES lanes
+ * shared by the planes, each plane's tail in lanes 0 .., then one nm_lanes_total).
+ * The main part of a block of rows (C columns, rows ld elements apart); each returns how
+ * many rows it took (whole groups), and the portable loop does the rest:
+ * nm_chunk_moments_simd_*: adds, per column j of whole groups of 4 rows: s1[j] += sum of d,
+ * s2[j] += sum of d^2 with d = x[r][j] - centre[j], as ((d0 + d1) + (d2 + d3));
+ * nm_chunk_grad_sums_simd_*: adds, per column j of whole pairs of rows: s0[j] += dy0 + dy1
+ * and s1[j] += dy0 (x0 - centre[j]) + dy1 (x1 - centre[j]). */
+#define NM_SIMD_SUMS(suffix, T)                                                            \
+    void nm_unit_sums_simd_##suffix(const T *dy, const T *x, ptrdiff_t count, ptrdiff_t step, \
+                                    ptrdiff_t n, double centre, double *su, double *sv);    \
+    ptrdiff_t nm_chunk_moments_simd_##suffix(const T *x, ptrdiff_t C, ptrdiff_t ld,        \
+                                             ptrdiff_t nrows, const double *centre,         \
+                                             double *s1, double *s2);                       \
+    ptrdiff_t nm_chunk_grad_sums_simd_##suffix(const T *dy, const T *x, ptrdiff_t C,       \
+                                               ptrdiff_t ld, ptrdiff_t nrows,               \
+                                               const double *centre, double *s0, double *s1);
+NM_SIMD_SUMS(f32, float)
+NM_SIMD_SUMS(f16, nm_half)
+NM_SIMD_SUMS(bf16, nm_half)
 
-/* adds, per column j of whole groups of 4 rows: s1[j] += sum of d, s2[j] += sum of d^2 with
- * d = x[r][j] - centre[j], as ((d0 + d1) + (d2 + d3)) */
-ptrdiff_t nm_chunk_moments_f32_simd(const float *x, ptrdiff_t C, ptrdiff_t ld, ptrdiff_t nrows,
-                                    const double *centre, double *s1, double *s2);
-/* adds, per column j of whole pairs of rows: s0[j] += dy0 + dy1 and
- * s1[j] += dy0 (x0 - centre[j]) + dy1 (x1 - centre[j]) */
-ptrdiff_t nm_chunk_grad_sums_f32_simd(const float *dy, const float *x, ptrdiff_t C,
-                                      ptrdiff_t ld, ptrdiff_t nrows, const double *centre,
-                                      double *s0, double *s1);
+/* The maps of the halves, in double from double coefficients, each output rounded once
+ * (half.h), in the operations of the portable maps (rows.inc, planes.inc):
+ * y = ((x - hi) - lo) a + b and dx = (p dy + q ((x - hi) - lo)) + s, over one plane with
+ * scalar coefficients or over nrows rows of C columns (ld elements apart) with per-column
+ * ones; `stream`: with non-temporal stores (each run then starts on a cache line and is
+ * whole lines, nm_stream) */
+#define NM_SIMD_HALF_MAPS(suffix)                                                          \
+    void nm_plane_apply_simd_##suffix(const nm_half *x, nm_half *y, ptrdiff_t n, double hi, \
+                                      double lo, double a, double b, int stream);           \
+    void nm_plane_grad_apply_simd_##suffix(const nm_half *dy, const nm_half *x, nm_half *dx, \
+                                           ptrdiff_t n, double hi, double lo, double p,     \
+                                           double q, double s, int stream);                 \
+    void nm_rows_apply_simd_##suffix(const nm_half *x, nm_half *y, ptrdiff_t C, ptrdiff_t ld, \
+                                     ptrdiff_t nrows, const double *hi, const double *lo,    \
+                                     const double *a, const double *b, int stream);         \
+    void nm_rows_grad_apply_simd_##suffix(const nm_half *dy, const nm_half *x, nm_half *dx, \
+                                          ptrdiff_t C, ptrdiff_t ld, ptrdiff_t nrows,        \
+                                          const double *hi, const double *lo,               \
+                                          const double *p, const double *q,                 \
+                                          const double *s, int stream);
+NM_SIMD_HALF_MAPS(f16)
+NM_SIMD_HALF_MAPS(bf16)
 
 /* An op whose arrays (its inputs and its output, each counted once) hold at least this
  * many bytes writes its float32 output with non-temporal stores when the AVX2 loops run.

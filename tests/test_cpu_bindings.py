@@ -64,10 +64,12 @@ def test_the_output_is_checked(bad):
         forward_eval(x, y, p["gamma"], p["beta"], p["rm"], p["rv"])
 
 
-@pytest.mark.parametrize("bad", ["float16", "2-D", "non-contiguous", "empty", "byte-swapped"])
+@pytest.mark.parametrize("bad", ["int16", "2-D", "non-contiguous", "empty", "byte-swapped",
+                                 "float16 with float64 parameters"])
 def test_x_is_checked(bad):
-    _, p = arrays()
-    x = {"float16": np.zeros((4, C, 3), np.float16), "2-D": np.zeros((4, C), np.float32),
+    _, p = arrays(np.float64 if bad.startswith("float16") else np.float32)
+    x = {"int16": np.zeros((4, C, 3), np.int16), "2-D": np.zeros((4, C), np.float32),
+         "float16 with float64 parameters": np.zeros((4, C, 3), np.float16),
          "byte-swapped": np.zeros((4, C, 3), ">f4"),
          "non-contiguous": np.zeros((4, C, 6), np.float32)[:, :, ::2],
          "empty": np.zeros((0, C, 3), np.float32)}[bad]

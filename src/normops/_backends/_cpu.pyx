@@ -1,7 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
 """Bindings of the C kernels in cext/ (see cext/normops.h for their contract). Callers
 pass C-contiguous (outer, C, inner) arrays and validated per-channel arrays; every
-kernel runs with the GIL released."""
+kernel runs with the GIL released. Data may be float32, float64, float16 or bfloat16
+(ml_dtypes' NumPy dtype, recognized by name: its type number is assigned at run time);
+the per-channel arrays of half data may be float32 or the data's dtype."""
 cimport numpy as cnp
 
 cnp.import_array()
@@ -9,9 +11,13 @@ cnp.import_array()
 cdef extern from "normops.h" nogil:
     ctypedef struct nm_shape:
         Py_ssize_t outer, channels, inner
+    ctypedef enum nm_dtype:
+        NM_F32, NM_F64, NM_F16, NM_BF16
+    ctypedef unsigned short nm_half
     ctypedef struct nm_vec:
         void *data
         Py_ssize_t stride
+        nm_dtype dtype
     ctypedef enum nm_forward_mode:
         NM_FWD_STATS, NM_FWD_AFFINE, NM_FWD_BN_TRAIN, NM_FWD_BN_EVAL, NM_FWD_BRN_TRAIN,
         NM_FWD_BRN_EVAL
@@ -39,6 +45,7 @@ cdef extern from "normops.h" nogil:
         nm_vec gamma
         void *dgamma
         void *dbeta
+        nm_dtype grad_dtype
         double *sum_dy
         double *sum_dy_xmu
         const double *p
@@ -48,6 +55,10 @@ cdef extern from "normops.h" nogil:
     int nm_forward_f64(nm_shape, const double *, double *, const nm_forward_args *)
     int nm_backward_f32(nm_shape, const float *, const float *, float *, const nm_backward_args *)
     int nm_backward_f64(nm_shape, const double *, const double *, double *, const nm_backward_args *)
+    int nm_forward_f16(nm_shape, const nm_half *, nm_half *, const nm_forward_args *)
+    int nm_forward_bf16(nm_shape, const nm_half *, nm_half *, const nm_forward_args *)
+    int nm_backward_f16(nm_shape, const nm_half *, const nm_half *, nm_half *, const nm_backward_args *)
+    int nm_backward_bf16(nm_shape, const nm_half *, const nm_half *, nm_half *, const nm_backward_args *)
     int nm_openmp_enabled()
     int nm_get_num_threads()
     void nm_set_num_threads(int)
@@ -73,14 +84,26 @@ BACKWARD_MODES = {"grad_stats": NM_BWD_GRAD_STATS, "grad_input": NM_BWD_GRAD_INP
                   "fused": NM_BWD_FUSED}
 
 
-cdef int _typenum(cnp.ndarray x) except -1:
-    """x's NumPy type number: float32 or float64 in native byte order (a byte-swapped
-    array has the type number of the native type), else TypeError."""
-    cdef int t = cnp.PyArray_TYPE(x)
-    if (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or not cnp.PyArray_ISNOTSWAPPED(x):
-        raise TypeError(f"normops._cpu: x must be float32 or float64 in native byte order, "
-                        f"got {x.dtype}")
-    return t
+cdef nm_dtype _kind(cnp.ndarray a) except *:
+    """a's element type for the kernels: float32, float64, float16 or bfloat16 in native
+    byte order (a byte-swapped array has the type number of the native type), else
+    TypeError."""
+    cdef int t = cnp.PyArray_TYPE(a)
+    if cnp.PyArray_ISNOTSWAPPED(a):
+        if t == cnp.NPY_FLOAT32:
+            return NM_F32
+        if t == cnp.NPY_FLOAT64:
+            return NM_F64
+        if t == cnp.NPY_FLOAT16:
+            return NM_F16
+        if t >= 256 and a.dtype.name == "bfloat16":   # NPY_USERDEF: a dtype of ml_dtypes
+            return NM_BF16
+    raise TypeError(f"normops._cpu: arrays must be float32, float64, float16 or bfloat16 in "
+                    f"native byte order, got {a.dtype}")
+
+
+cdef bint _half(nm_dtype kind):
+    return kind == NM_F16 or kind == NM_BF16
 
 
 cdef nm_shape _shape(cnp.ndarray x) except *:
@@ -111,21 +134,24 @@ cdef void *_block(object arr, cnp.ndarray x, bint written, str name) except NULL
     return cnp.PyArray_DATA(a)
 
 
-cdef cnp.ndarray _channel_array(object arr, int typenum, Py_ssize_t channels, bint written,
+cdef cnp.ndarray _channel_array(object arr, cnp.ndarray x, Py_ssize_t channels, bint written,
                                 str name, list keep):
-    """arr as a 1-D array of ``channels`` values of the native type ``typenum``, any
-    stride. An unaligned array that is only read is replaced by an aligned copy, which
-    ``keep`` holds until the kernel returns; one that is written must be aligned,
+    """arr as a 1-D array of ``channels`` values of x's native type (or float32 for half
+    x), any stride. An unaligned array that is only read is replaced by an aligned copy,
+    which ``keep`` holds until the kernel returns; one that is written must be aligned,
     writeable, and (for more than one channel) have a non-zero stride."""
     cdef cnp.ndarray a
+    cdef bint same
     if not isinstance(arr, cnp.ndarray):
         raise TypeError(f"normops._cpu: {name} must be a numpy array, got {type(arr).__name__}")
     a = <cnp.ndarray>arr
-    if (cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_ISNOTSWAPPED(a)
+    same = (cnp.PyArray_TYPE(a) == cnp.PyArray_TYPE(x)
+            or (cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32 and _half(_kind(x))))
+    if (not same or not cnp.PyArray_ISNOTSWAPPED(a)
             or cnp.PyArray_NDIM(a) != 1 or a.shape[0] != channels
             or a.strides[0] % cnp.PyArray_ITEMSIZE(a) != 0):
-        raise ValueError(f"normops._cpu: {name} must hold {channels} values of type "
-                         f"{cnp.PyArray_DescrFromType(typenum)} in native byte order, "
+        raise ValueError(f"normops._cpu: {name} must hold {channels} values of x's type "
+                         f"{x.dtype} (or float32 for half x) in native byte order, "
                          f"got {a.dtype} {(<object>a).shape}")
     if written:
         if (not cnp.PyArray_ISWRITEABLE(a) or not cnp.PyArray_ISALIGNED(a)
@@ -138,27 +164,30 @@ cdef cnp.ndarray _channel_array(object arr, int typenum, Py_ssize_t channels, bi
     return a
 
 
-cdef nm_vec _vec(object arr, int typenum, Py_ssize_t channels, bint written, str name,
+cdef nm_vec _vec(object arr, cnp.ndarray x, Py_ssize_t channels, bint written, str name,
                  list keep) except *:
-    """A per-channel array of the data's dtype (any stride), or absent for None."""
+    """A per-channel array of the data's dtype (or float32 for half data; any stride), or
+    absent for None."""
     cdef nm_vec out
     cdef cnp.ndarray a
     out.data = NULL
     out.stride = 0
+    out.dtype = _kind(x)
     if arr is not None:
-        a = _channel_array(arr, typenum, channels, written, name, keep)
+        a = _channel_array(arr, x, channels, written, name, keep)
         out.data = cnp.PyArray_DATA(a)
         out.stride = a.strides[0] // cnp.PyArray_ITEMSIZE(a)
+        out.dtype = _kind(a)
     return out
 
 
-cdef void *_contiguous(object arr, int typenum, Py_ssize_t channels, bint written, str name,
+cdef void *_contiguous(object arr, cnp.ndarray x, Py_ssize_t channels, bint written, str name,
                        list keep) except? NULL:
-    """A contiguous per-channel array of the type ``typenum``, or NULL for None."""
+    """A contiguous per-channel array of x's type (or float32 for half x), or NULL for None."""
     cdef cnp.ndarray a
     if arr is None:
         return NULL
-    a = _channel_array(arr, typenum, channels, written, name, keep)
+    a = _channel_array(arr, x, channels, written, name, keep)
     if not cnp.PyArray_IS_C_CONTIGUOUS(a):
         raise ValueError(f"normops._cpu: {name} must be contiguous")
     return cnp.PyArray_DATA(a)
@@ -166,7 +195,26 @@ cdef void *_contiguous(object arr, int typenum, Py_ssize_t channels, bint writte
 
 cdef double *_f64(object arr, Py_ssize_t channels, bint written, str name,
                   list keep) except? NULL:
-    return <double *>_contiguous(arr, cnp.NPY_FLOAT64, channels, written, name, keep)
+    """A contiguous float64 per-channel array, or NULL for None."""
+    cdef cnp.ndarray a
+    if arr is None:
+        return NULL
+    if not isinstance(arr, cnp.ndarray):
+        raise TypeError(f"normops._cpu: {name} must be a numpy array, got {type(arr).__name__}")
+    a = <cnp.ndarray>arr
+    if (cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT64 or not cnp.PyArray_ISNOTSWAPPED(a)
+            or cnp.PyArray_NDIM(a) != 1 or a.shape[0] != channels
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a)):
+        raise ValueError(f"normops._cpu: {name} must be a contiguous float64 array of "
+                         f"{channels} values, got {a.dtype} {(<object>a).shape}")
+    if written:
+        if not cnp.PyArray_ISWRITEABLE(a) or not cnp.PyArray_ISALIGNED(a):
+            raise ValueError(f"normops._cpu: {name} is written, so it must be writeable and "
+                             f"aligned")
+    elif not cnp.PyArray_ISALIGNED(a):
+        a = <cnp.ndarray>cnp.PyArray_NewCopy(a, cnp.NPY_CORDER)
+        keep.append(a)
+    return <double *>cnp.PyArray_DATA(a)
 
 
 cdef int _need(bint present, str what, str mode) except -1:
@@ -180,14 +228,14 @@ def forward(cnp.ndarray x not None, object y, str mode, object gamma=None, objec
             double momentum=0.0, double rmax=1.0, double dmax=0.0, bint unbiased=True,
             object a=None, object b=None, object mean=None, object m2=None,
             object invstd=None, object r=None, object d=None):
-    """Runs nm_forward on x, a C-contiguous (outer, C, inner) float32 or float64 array:
-    y (None for mode "stats") has x's shape and dtype; gamma, beta and the running
-    statistics have x's dtype; a, b and the outputs mean, m2, invstd, r, d are contiguous
+    """Runs nm_forward on x, a C-contiguous (outer, C, inner) float32, float64, float16 or
+    bfloat16 array: y (None for mode "stats") has x's shape and dtype; gamma, beta and the
+    running statistics have x's dtype (or float32 for half x, each on its own); a, b and the outputs mean, m2, invstd, r, d are contiguous
     float64 arrays. Every array is checked for type, shape, layout and (where written)
     writeability, and each mode for the arrays it uses; the Python layer has checked the
     values."""
     cdef nm_forward_args A
-    cdef int typenum = _typenum(x)
+    cdef nm_dtype kind = _kind(x)
     cdef nm_shape sh = _shape(x)
     cdef Py_ssize_t C = sh.channels
     cdef bint train
@@ -200,10 +248,10 @@ def forward(cnp.ndarray x not None, object y, str mode, object gamma=None, objec
     train = A.mode == NM_FWD_BN_TRAIN or A.mode == NM_FWD_BRN_TRAIN
     if A.mode != NM_FWD_STATS:
         out_ptr = _block(y, x, True, "y")
-    A.gamma = _vec(gamma, typenum, C, False, "gamma", keep)
-    A.beta = _vec(beta, typenum, C, False, "beta", keep)
-    A.running_mean = _vec(running_mean, typenum, C, train, "running_mean", keep)
-    A.running_spread = _vec(running_spread, typenum, C, train, "running_spread", keep)
+    A.gamma = _vec(gamma, x, C, False, "gamma", keep)
+    A.beta = _vec(beta, x, C, False, "beta", keep)
+    A.running_mean = _vec(running_mean, x, C, train, "running_mean", keep)
+    A.running_spread = _vec(running_spread, x, C, train, "running_spread", keep)
     A.eps, A.momentum, A.rmax, A.dmax, A.unbiased = eps, momentum, rmax, dmax, unbiased
     A.a_in, A.b_in = _f64(a, C, False, "a", keep), _f64(b, C, False, "b", keep)
     A.mean, A.m2 = _f64(mean, C, True, "mean", keep), _f64(m2, C, True, "m2", keep)
@@ -224,10 +272,14 @@ def forward(cnp.ndarray x not None, object y, str mode, object gamma=None, objec
         if A.mode == NM_FWD_BRN_TRAIN:
             _need(A.r != NULL and A.d != NULL, "r and d", mode)
     with nogil:
-        if typenum == cnp.NPY_FLOAT32:
+        if kind == NM_F32:
             status = nm_forward_f32(sh, <const float *>cnp.PyArray_DATA(x), <float *>out_ptr, &A)
-        else:
+        elif kind == NM_F64:
             status = nm_forward_f64(sh, <const double *>cnp.PyArray_DATA(x), <double *>out_ptr, &A)
+        elif kind == NM_F16:
+            status = nm_forward_f16(sh, <const nm_half *>cnp.PyArray_DATA(x), <nm_half *>out_ptr, &A)
+        else:
+            status = nm_forward_bf16(sh, <const nm_half *>cnp.PyArray_DATA(x), <nm_half *>out_ptr, &A)
     if status != 0:
         raise MemoryError("normops: out of memory for the kernel's scratch space")
 
@@ -238,10 +290,11 @@ def backward(cnp.ndarray dy not None, cnp.ndarray x not None, object dx, str mod
              object sum_dy=None, object sum_dy_xmu=None, object p=None, object q=None,
              object s=None):
     """Runs nm_backward: dy, and dx (None for mode "grad_stats") have x's shape and dtype;
-    gamma, dgamma and dbeta have x's dtype (dgamma, dbeta contiguous), the rest are
-    contiguous float64 arrays."""
+    gamma, dgamma and dbeta have x's dtype, or float32 for half x (dgamma and dbeta
+    contiguous and of one dtype, in which the kernel writes them), the rest are contiguous
+    float64 arrays."""
     cdef nm_backward_args A
-    cdef int typenum = _typenum(x)
+    cdef nm_dtype kind = _kind(x)
     cdef nm_shape sh = _shape(x)
     cdef Py_ssize_t C = sh.channels
     cdef const void *dy_ptr = _block(dy, x, False, "dy")
@@ -257,9 +310,15 @@ def backward(cnp.ndarray dy not None, cnp.ndarray x not None, object dx, str mod
     A.mean = _f64(mean, C, False, "mean", keep)
     A.invstd = _f64(invstd, C, False, "invstd", keep)
     A.r, A.d = _f64(r, C, False, "r", keep), _f64(d, C, False, "d", keep)
-    A.gamma = _vec(gamma, typenum, C, False, "gamma", keep)
-    A.dgamma = _contiguous(dgamma, typenum, C, True, "dgamma", keep)
-    A.dbeta = _contiguous(dbeta, typenum, C, True, "dbeta", keep)
+    A.gamma = _vec(gamma, x, C, False, "gamma", keep)
+    A.dgamma = _contiguous(dgamma, x, C, True, "dgamma", keep)
+    A.dbeta = _contiguous(dbeta, x, C, True, "dbeta", keep)
+    A.grad_dtype = kind
+    if dgamma is not None:
+        A.grad_dtype = _kind(dgamma)
+        if dbeta is not None and _kind(dbeta) != A.grad_dtype:
+            raise ValueError(f"normops._cpu: dbeta must have dgamma's dtype {dgamma.dtype}, "
+                             f"got {dbeta.dtype}")
     A.sum_dy = _f64(sum_dy, C, True, "sum_dy", keep)
     A.sum_dy_xmu = _f64(sum_dy_xmu, C, True, "sum_dy_xmu", keep)
     A.p, A.q, A.s = _f64(p, C, False, "p", keep), _f64(q, C, False, "q", keep), _f64(s, C, False, "s", keep)
@@ -272,12 +331,18 @@ def backward(cnp.ndarray dy not None, cnp.ndarray x not None, object dx, str mod
         _need(A.mean != NULL and A.invstd != NULL and A.dgamma != NULL and A.dbeta != NULL,
               "mean, invstd, dgamma and dbeta", mode)
     with nogil:
-        if typenum == cnp.NPY_FLOAT32:
+        if kind == NM_F32:
             status = nm_backward_f32(sh, <const float *>dy_ptr, <const float *>cnp.PyArray_DATA(x),
                                      <float *>out_ptr, &A)
-        else:
+        elif kind == NM_F64:
             status = nm_backward_f64(sh, <const double *>dy_ptr, <const double *>cnp.PyArray_DATA(x),
                                      <double *>out_ptr, &A)
+        elif kind == NM_F16:
+            status = nm_backward_f16(sh, <const nm_half *>dy_ptr, <const nm_half *>cnp.PyArray_DATA(x),
+                                     <nm_half *>out_ptr, &A)
+        else:
+            status = nm_backward_bf16(sh, <const nm_half *>dy_ptr, <const nm_half *>cnp.PyArray_DATA(x),
+                                      <nm_half *>out_ptr, &A)
     if status != 0:
         raise MemoryError("normops: out of memory for the kernel's scratch space")
 

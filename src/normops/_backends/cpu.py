@@ -21,12 +21,13 @@ from . import _buffers, _cpu
 # 32 MiB for reuse, but not always: in one bench run every 25.7 MB NHWC output got fresh
 # pages, and its ops took 3x as long. A block of 4 MiB is already many pages to map.
 POOLED_BYTES = 4 << 20
-# The kernels write a float32 output with streaming stores, in whole cache lines only,
-# when the op's arrays hold _cpu.stream_bytes() or more (and the AVX2 loops run); an op
-# has at most 3 arrays of its output's size (a backward: dy, x, dx). Such outputs start
-# on a cache line.
+# The kernels write a float32 or half output with streaming stores, in whole cache lines
+# only, when the op's arrays hold _cpu.stream_bytes() or more (and the AVX2 loops run); an
+# op has at most 3 arrays of its output's size (a backward: dy, x, dx). Such outputs
+# start on a cache line.
 MOST_ARRAYS = 3
 LINE = 64
+STREAMED_ITEMSIZE = 4   # float32 and the halves: every dtype but float64
 
 
 def _empty_like(a):
@@ -34,7 +35,7 @@ def _empty_like(a):
     nbytes = a.nbytes
     if nbytes >= POOLED_BYTES:
         raw = np.frombuffer(_buffers.Block(nbytes), dtype=np.uint8)
-    elif (nbytes * MOST_ARRAYS >= _cpu.stream_bytes() and a.dtype == np.float32
+    elif (nbytes * MOST_ARRAYS >= _cpu.stream_bytes() and a.itemsize <= STREAMED_ITEMSIZE
           and _cpu.simd_enabled()):
         raw = np.empty(nbytes + LINE, np.uint8)
         start = -raw.__array_interface__["data"][0] % LINE
@@ -126,7 +127,8 @@ class CpuBackend:
         arrangement = _Arrangement(x, saved.axis)
         x3, dy3 = arrangement.view(x), arrangement.view(dy)
         dx3 = _empty_like(x3)
-        dgamma, dbeta = np.empty((2, arrangement.channels), x.dtype)   # one block, two rows
+        # one block, two rows: gamma's dtype (float32 for half x without gamma)
+        dgamma, dbeta = np.empty((2, arrangement.channels), _grad_dtype(x, gamma))
         _cpu.backward(dy3, x3, dx3, "fused", training=saved.training, mean=saved.mean,
                       invstd=saved.invstd, r=r, d=d, gamma=gamma, dgamma=dgamma, dbeta=dbeta)
         return arrangement.restore(dx3), dgamma, dbeta
@@ -156,6 +158,13 @@ class CpuBackend:
         dx = _empty_like(x)
         _cpu.backward(dy, x, dx, "grad_input", p=p, q=q, s=s)
         return dx
+
+
+def _grad_dtype(x, gamma):
+    """dgamma's and dbeta's dtype: gamma's, else x's, or float32 for half x."""
+    if gamma is not None:
+        return gamma.dtype
+    return np.dtype(np.float32) if x.dtype.itemsize == 2 else x.dtype
 
 
 def _kernel_args(x, dy=None, **per_channel):
