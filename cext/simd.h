@@ -78,7 +78,9 @@ NM_SIMD_SUMS(bf16, nm_half)
  * y = ((x - hi) - lo) a + b and dx = (p dy + q ((x - hi) - lo)) + s, over one plane with
  * scalar coefficients or over nrows rows of C columns (ld elements apart) with per-column
  * ones; `stream`: with non-temporal stores (each run then starts on a cache line and is
- * whole lines, nm_stream) */
+ * whole lines, nm_stream); and the pipelined planes path's sums and maps in one loop, as
+ * nm_plane_sums_apply_f32 and nm_plane_grad_sums_apply_f32 below, the coefficients in
+ * double */
 #define NM_SIMD_HALF_MAPS(suffix)                                                          \
     void nm_plane_apply_simd_##suffix(const nm_half *x, nm_half *y, ptrdiff_t n, double hi, \
                                       double lo, double a, double b, int stream);           \
@@ -92,7 +94,15 @@ NM_SIMD_SUMS(bf16, nm_half)
                                           ptrdiff_t C, ptrdiff_t ld, ptrdiff_t nrows,        \
                                           const double *hi, const double *lo,               \
                                           const double *p, const double *q,                 \
-                                          const double *s, int stream);
+                                          const double *s, int stream);                     \
+    void nm_plane_sums_apply_simd_##suffix(const nm_half *x, double centre, double *su,     \
+                                           double *sv, const nm_half *xm, nm_half *y,       \
+                                           ptrdiff_t n, const double *coef, int stream);    \
+    void nm_plane_grad_sums_apply_simd_##suffix(const nm_half *dy, const nm_half *x,         \
+                                                double centre, double *su, double *sv,       \
+                                                const nm_half *dym, const nm_half *xm,       \
+                                                nm_half *dx, ptrdiff_t n, const double *coef, \
+                                                int stream);
 NM_SIMD_HALF_MAPS(f16)
 NM_SIMD_HALF_MAPS(bf16)
 
