@@ -84,7 +84,9 @@ def round_to(values, dtype):
     if dtype.name != "bfloat16":
         return numpy.asarray(values).astype(dtype)
     values = numpy.asarray(values, dtype=F64)
-    return _to_float32_odd(values).astype(dtype)
+    odd = _to_float32_odd(values)
+    with numpy.errstate(invalid="ignore"):   # NaN stays NaN, quietly
+        return odd.astype(dtype)
 
 
 # -- other array libraries -------------------------------------------------------------
