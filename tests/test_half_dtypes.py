@@ -135,6 +135,11 @@ def test_lists_become_float32_for_half_x(be, x_dtype):
 
 # -- exactness: an independent float64 BN, rounded once ------------------------------
 
+def _bits(a):
+    """The bit patterns of a float array (so that -0 differs from 0, and NaN equals NaN)."""
+    return a.view(np.uint16 if a.itemsize == 2 else np.uint32)
+
+
 def _bn64(x, g, b, axis, eps=1e-5):
     """BN in float64 with NumPy's mean and var (plain data: no offsets to guard
     against): y, the batch mean and biased variance, and the backward for dy."""
@@ -172,9 +177,7 @@ def test_bn_half_outputs_are_the_float64_result_rounded_once(be, layout, x_dtype
                 "running_var": (rv, round_to(0.7 * rv0 + 0.3 * var * m / (m - 1), p_dtype))}
     for name, (got, want) in expected.items():
         assert got.dtype == want.dtype, name
-        np.testing.assert_array_equal(got.view(np.uint16 if got.itemsize == 2 else np.uint32),
-                                      want.view(np.uint16 if want.itemsize == 2 else np.uint32),
-                                      err_msg=name)
+        np.testing.assert_array_equal(_bits(got), _bits(want), err_msg=name)
 
 
 @pytest.mark.parametrize("be", HALF_BACKENDS)
@@ -191,10 +194,9 @@ def test_brn_half_outputs_are_the_float64_result_rounded_once(be, x_dtype, p_dty
     r = np.clip(sigma_b / sigma0, 1 / 1.5, 1.5)
     d = np.clip((mean - mu0) / sigma0, -0.5, 0.5)
     y64 = g64.reshape(bc) * (xhat * r.reshape(bc) + d.reshape(bc)) + b64.reshape(bc)
-    np.testing.assert_array_equal(y.view(np.uint16), round_to(y64, x_dtype).view(np.uint16))
+    np.testing.assert_array_equal(_bits(y), _bits(round_to(y64, x_dtype)))
     for got, want in ((mu, 0.75 * mu0 + 0.25 * mean), (sigma, 0.75 * sigma0 + 0.25 * sigma_b)):
-        np.testing.assert_array_equal(got.view(np.uint16 if got.itemsize == 2 else np.uint32),
-                                      round_to(want, p_dtype).view(got.view(np.uint16 if got.itemsize == 2 else np.uint32).dtype))
+        np.testing.assert_array_equal(_bits(got), _bits(round_to(want, p_dtype)))
 
 
 @pytest.mark.parametrize("be", HALF_BACKENDS)
