@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from .. import _validation as check
+from .._halves import grad_dtype
 from .._saved import BatchNormSaved, BatchRenormSaved
 from . import _buffers, _cpu
 
@@ -128,7 +129,7 @@ class CpuBackend:
         x3, dy3 = arrangement.view(x), arrangement.view(dy)
         dx3 = _empty_like(x3)
         # one block, two rows: gamma's dtype (float32 for half x without gamma)
-        dgamma, dbeta = np.empty((2, arrangement.channels), _grad_dtype(x, gamma))
+        dgamma, dbeta = np.empty((2, arrangement.channels), grad_dtype(x.dtype, gamma))
         _cpu.backward(dy3, x3, dx3, "fused", training=saved.training, mean=saved.mean,
                       invstd=saved.invstd, r=r, d=d, gamma=gamma, dgamma=dgamma, dbeta=dbeta)
         return arrangement.restore(dx3), dgamma, dbeta
@@ -158,13 +159,6 @@ class CpuBackend:
         dx = _empty_like(x)
         _cpu.backward(dy, x, dx, "grad_input", p=p, q=q, s=s)
         return dx
-
-
-def _grad_dtype(x, gamma):
-    """dgamma's and dbeta's dtype: gamma's, else x's, or float32 for half x."""
-    if gamma is not None:
-        return gamma.dtype
-    return np.dtype(np.float32) if x.dtype.itemsize == 2 else x.dtype
 
 
 def _kernel_args(x, dy=None, **per_channel):
