@@ -284,6 +284,18 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
  * sum (x - mean) (backward_channels) */
 #define NM_GRAD_SUMS (2 + NM_TWO_PASS)
 
+/* The elementwise maps, y = ((x - hi) - lo) a + b and dx = p dy + q ((x - hi) - lo) + s:
+ * float32 and float64 round each operation (in the data's precision, from the centre
+ * split into hi + lo); the halves map in double with fused multiply-adds, lo folded into
+ * b (b - lo a) and s (s - q lo) once per channel (NM_FOLD_LO): the same result to far
+ * below a half ulp, in 2 and 3 operations instead of 4 and 6, which the double maps,
+ * four values to a vector, are bound by (simd_half.inc). fma() is exact in every build,
+ * so the portable loops give the AVX2 loops' bits. */
+#define NM_AFFINE_SPLIT(x, h, l, a, b) ((((x) - (h)) - (l)) * (a) + (b))
+#define NM_GRAD_SPLIT(dy, x, h, l, p, q, s) ((p) * (dy) + (q) * (((x) - (h)) - (l)) + (s))
+#define NM_AFFINE_FUSED(x, h, l, a, b) ((void)(l), fma((x) - (h), (a), (b)))
+#define NM_GRAD_FUSED(dy, x, h, l, p, q, s) ((void)(l), fma((p), (dy), fma((q), (x) - (h), (s))))
+
 /* NM_SIMD: the statistics loops may hand their main part to simd.c (and streamed maps);
  * NM_SIMD_HALF: every map goes to simd.c's double maps, which convert the halves with
  * F16C or integer shifts, the portable conversions (half.h) being too slow for a pass
@@ -292,6 +304,9 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
 #define NM_M float
 #define NM_LD(v) (v)
 #define NM_ST(v) ((float)(v))
+#define NM_AFFINE NM_AFFINE_SPLIT
+#define NM_GRAD NM_GRAD_SPLIT
+#define NM_FOLD_LO 0
 #define NM_SUF(name) name##_f32
 #define NM_TWO_PASS 0
 #define NM_SIMD NM_SIMD_BUILD
@@ -314,6 +329,9 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
 #define NM_M double
 #define NM_LD(v) (v)
 #define NM_ST(v) (v)
+#define NM_AFFINE NM_AFFINE_SPLIT
+#define NM_GRAD NM_GRAD_SPLIT
+#define NM_FOLD_LO 0
 #define NM_SUF(name) name##_f64
 #define NM_TWO_PASS 1
 #define NM_SIMD 0
@@ -336,6 +354,9 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
 #define NM_LD(v) ((double)nm_f16_to_f32(v))
 #define NM_ST(v) nm_f64_to_f16(v)
 #define NM_SUF(name) name##_f16
+#define NM_AFFINE NM_AFFINE_FUSED
+#define NM_GRAD NM_GRAD_FUSED
+#define NM_FOLD_LO 1
 #define NM_TWO_PASS 0
 #define NM_SIMD NM_SIMD_BUILD
 #define NM_SIMD_HALF NM_SIMD_BUILD
@@ -353,6 +374,9 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
 #define NM_LD(v) ((double)nm_bf16_to_f32(v))
 #define NM_ST(v) nm_f64_to_bf16(v)
 #define NM_SUF(name) name##_bf16
+#define NM_AFFINE NM_AFFINE_FUSED
+#define NM_GRAD NM_GRAD_FUSED
+#define NM_FOLD_LO 1
 #define NM_TWO_PASS 0
 #define NM_SIMD NM_SIMD_BUILD
 #define NM_SIMD_HALF NM_SIMD_BUILD

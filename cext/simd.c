@@ -2,6 +2,7 @@
  * for what each computes and why it matches the portable loop bit for bit). Compiled for
  * any x86-64: only these functions are built for AVX2, and nothing calls them on a CPU
  * without it. */
+#include <math.h>
 #include <string.h>
 
 #include "half.h"
@@ -249,19 +250,12 @@ NM_AVX2 static inline __m128i pack8_bf16(__m256 v)
 /* four doubles to float32 rounded to odd (half.h: nm_f64_to_f32_odd) */
 NM_AVX2 static inline __m128 f32_odd(__m256d d)
 {
-    const __m128 f = _mm256_cvtpd_ps(d);
-    const __m256d back = _mm256_cvtps_pd(f), sign = _mm256_set1_pd(-0.0);
-    const __m256d inexact = _mm256_cmp_pd(back, d, _CMP_NEQ_OQ);
-    const __m256d above = _mm256_cmp_pd(_mm256_andnot_pd(sign, back), _mm256_andnot_pd(sign, d),
-                                        _CMP_GT_OQ);
-    /* the 64-bit lane masks as 32-bit ones */
-    const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-    const __m128i inexact32 = _mm256_castsi256_si128(
-        _mm256_permutevar8x32_epi32(_mm256_castpd_si256(inexact), pick));
-    const __m128i above32 = _mm256_castsi256_si128(
-        _mm256_permutevar8x32_epi32(_mm256_castpd_si256(above), pick));
-    const __m128i u = _mm_add_epi32(_mm_castps_si128(f), above32);   /* -1 where above */
-    return _mm_castsi128_ps(_mm_or_si128(u, _mm_srli_epi32(inexact32, 31)));
+    const __m256i dropped = _mm256_set1_epi64x((long long)NM_DROPPED);
+    const __m256i u = _mm256_castpd_si256(d);
+    const __m256i exact = _mm256_cmpeq_epi64(_mm256_and_si256(u, dropped), _mm256_setzero_si256());
+    const __m256i sticky = _mm256_andnot_si256(exact, _mm256_set1_epi64x(1LL << 29));
+    const __m256i cut = _mm256_or_si256(_mm256_andnot_si256(dropped, u), sticky);
+    return _mm256_cvtpd_ps(_mm256_castsi256_pd(cut));
 }
 
 #define nm_to_f32_f16 nm_f16_to_f32
