@@ -284,6 +284,45 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
  * sum (x - mean) (backward_channels) */
 #define NM_GRAD_SUMS (2 + NM_TWO_PASS)
 
+/* The halves' maps run in float32 first (simd_half.inc): from float32 coefficients, and
+ * with the terms of a bound on the result's error, which decides whether the float32
+ * result rounds to the half dtype as the double map's does. The centre is rounded to
+ * float32, fh, and what that moved goes into the offset (b - (hi - fh) a, exact in double
+ * before its one rounding), so that x - fh is the map's only subtraction. Per column:
+ * fh, a, b, 2 |a|, and the offset's share of the bound, |b| + 2^-50 |a| |fh| (NaN where
+ * a float32 coefficient is neither within float32's normal range nor an exact 0: the
+ * bound would not hold, so such columns map in double); for the gradient fh, p, q, s,
+ * 3 |q|, 2 |s| + 2^-50 |q| |fh| and |p|. */
+#define NM_FAST_COEF 5
+#define NM_FAST_GRAD_COEF 7
+#define NM_FAST_EXP_MAX 0x1p100f
+
+/* f is a float32 coefficient the bound can use for the double d */
+static int trusted(float f, double d)
+{
+    const float mag = fabsf(f);
+    return f == 0.0f ? d == 0.0 : mag >= FLT_MIN && mag <= NM_FAST_EXP_MAX;
+}
+
+static void fast_coef(float *out, ptrdiff_t stride, double hi, double a, double b)
+{
+    const float fh = (float)hi, fa = (float)a, fb = (float)(b - (hi - (double)fh) * a);
+    const int ok = trusted(fh, hi) & trusted(fa, a) & trusted(fb, b - (hi - (double)fh) * a);
+    out[0] = fh, out[stride] = fa, out[2 * stride] = fb, out[3 * stride] = 2.0f * fabsf(fa);
+    out[4 * stride] = ok ? fabsf(fb) + 0x1p-50f * fabsf(fa) * fabsf(fh) : NAN;
+}
+
+static void fast_grad_coef(float *out, ptrdiff_t stride, double hi, double p, double q, double s)
+{
+    const double s2 = s - (hi - (double)(float)hi) * q;
+    const float fh = (float)hi, fp = (float)p, fq = (float)q, fs = (float)s2;
+    const int ok = trusted(fh, hi) & trusted(fp, p) & trusted(fq, q) & trusted(fs, s2);
+    out[0] = fh, out[stride] = fp, out[2 * stride] = fq, out[3 * stride] = fs;
+    out[4 * stride] = 3.0f * fabsf(fq);
+    out[5 * stride] = ok ? 2.0f * fabsf(fs) + 0x1p-50f * fabsf(fq) * fabsf(fh) : NAN;
+    out[6 * stride] = fabsf(fp);
+}
+
 /* The elementwise maps, y = ((x - hi) - lo) a + b and dx = p dy + q ((x - hi) - lo) + s:
  * float32 and float64 round each operation (in the data's precision, from the centre
  * split into hi + lo); the halves map in double with fused multiply-adds, lo folded into
@@ -307,6 +346,7 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
 #define NM_AFFINE NM_AFFINE_SPLIT
 #define NM_GRAD NM_GRAD_SPLIT
 #define NM_FOLD_LO 0
+#define NM_FAST 0
 #define NM_SUF(name) name##_f32
 #define NM_TWO_PASS 0
 #define NM_SIMD NM_SIMD_BUILD
@@ -332,6 +372,7 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
 #define NM_AFFINE NM_AFFINE_SPLIT
 #define NM_GRAD NM_GRAD_SPLIT
 #define NM_FOLD_LO 0
+#define NM_FAST 0
 #define NM_SUF(name) name##_f64
 #define NM_TWO_PASS 1
 #define NM_SIMD 0
@@ -357,6 +398,7 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
 #define NM_AFFINE NM_AFFINE_FUSED
 #define NM_GRAD NM_GRAD_FUSED
 #define NM_FOLD_LO 1
+#define NM_FAST NM_SIMD_BUILD
 #define NM_TWO_PASS 0
 #define NM_SIMD NM_SIMD_BUILD
 #define NM_SIMD_HALF NM_SIMD_BUILD
@@ -377,6 +419,7 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
 #define NM_AFFINE NM_AFFINE_FUSED
 #define NM_GRAD NM_GRAD_FUSED
 #define NM_FOLD_LO 1
+#define NM_FAST NM_SIMD_BUILD
 #define NM_TWO_PASS 0
 #define NM_SIMD NM_SIMD_BUILD
 #define NM_SIMD_HALF NM_SIMD_BUILD

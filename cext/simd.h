@@ -75,7 +75,10 @@ NM_SIMD_SUMS(bf16, nm_half)
 
 /* The maps of the halves, in double from double coefficients, each output rounded once
  * (half.h), in the operations of the portable maps (kernels.c NM_AFFINE_FUSED,
- * NM_GRAD_FUSED): y = fma(x - hi, a, b) and dx = fma(p, dy, fma(q, x - hi, s)), over one plane with
+ * NM_GRAD_FUSED): y = fma(x - hi, a, b) and dx = fma(p, dy, fma(q, x - hi, s)), computed
+ * in float32 first from the float32 coefficients `fast` (kernels.c NM_FAST_COEF: a
+ * channel's coefficient i at fast[i] on a plane, a column j's at fast[i * stride + j] on
+ * rows) wherever that rounds alike (simd_half.inc), over one plane with
  * scalar coefficients or over nrows rows of C columns (ld elements apart) with per-column
  * ones; `stream`: with non-temporal stores (each run then starts on a cache line and is
  * whole lines, nm_stream); and the pipelined planes path's sums and maps in one loop, as
@@ -83,25 +86,28 @@ NM_SIMD_SUMS(bf16, nm_half)
  * double */
 #define NM_SIMD_HALF_MAPS(suffix)                                                          \
     void nm_plane_apply_simd_##suffix(const nm_half *x, nm_half *y, ptrdiff_t n, double hi, \
-                                      double a, double b, int stream);                      \
+                                      double a, double b, const float *fast, int stream);   \
     void nm_plane_grad_apply_simd_##suffix(const nm_half *dy, const nm_half *x, nm_half *dx, \
                                            ptrdiff_t n, double hi, double p, double q,       \
-                                           double s, int stream);                           \
+                                           double s, const float *fast, int stream);         \
     void nm_rows_apply_simd_##suffix(const nm_half *x, nm_half *y, ptrdiff_t C, ptrdiff_t ld, \
                                      ptrdiff_t nrows, const double *hi, const double *a,     \
-                                     const double *b, int stream);                          \
+                                     const double *b, const float *fast, ptrdiff_t stride,   \
+                                     int stream);                                           \
     void nm_rows_grad_apply_simd_##suffix(const nm_half *dy, const nm_half *x, nm_half *dx, \
                                           ptrdiff_t C, ptrdiff_t ld, ptrdiff_t nrows,        \
                                           const double *hi, const double *p, const double *q, \
-                                          const double *s, int stream);                     \
+                                          const double *s, const float *fast,               \
+                                          ptrdiff_t stride, int stream);                    \
     void nm_plane_sums_apply_simd_##suffix(const nm_half *x, double centre, double *su,     \
                                            double *sv, const nm_half *xm, nm_half *y,       \
-                                           ptrdiff_t n, const double *coef, int stream);    \
+                                           ptrdiff_t n, const double *coef,                 \
+                                           const float *fast, int stream);                  \
     void nm_plane_grad_sums_apply_simd_##suffix(const nm_half *dy, const nm_half *x,         \
                                                 double centre, double *su, double *sv,       \
                                                 const nm_half *dym, const nm_half *xm,       \
                                                 nm_half *dx, ptrdiff_t n, const double *coef, \
-                                                int stream);
+                                                const float *fast, int stream);
 NM_SIMD_HALF_MAPS(f16)
 NM_SIMD_HALF_MAPS(bf16)
 
