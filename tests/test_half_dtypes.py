@@ -2,8 +2,7 @@
 rule), the dtype of every output, and that every half output is the float64 result
 rounded once (compared bit for bit with an independent float64 BN written here).
 
-HALF_BACKENDS: the backends these run on. The cpu backend's C kernels take no halves
-yet; once they do, add "cpu" here (every test below is written for any backend)."""
+HALF_BACKENDS: the backends these run on (every test below is written for any backend)."""
 import numpy as np
 import pytest
 
@@ -12,9 +11,10 @@ from normops._halves import round_to
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
-# reference: the oracle; reference-kernels: the four-kernel composition (conftest);
-# array-api: the array-API kernels on NumPy arrays (the lines CuPy and torch run)
-HALF_BACKENDS = ["reference", "reference-kernels", "array-api"]
+# cpu: the C kernels; reference: the oracle; reference-kernels: the four-kernel
+# composition (conftest); array-api: the array-API kernels on NumPy arrays (the lines
+# CuPy and torch run)
+HALF_BACKENDS = ["cpu", "reference", "reference-kernels", "array-api"]
 
 F16, BF16 = np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)

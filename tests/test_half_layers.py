@@ -2,8 +2,7 @@
 weights), half layers, state dicts to and from PyTorch's BatchNorm2d in float32 and
 converted to bfloat16/float16, and bfloat16 tensors through the torch backend.
 
-HALF_BACKENDS: as in test_half_dtypes (add "cpu" once its kernels take halves; the
-bridge test then runs without its monkeypatch)."""
+HALF_BACKENDS: as in test_half_dtypes."""
 import numpy as np
 import pytest
 
@@ -13,7 +12,7 @@ from normops._halves import round_to
 ml_dtypes = pytest.importorskip("ml_dtypes")
 torch = pytest.importorskip("torch")
 
-HALF_BACKENDS = ["reference", "reference-kernels", "array-api"]
+HALF_BACKENDS = ["cpu", "reference", "reference-kernels", "array-api"]
 BF16 = np.dtype(ml_dtypes.bfloat16)
 HALVES = {"float16": (np.dtype(np.float16), torch.float16), "bfloat16": (BF16, torch.bfloat16)}
 LAYERS = {"bn": normops.BatchNorm, "brn": normops.BatchRenorm}
@@ -57,7 +56,7 @@ def test_layer_dtype_mismatches_are_refused(half):
     for layer, x_dtype, match in cases:
         with pytest.raises(TypeError, match=match):
             layer(_x(x_dtype))
-    layer = normops.BatchNorm(3, backend="reference")
+    layer = normops.BatchNorm(3)
     layer(_x(np_half))
     with pytest.raises(TypeError, match=f"dy has dtype float32 but x has dtype {half}"):
         layer.backward(_x(np.float32))
@@ -89,7 +88,7 @@ def _torch_module(kind_dtype):
 @pytest.mark.parametrize("library", ["numpy", "torch"])
 def test_state_dict_round_trip_with_torch(module_dtype, layer_dtype, library):
     like = torch.empty(0) if library == "torch" else None
-    layer = normops.BatchNorm(3, dtype=layer_dtype, like=like, backend=None if like is not None else "reference")
+    layer = normops.BatchNorm(3, dtype=layer_dtype, like=like)
     theirs = _torch_module(module_dtype)
     layer.load_state_dict(theirs.state_dict())
     for key, value in theirs.state_dict().items():   # each value rounded once to the layer's dtype
@@ -122,7 +121,7 @@ def test_float32_layer_matches_torch_autocast_style_training(half):
     """A float32 layer over half x against torch's BatchNorm2d (float32 module on the
     half input widened: what it computes in float32, rounded to the half dtype)."""
     np_half, t_half = HALVES[half]
-    layer = normops.BatchNorm(3, backend="reference")
+    layer = normops.BatchNorm(3)
     module = torch.nn.BatchNorm2d(3)
     x = _x(np_half)
     y = layer(x)
@@ -160,11 +159,9 @@ def test_torch_half_tensors_on_the_array_api_path(half):
 
 
 @pytest.mark.parametrize("half", HALVES)
-def test_torch_cpu_bridge_passes_half_tensors_without_a_copy(half, monkeypatch):
-    """The bridge's views: bfloat16 tensors as ml_dtypes arrays on the same memory. Run
-    on the reference backend until the cpu kernels take halves (then drop the patch)."""
-    from normops._backends import torch as torch_backend
-    monkeypatch.setattr(torch_backend.CpuTensors, "backend", "reference")
+def test_torch_cpu_bridge_passes_half_tensors_without_a_copy(half):
+    """The bridge's views: bfloat16 tensors as ml_dtypes arrays on the same memory, run
+    by the cpu kernels."""
     np_half, t_half = HALVES[half]
     x = _x(np_half)
     tx = torch.from_numpy(x.astype(np.float32)).to(t_half)
