@@ -273,7 +273,7 @@ def test_batch_renorm_state_as_batch_norm_state():
 @pytest.mark.parametrize("call, error, match", [
     (lambda: normops.BatchNorm(0), ValueError, "num_features must be at least 1"),
     (lambda: normops.BatchNorm(2.0), TypeError, "num_features must be an int"),
-    (lambda: normops.BatchNorm(3, dtype=np.int32), TypeError, "dtype must be float32 or float64"),
+    (lambda: normops.BatchNorm(3, dtype=np.int32), TypeError, "dtype must be float32, float64, float16 or bfloat16"),
     (lambda: normops.BatchNorm(3, momentum=1.5), ValueError, "momentum"),
     (lambda: normops.BatchNorm(3, eps=0), ValueError, "eps"),
     (lambda: normops.BatchNorm(3, convention="tf"), ValueError, "convention"),

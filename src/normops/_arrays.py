@@ -78,6 +78,13 @@ def float_dtypes(xp):
     return (xp.float32, xp.float64)
 
 
+def input_dtypes(xp):
+    """The dtypes x may have in xp's library: float32, float64, and the half dtypes the
+    library has (float16: PyTorch, CuPy; bfloat16: PyTorch)."""
+    return float_dtypes(xp) + tuple(getattr(xp, name) for name in ("float16", "bfloat16")
+                                    if getattr(xp, name, None) is not None)
+
+
 def dtype_name(dtype):
     """A dtype's plain name ("float32" for numpy's, torch's and array-api-strict's)."""
     return str(dtype).rpartition(".")[2]

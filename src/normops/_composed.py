@@ -14,6 +14,10 @@ _interface), so the same lines run on NumPy, PyTorch tensors and CuPy arrays. Th
 per-channel vectors are in the kernels' wide dtype: float64, or float32 on a device
 without float64.
 
+Dtypes: y and dx have x's; dgamma and dbeta gamma's (float32 for float16/bfloat16 x
+without gamma, x's otherwise); the running statistics keep theirs. Each is computed
+in the wide dtype and rounded once (_halves.cast: correctly, also to bfloat16).
+
 ``sync`` (a _distributed.Step, or None for a local call) makes the statistics those of
 every rank's batch together: the local kernel's partial sums meet the other ranks' in
 its one collective, and m is the global count. Everything else stays local.
@@ -21,6 +25,7 @@ its one collective, and m is the global count. Everything else stays local.
 import math
 
 from . import _arrays as arrays
+from . import _halves as halves
 from ._distributed import digest, holds_no_values
 from ._interface import array_namespace
 from ._saved import BatchNormSaved, BatchRenormSaved
@@ -51,7 +56,7 @@ def _forward_affine(xp, gamma, beta, mean, invstd, r=None, d=None):
 def _blend(xp, running, batch, momentum):
     """running <- (1 - momentum) * running + momentum * batch, in the wide dtype, in place."""
     blended = (1.0 - momentum) * arrays.astype(xp, running, batch.dtype) + momentum * batch
-    running[...] = arrays.astype(xp, blended, running.dtype)
+    running[...] = halves.cast(xp, blended, running.dtype)
 
 
 def _elementwise(xp, kernel, first, *args):
@@ -174,7 +179,8 @@ def _backward(backend, dy, x, gamma, saved, sync, r=None, d=None):
         # where x is infinite, while dx is finite there
         dx3 = _elementwise(xp, backend.scale_shift, dy3, p, xp.zeros_like(p))
     dx = xp.reshape(dx3, x.shape)
-    return dx, arrays.astype(xp, dgamma, x.dtype), arrays.astype(xp, sum_dy, x.dtype)
+    grad = gamma.dtype if gamma is not None else xp.float32 if halves.is_half(x.dtype) else x.dtype
+    return dx, halves.cast(xp, dgamma, grad), halves.cast(xp, sum_dy, grad)
 
 
 def batch_norm_backward(backend, dy, x, saved, gamma, sync=None):

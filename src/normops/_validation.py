@@ -17,13 +17,15 @@ import operator
 import numpy
 
 from . import _arrays as arrays
+from . import _halves as halves
 from ._saved import BatchNormSaved, BatchRenormSaved
 
 CONVENTIONS = ("pytorch", "keras")
 
 
 FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
-F64 = FLOATS[1]
+F32, F64 = FLOATS
+INPUT_DTYPES = "float32, float64, float16 or bfloat16"
 
 
 def _no_mask(arr, name):
@@ -109,8 +111,8 @@ def _kernel_ready(arr):
 
 
 def as_input(xp, x, name="x", shared_batch=False):
-    """An array of dtype float32/float64 (native byte order: a byte-swapped one is
-    converted) with ndim >= 2 and at least one element (``shared_batch``: the batch is
+    """An array of dtype float32/float64/float16/bfloat16 (native byte order: a
+    byte-swapped one is converted) with ndim >= 2 and at least one element (``shared_batch``: the batch is
     split over ranks, and this rank's part may be empty)."""
     if xp is not numpy:
         return _standard_input(xp, x, name, shared_batch)
@@ -119,10 +121,12 @@ def as_input(xp, x, name="x", shared_batch=False):
     else:
         _no_mask(x, name)
         arr = as_array(xp, x, name)
-    if arr.dtype not in FLOATS:
-        if _native(arr.dtype) not in FLOATS:
-            raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
-        arr = arr.astype(_native(arr.dtype))
+    if arr.dtype not in FLOATS:   # (a tuple test: float32/float64 pay nothing more)
+        native = _native(arr.dtype)
+        if native not in FLOATS and native.name not in halves.HALF_NAMES:
+            raise TypeError(f"{name} must have dtype {INPUT_DTYPES}, got {arr.dtype}")
+        if native != arr.dtype:
+            arr = arr.astype(native)
     if arr.ndim >= 2 and arr.size:   # the common case, without a call (a tiny op costs ~15 us)
         return arr
     return _input_shape(arr, name, shared_batch)
@@ -132,8 +136,8 @@ def _standard_input(xp, x, name, shared_batch):
     """as_input for an array-API library."""
     arr = x if arrays.is_array(xp, x) else as_array(xp, x, name)
     supported(arr, name)
-    if arr.dtype not in arrays.float_dtypes(xp):
-        raise TypeError(f"{name} must have dtype float32 or float64, got {arrays.dtype_name(arr.dtype)}")
+    if arr.dtype not in arrays.input_dtypes(xp):
+        raise TypeError(f"{name} must have dtype {INPUT_DTYPES}, got {arrays.dtype_name(arr.dtype)}")
     return _input_shape(arr, name, shared_batch)
 
 
@@ -210,11 +214,19 @@ def convention(value):
     return value
 
 
+def list_dtype(dtype):
+    """The dtype per-channel values that are not arrays (lists) get, for x of ``dtype``:
+    x's, or float32 for half x (PyTorch's master weights; float16 and bfloat16 are the
+    only 2-byte input dtypes)."""
+    return F32 if dtype.itemsize == 2 else dtype
+
+
 def per_channel(xp, arr, name, channels, dtype, x=None):
     """gamma/beta (and running statistics that are only read): None, or shape (C,), on
-    the device of ``x`` (when given). An array must have x's dtype (in either byte
-    order); anything else (a list, say) is converted to it. An array the kernels cannot
-    take as it is comes back as a copy."""
+    the device of ``x`` (when given). An array must have x's dtype ``dtype`` (in either
+    byte order), or float32 when x is float16 or bfloat16 (PyTorch's mixed precision);
+    anything else (a list, say) is converted to x's dtype, or float32 for half x. An
+    array the kernels cannot take as it is comes back as a copy."""
     if arr is None:
         return None
     if xp is not numpy:
@@ -225,9 +237,9 @@ def per_channel(xp, arr, name, channels, dtype, x=None):
     _no_mask(arr, name)
     if type(arr) is not xp.ndarray:
         not_foreign(xp, arr, name)
-        arr = as_array(xp, arr, name, None if hasattr(arr, "dtype") else dtype)
+        arr = as_array(xp, arr, name, None if hasattr(arr, "dtype") else list_dtype(dtype))
     _check_channel_array(arr, name, channels, dtype)
-    return arr if _kernel_ready(arr) else arr.astype(dtype)
+    return arr if _kernel_ready(arr) else arr.astype(_native(arr.dtype))
 
 
 def not_foreign(xp, arr, name):
@@ -245,11 +257,12 @@ def _standard_per_channel(xp, arr, name, channels, dtype, x):
     x's device."""
     if not arrays.is_array(xp, arr):
         not_foreign(xp, arr, name)
-        arr = as_array(xp, arr, name, dtype, None if x is None else arrays.device(x))
+        half = halves.is_half(dtype)
+        arr = as_array(xp, arr, name, xp.float32 if half else dtype,
+                       None if x is None else arrays.device(x))
     supported(arr, name)
-    if arr.dtype != dtype:
-        raise TypeError(f"{name} has dtype {arrays.dtype_name(arr.dtype)} but x has dtype "
-                        f"{arrays.dtype_name(dtype)}; convert {name} to {arrays.dtype_name(dtype)}")
+    if arr.dtype != dtype and not (arr.dtype == xp.float32 and halves.is_half(dtype)):
+        halves.wrong_pair(name, arr.dtype, dtype)
     _one_per_channel(arr, name, channels)
     if x is not None:
         same_device(arr, name, x)
@@ -289,9 +302,9 @@ def copy_back(copies):
 
 
 def _check_channel_array(arr, name, channels, dtype):
-    if _native(arr.dtype) != dtype:
-        raise TypeError(f"{name} has dtype {arr.dtype} but x has dtype {dtype}; "
-                        f"pass {name}.astype({dtype.name!r})")
+    native = _native(arr.dtype)
+    if native != dtype and not (native == F32 and dtype.itemsize == 2):
+        halves.wrong_pair(name, native, dtype)
     _one_per_channel(arr, name, channels)
 
 

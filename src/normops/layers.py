@@ -10,8 +10,12 @@ A layer's array library and device are those of its parameters, fixed when it is
   running statistics are arrays of that library, made through its array-API namespace,
   on ``device`` (default: like's device). Like's values, shape and dtype do not matter.
   Libraries with immutable arrays (JAX) are refused: a layer updates in place.
-* ``dtype``: float32 or float64, as a NumPy dtype or its name ("float32"), which maps to
-  the library's own dtype (torch.float32), or as the library's own dtype object.
+* ``dtype``: float32, float64, float16 or bfloat16, as a NumPy dtype or its name
+  ("float32", "bfloat16"; ml_dtypes.bfloat16), which maps to the library's own dtype
+  (torch.float32), or as the library's own dtype object (torch.bfloat16). It is the
+  dtype of the parameters and running statistics, and of the gradients ``grads()``
+  holds. x must have it, except that a float32 layer also takes float16 and bfloat16 x
+  (PyTorch's mixed precision: float32 master weights); y and dx have x's dtype.
 
 ``forward(x)`` and ``backward(dy)`` take arrays of the layer's library on its device
 (NumPy layers also take what ``np.asarray`` converts, such as lists) and refuse any
@@ -44,6 +48,7 @@ import numpy as np
 
 from . import _arrays as arrays
 from . import _distributed as distributed
+from . import _halves as halves
 from . import _validation as check
 from .ops import batch_norm, batch_norm_backward, batch_renorm, batch_renorm_backward
 
@@ -75,8 +80,10 @@ def _other_library_array(value):
 
 
 def _to_numpy(value, key):
-    """A NumPy array from an array of any library (copied to the host) or a list."""
-    return check.as_array(np, arrays.to_host(value), key)
+    """A NumPy array from an array of any library (copied to the host) or a list; a
+    bfloat16 one widened to float64 (exactly), which NumPy's dtype tests understand."""
+    arr = check.as_array(np, arrays.to_host(value), key)
+    return arr.astype(np.float64) if arr.dtype.name == "bfloat16" else arr
 
 
 def _real(xp, key, value):
@@ -121,26 +128,42 @@ def _library(like, device):
     return xp, arrays.device(like) if device is None else device
 
 
+LAYER_DTYPES = ("float32", "float64") + halves.HALF_NAMES
+
+
+def _numpy_dtype(dtype):
+    """np.dtype(dtype), with "bfloat16" found through ml_dtypes (NumPy knows the name
+    only once ml_dtypes is imported); None for what names no dtype."""
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        return halves.bfloat16()
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        return None
+
+
 def _library_dtype(xp, dtype):
-    """The layer's dtype: for NumPy a numpy float32/float64 dtype; for another library
-    its own float32/float64, given as that dtype or as a NumPy dtype or dtype name."""
+    """The layer's dtype: for NumPy a numpy float32/float64/float16/bfloat16 dtype; for
+    another library its own dtype of those names (where it has it), given as that dtype
+    or as a NumPy dtype or dtype name."""
     if xp is not np:
-        for own in arrays.float_dtypes(xp):
+        for own in arrays.input_dtypes(xp):
             # the library's own dtype objects compare among themselves (an array's dtype
             # need not be the namespace's object); comparing them with NumPy's may warn
             if dtype is own or (type(dtype) is type(own) and dtype == own):
                 return _dtype_object(own)
-    try:
-        found = np.dtype(dtype)
-    except TypeError:
-        found = None
-    if found is None or found not in check.FLOATS:   # (np.dtype(None) == None: test None first)
+    found = _numpy_dtype(dtype)
+    # (np.dtype(None) == None: test None first)
+    if found is None or found.name not in LAYER_DTYPES or (
+            xp is not np and getattr(xp, found.name, None) is None):
         accepted = "a NumPy dtype or its name" if xp is np else f"a NumPy dtype, its name or {check.library(xp)}'s own"
         hint = ""
         if found is None and xp is np and not isinstance(dtype, str):
             hint = "; for another library's dtype, pass like= an array of that library too"
+        elif found is not None and found.name in LAYER_DTYPES:
+            hint = f"; {check.library(xp)} has no {found.name}"
         shown = repr(dtype) if found is None else found
-        raise TypeError(f"dtype must be float32 or float64 ({accepted}), got {shown}{hint}")
+        raise TypeError(f"dtype must be {check.INPUT_DTYPES} ({accepted}), got {shown}{hint}")
     return found if xp is np else _dtype_object(getattr(xp, found.name))
 
 
@@ -229,8 +252,9 @@ class _Norm:
         return arr.copy() if self._like is None else self.xp.asarray(arr, copy=True)
 
     def _write(self, target, value):
-        """value (of the layer's library, any float dtype) into the layer's array target."""
-        target[...] = value if self._like is None else arrays.astype(self.xp, value, target.dtype)
+        """value (of the layer's library, any float dtype) into the layer's array target,
+        rounded once to its dtype."""
+        target[...] = halves.cast(self.xp, value, target.dtype)
 
     # -- modes and state ------------------------------------------------------------
     def train(self, mode=True):
@@ -288,27 +312,33 @@ class _Norm:
                              f"the layer with like={name} (or device={where!r})")
 
     def _check_input(self, x):
-        """x (an array of this layer's dtype and channels) and its channel axis (>= 0)."""
+        """x (an array of this layer's dtype, or a half dtype for a float32 layer, and of
+        its channels) and its channel axis (>= 0)."""
         if self._like is None:
             if type(x) is not np.ndarray:
                 self._refuse_other_library(x, "x")
             x = check.as_input(np, x, shared_batch=self._synced() is not None)
-            if x.dtype != self.dtype:
+            if x.dtype != self.dtype and not self._master_weights(x):
                 raise TypeError(f"{self!r} holds {self.dtype} parameters but x has dtype {x.dtype}: "
-                                f"convert x (x.astype(np.{self.dtype})) or create the layer with "
-                                f"dtype=np.{x.dtype}")
+                                f"convert x (x.astype({_spelled(self.dtype)})) or create the layer "
+                                f"with dtype={_spelled(x.dtype)}{_mixed_hint(self.dtype)}")
         else:
             self._refuse_other_library(x, "x")
             x = check.as_input(self.xp, x, shared_batch=self._synced() is not None)
-            if x.dtype != self.dtype:
+            if x.dtype != self.dtype and not self._master_weights(x):
                 ours, theirs = arrays.dtype_name(self.dtype), arrays.dtype_name(x.dtype)
                 raise TypeError(f"{self!r} holds {ours} parameters but x has dtype {theirs}: "
-                                f"convert x to {ours} or create the layer with dtype={theirs!r}")
+                                f"convert x to {ours} or create the layer with dtype={theirs!r}"
+                                f"{_mixed_hint(self.dtype)}")
         axis = check.channel_axis(self.axis, x.ndim)
         if x.shape[axis] != self.num_features:
             raise ValueError(f"{self!r} expects {self.num_features} channels on axis {self.axis}, "
                              f"got x of shape {tuple(x.shape)}")
         return x, axis
+
+    def _master_weights(self, x):
+        """Whether x is float16/bfloat16 and the layer float32 (PyTorch's mixed precision)."""
+        return arrays.dtype_name(self.dtype) == "float32" and halves.is_half(x.dtype)
 
     def forward(self, x):
         """y for a batch x, an array of the layer's library on its device. Training:
@@ -379,7 +409,7 @@ class _Norm:
         scale = invstd if self.gamma is None else arrays.astype(xp, self.gamma, wide) * invstd
         shift = -scale * arrays.astype(xp, self.running_mean, wide)
         if self.beta is not None:
-            shift = shift + (self.beta if xp is np else arrays.astype(xp, self.beta, wide))
+            shift = shift + arrays.astype(xp, self.beta, wide)
         return scale, shift
 
     # -- state dicts ------------------------------------------------------------------
@@ -428,12 +458,18 @@ class _Norm:
         """A checked (C,) state value (of namespace xp) as the layer's dtype, library and
         device, ready to be written into its array."""
         if self._like is None:
-            return value.astype(self.dtype, copy=False)
+            return halves.round_to(value, self.dtype) if value.dtype == np.float64 \
+                else value.astype(self.dtype, copy=False)
         ours = self.xp
         if xp is np:
+            if halves.is_half(self.dtype):   # NumPy may lack the dtype: widen, then round once
+                wide = arrays.wide_dtype(ours, self.device)
+                return halves.cast(ours, ours.asarray(value.astype(arrays.dtype_name(wide)),
+                                                      device=self.device), self.dtype)
             host = value.astype(np.dtype(arrays.dtype_name(self.dtype)))
             return ours.asarray(host, device=self.device)
-        value = arrays.astype(ours, value, self.dtype)
+        value = halves.cast(ours, value, self.dtype) if halves.is_half(self.dtype) \
+            else arrays.astype(ours, value, self.dtype)
         if arrays.device(value) != self.device:
             value = arrays.compat().to_device(value, self.device)
         return value
@@ -503,6 +539,17 @@ class _Norm:
 
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(self._describe())})"
+
+
+def _spelled(dtype):
+    """How a message spells a NumPy dtype in code."""
+    return "ml_dtypes.bfloat16" if dtype.name == "bfloat16" else f"np.{dtype.name}"
+
+
+def _mixed_hint(dtype):
+    """The mixed pairs a layer of ``dtype`` could offer instead."""
+    return ("" if arrays.dtype_name(dtype) == "float32" else
+            "; a float32 layer also takes float16 and bfloat16 x (master weights)")
 
 
 def _count(xp, value):
@@ -649,7 +696,7 @@ class BatchRenorm(_Norm):
         sigma = arrays.astype(xp, state.pop("running_std"), self._wide())
         var = sigma * sigma - self.eps
         var = np.maximum(var, 0.0) if xp is np else xp.where(var < 0, xp.zeros_like(var), var)
-        state["running_var"] = arrays.astype(xp, var, self.dtype)
+        state["running_var"] = halves.cast(xp, var, self.dtype)
         state["num_batches_tracked"] = state.pop("num_batches_tracked")   # PyTorch's key order
         return state
 

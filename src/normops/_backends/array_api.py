@@ -9,11 +9,16 @@ Sums are kept in float64, or float32 on a device without float64, without a wide
 copy of x (``sum(..., dtype=)``). Statistics are two-pass and shifted: deviations from
 the mean rounded to x's dtype are taken in x's dtype (exact for values near it) and
 their own sum corrects the mean and M2, so a common offset does not swamp the variance.
+
+float16 and bfloat16 x are widened first (a half has 8 or 11 bits: deviations and
+products in it would be far from exact): every kernel computes in the wide dtype, and
+the elementwise ones round their result once to x's dtype (_halves.cast).
 """
 import numpy
 
 from .. import _arrays as arrays
 from .. import _composed
+from .. import _halves as halves
 
 REDUCED = (0, 2)   # the (outer, C, inner) axes a per-channel sum runs over
 
@@ -54,6 +59,7 @@ class ArrayApiBackend:
 
     def batch_stats(self, x):
         xp, wide, m = self._setup(x)
+        x = self._widened(xp, x, wide)
         centre, dev = self._deviations(xp, x, xp.sum(x, axis=REDUCED, dtype=wide) / m)
         s1 = xp.sum(dev, axis=REDUCED, dtype=wide)
         mean = arrays.astype(xp, centre, wide) + s1 / m
@@ -67,11 +73,15 @@ class ArrayApiBackend:
 
     def scale_shift(self, x, a, b):
         xp = self.namespace(x)
+        if halves.is_half(x.dtype):
+            wide = arrays.wide_dtype(xp, arrays.device(x))
+            return halves.cast(xp, self.scale_shift(arrays.astype(xp, x, wide), a, b), x.dtype)
         centre, shift = self._centred(xp, x, a, b)
         return (x - centre) * self._column(xp, a, x) + shift
 
     def grad_stats(self, dy, x, mean):
         xp, wide, _ = self._setup(x)
+        dy, x = self._widened(xp, dy, wide), self._widened(xp, x, wide)
         centre, dev = self._deviations(xp, x, mean)
         sum_dy = xp.sum(dy, axis=REDUCED, dtype=wide)
         # sum dy (x - mean) = sum dy (x - centre) + (centre - mean) sum dy
@@ -80,6 +90,10 @@ class ArrayApiBackend:
 
     def grad_input(self, dy, x, p, q, s):
         xp = self.namespace(x)
+        if halves.is_half(x.dtype):
+            wide = arrays.wide_dtype(xp, arrays.device(x))
+            dx = self.grad_input(arrays.astype(xp, dy, wide), arrays.astype(xp, x, wide), p, q, s)
+            return halves.cast(xp, dx, x.dtype)
         centre, shift = self._centred(xp, x, q, s)
         return dy * self._column(xp, p, x) + ((x - centre) * self._column(xp, q, x) + shift)
 
@@ -88,6 +102,11 @@ class ArrayApiBackend:
     def _setup(self, x):
         xp = self.namespace(x)
         return xp, arrays.wide_dtype(xp, arrays.device(x)), x.shape[0] * x.shape[2]
+
+    @staticmethod
+    def _widened(xp, x, wide):
+        """x, or a copy of it in the wide dtype when it is half (see the module docstring)."""
+        return arrays.astype(xp, x, wide) if halves.is_half(x.dtype) else x
 
     @staticmethod
     def _column(xp, v, x):

@@ -1,5 +1,7 @@
 """The "reference" backend: the formulas of Ioffe & Szegedy (2015) and Ioffe (2017)
-transcribed literally in NumPy, in float64 whatever the input dtype, then cast back.
+transcribed literally in NumPy, in float64 whatever the input dtype, then rounded once
+to each output's dtype (_halves.round_to: y and dx x's, dgamma and dbeta gamma's, or
+float32 for half x without gamma; running statistics their own).
 
 It is the oracle every other backend is tested against, so it favours being obviously
 right over being fast: the whole ops below follow the papers' forward equations and
@@ -11,6 +13,7 @@ import math
 
 import numpy as np
 
+from .._halves import grad_dtype, round_to
 from .._saved import BatchNormSaved, BatchRenormSaved
 
 F64 = np.float64
@@ -82,7 +85,13 @@ class _Channels:
 
 
 def _update(running, batch, momentum):
-    running[...] = (1 - momentum) * running.astype(F64) + momentum * batch
+    running[...] = round_to((1 - momentum) * running.astype(F64) + momentum * batch, running.dtype)
+
+
+def _grads(dx, dgamma, dbeta, x_dtype, gamma):
+    """(dx, dgamma, dbeta) from their float64 values, each rounded once to its dtype."""
+    g = grad_dtype(x_dtype, gamma)
+    return round_to(dx, x_dtype), round_to(dgamma, g), round_to(dbeta, g)
 
 
 class ReferenceBackend:
@@ -107,7 +116,7 @@ class ReferenceBackend:
             _update(running_mean, mu_B, momentum)
             _update(running_var, var_running, momentum)
         saved = BatchNormSaved(mu_B, 1.0 / np.sqrt(var_B + eps), training, axis, x.shape)
-        return y.astype(dtype), saved
+        return round_to(y, dtype), saved
 
     def batch_norm_backward(self, dy, x, saved, gamma):
         ch = _Channels(x, saved.axis)
@@ -131,7 +140,7 @@ class ReferenceBackend:
             dmu_n = ch.bc(ch.sum(-dx_hat)) + dvar_n * ch.bc(ch.sum(-2.0 * x_hat)) / m
             # dL/dx_i = dx_hat_i / sqrt(.) + dL/dsigma_B^2 2 (x_i - mu_B) / m + dL/dmu_B / m
             dx = (dx_hat + dvar_n * 2.0 * x_hat / m + dmu_n / m) * invstd
-        return dx.astype(dtype), dgamma.astype(dtype), dbeta.astype(dtype)
+        return _grads(dx, dgamma, dbeta, dtype, gamma)
 
     def batch_renorm(self, x, gamma, beta, running_mean, running_std, *, training, rmax, dmax,
                      momentum, eps, axis):
@@ -141,7 +150,7 @@ class ReferenceBackend:
         g, b = ch.bc(gamma, 1.0), ch.bc(beta, 0.0)
         if not training:
             y = g * (x - ch.bc(mu)) / ch.bc(sigma) + b         # y = gamma (x - mu) / sigma + beta
-            return y.astype(dtype), BatchRenormSaved(mu, 1.0 / sigma, None, None, False, axis, x.shape)
+            return round_to(y, dtype), BatchRenormSaved(mu, 1.0 / sigma, None, None, False, axis, x.shape)
         mu_B, var_B = ch.moments(x)                            # mu_B = 1/m sum x_i
         sigma_B = np.sqrt(eps + var_B)                         # sqrt(eps + 1/m sum (x_i - mu_B)^2)
         r = np.clip(sigma_B / sigma, 1.0 / rmax, rmax)          # stop_gradient(clip(sigma_B / sigma))
@@ -150,7 +159,7 @@ class ReferenceBackend:
         y = g * x_hat + b
         _update(running_mean, mu_B, momentum)                  # mu += alpha (mu_B - mu)
         _update(running_std, sigma_B, momentum)                # sigma += alpha (sigma_B - sigma)
-        return y.astype(dtype), BatchRenormSaved(mu_B, 1.0 / sigma_B, r, d, True, axis, x.shape)
+        return round_to(y, dtype), BatchRenormSaved(mu_B, 1.0 / sigma_B, r, d, True, axis, x.shape)
 
     def batch_renorm_backward(self, dy, x, saved, gamma):
         ch = _Channels(x, saved.axis)
@@ -161,7 +170,7 @@ class ReferenceBackend:
         x_norm = ch.deviations(x, saved.mean, saved.training) / sigma_B   # (x_i - mu_B) / sigma_B
         if not saved.training:
             dgamma = ch.sum(dy * x_norm)
-            return (dx_hat / sigma_B).astype(dtype), dgamma.astype(dtype), dbeta.astype(dtype)
+            return _grads(dx_hat / sigma_B, dgamma, dbeta, dtype, gamma)
         r, d, m = ch.bc(saved.r), ch.bc(saved.d), ch.m
         dgamma = ch.sum(dy * (x_norm * r + d))
         # the chain rule with each term written as 1 / sigma_B times one of the size of dy
@@ -171,7 +180,7 @@ class ReferenceBackend:
         dmu_n = ch.bc(ch.sum(dx_hat * -r))                     # dL/dmu_B = sum dx_hat_i (-r) / sigma_B, times sigma_B
         # dL/dx_i = dx_hat_i r / sigma_B + dL/dsigma_B (x_i - mu_B) / (m sigma_B) + dL/dmu_B / m
         dx = (dx_hat * r + dsigma_n * x_norm / m + dmu_n / m) / sigma_B
-        return dx.astype(dtype), dgamma.astype(dtype), dbeta.astype(dtype)
+        return _grads(dx, dgamma, dbeta, dtype, gamma)
 
     # --- the four kernels, on the (outer, C, inner) view, in float64 ------------------
 
@@ -185,7 +194,7 @@ class ReferenceBackend:
         return count, mean, var * count
 
     def scale_shift(self, x, a, b):
-        return (self._col(a) * x.astype(F64) + self._col(b)).astype(x.dtype)
+        return round_to(self._col(a) * x.astype(F64) + self._col(b), x.dtype)
 
     def grad_stats(self, dy, x, mean):
         dy = dy.astype(F64)
@@ -193,4 +202,4 @@ class ReferenceBackend:
 
     def grad_input(self, dy, x, p, q, s):
         out = self._col(p) * dy.astype(F64) + self._col(q) * x.astype(F64) + self._col(s)
-        return out.astype(x.dtype)
+        return round_to(out, x.dtype)

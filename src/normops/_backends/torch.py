@@ -8,12 +8,18 @@ back as tensors on the memory the kernels wrote (``torch.from_numpy``). Tensors 
 other device take the array-API path (ArrayApiBackend, under ``torch.no_grad()``).
 normops computes gradients explicitly: a tensor that requires grad is read through a
 detached view, and no output carries an autograd graph.
+
+bfloat16 tensors cross the bridge as well, without a copy: NumPy has no bfloat16 of
+its own (nor DLPack a way to pass one to it), so the tensor's memory is viewed as
+int16 and that array reinterpreted as ml_dtypes' bfloat16, and results go back the
+same way (ml_dtypes is needed then: ``pip install "normops[bf16]"``).
 """
 import dataclasses
 
 import numpy
 
 from .. import _arrays as arrays
+from .. import _halves as halves
 from .. import _validation as check
 from .._saved import BatchNormSaved, BatchRenormSaved
 from .array_api import ArrayApiBackend
@@ -76,8 +82,8 @@ class CpuTensors:
         written = written and first is not None and second is not None
         if written:
             self._writable(first, second, names, x, gamma, beta, resolved)
-        y, saved = op(*args, training=training, backend="cpu", **options)
-        from_numpy = self._torch.from_numpy
+        y, saved = op(*args, training=training, backend=self.backend, **options)
+        from_numpy = self._tensor
         for tensor, array in copies:   # running statistics updated in a copy
             tensor.copy_(from_numpy(array))
         if written:
@@ -90,8 +96,15 @@ class CpuTensors:
         if isinstance(saved, (BatchNormSaved, BatchRenormSaved)):
             saved = _map_saved(saved, lambda t, field: self._saved_view(t, field, x))
         result = op(self._view(dy, "dy", x), self._view(x, "x", x), saved,
-                    self._view(gamma, "gamma", x), backend="cpu", **options)
-        return tuple(self._torch.from_numpy(a) for a in result)
+                    self._view(gamma, "gamma", x), backend=self.backend, **options)
+        return tuple(self._tensor(a) for a in result)
+
+    def _tensor(self, array):
+        """A tensor on the memory of a NumPy array the op returned (bfloat16 through an
+        int16 view: torch.from_numpy does not know ml_dtypes' dtype)."""
+        if array.dtype.name == "bfloat16":
+            return self._torch.from_numpy(array.view(numpy.int16)).view(self._torch.bfloat16)
+        return self._torch.from_numpy(array)
 
     def _writable(self, first, second, names, x, gamma, beta, resolved):
         """What NumPy's checks cannot see of the running statistics to update: an
@@ -154,9 +167,12 @@ def _numpy(tensor, name, x):
     except TypeError:   # a dtype NumPy lacks (bfloat16, ...)
         if name.startswith("saved.") and tensor.is_floating_point():
             return tensor.double().numpy()   # saved fields take any float, as float64
+        if arrays.dtype_name(tensor.dtype) == "bfloat16":   # same memory (see the docstring)
+            import torch   # (imported already: the tensor is one)
+            return tensor.view(torch.int16).numpy().view(halves.bfloat16())
         dtype = arrays.dtype_name(tensor.dtype)
         if name in ("x", "dy"):
-            raise TypeError(f"{name} must have dtype float32 or float64, got {dtype}") from None
+            raise TypeError(f"{name} must have dtype {check.INPUT_DTYPES}, got {dtype}") from None
         raise TypeError(f"{name} has dtype {dtype} but x has dtype "
                         f"{arrays.dtype_name(x.dtype)}") from None
 
