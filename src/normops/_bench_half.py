@@ -148,7 +148,7 @@ def header_lines(meta, shape_names_dram):
         f"{meta['dtype']}: x and dy {meta['dtype']}; gamma, beta and the running statistics "
         f"{meta['parameter_dtype']} for normops and PyTorch alike (PyTorch's mixed precision)",
         *(["bfloat16 tensors (pytorch, --backend torch): "
-            f"torch.from_numpy(a.view(numpy.int16)).view(torch.bfloat16), on the arrays' memory"]
+            "torch.from_numpy(a.view(numpy.int16)).view(torch.bfloat16), on the arrays' memory"]
           if meta["dtype"] == "bfloat16" else []),
         f"copy baseline and cpu GB/s in {meta['dtype']} bytes; DRAM-sized rows (x at least the "
         f"last-level cache, {llc / MIB:g} MiB: {meta['last_level_cache_source']}): {dram}",
