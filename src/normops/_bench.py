@@ -30,6 +30,8 @@ import numpy
 
 import normops
 
+from . import _bench_half
+
 OPS = ("forward-train", "backward", "inference")
 # Array-sized reads and writes each op must make at least: forward and inference read x
 # and write y; backward reads x and dy and writes dx.
@@ -183,21 +185,25 @@ class Inputs:
 
 def make_inputs(shape, dtype):
     """Random normal data, the same on every run and whatever --shapes picks (seeded by
-    the shape's place in SHAPES)."""
+    the shape's place in SHAPES). With a half ``dtype`` (float16, bfloat16), x and dy are
+    the float32 run's data rounded to it and the per-channel arrays are the float32 run's
+    (PyTorch's mixed precision: half activations, float32 parameters and statistics)."""
     rng = numpy.random.default_rng([SEED, SHAPES.index(shape)])
     c = shape.channels
+    draw = _bench_half.data_dtype(dtype)          # dtype itself unless a half one
+    params = _bench_half.parameter_dtype(dtype)   # likewise
 
     def normal(size, scale=1.0, offset=0.0):
-        return offset + scale * rng.standard_normal(size, dtype=dtype)  # stays in dtype
+        return offset + scale * rng.standard_normal(size, dtype=draw)  # stays in draw
 
     return Inputs(
         shape=shape,
-        x=rng.standard_normal(shape.dims, dtype=dtype),
-        dy=rng.standard_normal(shape.dims, dtype=dtype),
-        gamma=normal(c, 0.1, 1.0),
-        beta=normal(c, 0.1),
-        running_mean=normal(c, 0.1),
-        running_var=rng.uniform(0.5, 1.5, c).astype(dtype),
+        x=rng.standard_normal(shape.dims, dtype=draw).astype(dtype, copy=False),
+        dy=rng.standard_normal(shape.dims, dtype=draw).astype(dtype, copy=False),
+        gamma=normal(c, 0.1, 1.0).astype(params, copy=False),
+        beta=normal(c, 0.1).astype(params, copy=False),
+        running_mean=normal(c, 0.1).astype(params, copy=False),
+        running_var=rng.uniform(0.5, 1.5, c).astype(params),
     )
 
 
@@ -216,9 +222,13 @@ def copy_kernels():
 
 
 def copy_calls(x, kernels):
-    """Zero-argument copies of x into a buffer of its size, one per copy kernel."""
+    """Zero-argument copies of x into a buffer of its size, one per copy kernel.
+    numpy.copyto copies x as it is; the others read the buffer protocol, which has no
+    bfloat16: they copy a uint16 view of the same memory (the same bytes)."""
     dst = numpy.empty_like(x)
-    return {name: (lambda k=kernel: k(dst, x)) for name, kernel in kernels.items()}
+    views = _bench_half.buffer_view(dst), _bench_half.buffer_view(x)
+    return {name: (lambda k=kernel, a=((dst, x) if kernel is numpy.copyto else views): k(*a))
+            for name, kernel in kernels.items()}
 
 
 def copy_gbps(nbytes, timing):
@@ -294,7 +304,7 @@ def as_arrays(kind, torch, inp):
     if kind == "numpy":
         return inp
     fields = {f: getattr(inp, f) for f in ("x", "dy", "gamma", "beta", "running_mean", "running_var")}
-    return Inputs(shape=inp.shape, **{f: torch.from_numpy(a) for f, a in fields.items()})
+    return Inputs(shape=inp.shape, **{f: _bench_half.as_tensor(torch, a) for f, a in fields.items()})
 
 
 def _copy(a):
@@ -323,9 +333,11 @@ def pytorch_ops(torch, inp):
     """The same three ops in PyTorch's own batch norm (the "pytorch" column), on tensors
     sharing the NumPy buffers (or on ``inp``'s tensors as they are, on their device, as
     benchmarks/gpu_check.py gives them). NHWC data becomes an NCHW tensor in
-    channels_last memory format, which is how PyTorch holds it."""
+    channels_last memory format, which is how PyTorch holds it. A bfloat16 array becomes
+    a torch.bfloat16 tensor through an int16 view of its memory (_bench_half.as_tensor);
+    half x with float32 weight and running statistics is PyTorch's mixed precision."""
     def as_tensor(a):
-        return a if isinstance(a, torch.Tensor) else torch.from_numpy(a)
+        return _bench_half.as_tensor(torch, a)
 
     def tensor(a):
         t = as_tensor(a)
@@ -519,10 +531,12 @@ def format_table(rows, backend=DEFAULT_BACKEND):
     cpu, and the reference's own two unless it is the chosen one."""
     ours = backend != "cpu"
     ref = backend != "reference"
+    dram = any("dram_sized" in r for r in rows)   # a half dtype: its DRAM-sized rows marked
     header = ("shape", "op", "copy GB/s", "cpu ms",
               *((f"{backend} ms", f"{backend}/cpu", "per block") if ours else ()),
               *(("reference ms",) if ref else ()), "pytorch ms", "cpu/pytorch",
-              *(("ref/cpu",) if ref else ()), "cpu GB/s", "cpu/copy")
+              *(("ref/cpu",) if ref else ()), "cpu GB/s", "cpu/copy",
+              *(("DRAM",) if dram else ()))
     body = []
     for r in rows:
         med = {c: cell["median_s"] for c, cell in r["cells"].items()}
@@ -532,7 +546,8 @@ def format_table(rows, backend=DEFAULT_BACKEND):
                      *((fmt_ms(med.get("reference")),) if ref else ()), fmt_ms(med.get(PYTORCH)),
                      fmt(r["cpu_over_pytorch"], ".2f"),
                      *((fmt(r["reference_over_cpu"], ".1f"),) if ref else ()),
-                     fmt(r["cpu_gbps"], ".1f"), fmt(r["cpu_fraction_of_copy"], ".0%")))
+                     fmt(r["cpu_gbps"], ".1f"), fmt(r["cpu_fraction_of_copy"], ".0%"),
+                     *((("yes" if r.get("dram_sized") else "no"),) if dram else ())))
     widths = [max(len(v) for v in col) for col in zip(header, *body)]
     # text columns left-aligned, numbers right-aligned
     def line(cells):
@@ -540,13 +555,15 @@ def format_table(rows, backend=DEFAULT_BACKEND):
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, body)])
 
 
-def format_header(meta, copies):
+def format_header(meta, copies, rows=()):
     load = meta.get("load_average")
     lines = [
         f"normops {meta['normops_version']}  numpy {meta['numpy_version']}  "
         f"torch {meta['torch_version'] or 'not installed'}  python {meta['python_version']}  "
         f"{meta['machine']}",
-        f"dtype {meta['dtype']}  threads {meta['threads']} (normops: {meta['normops_threads']}, "
+        f"dtype {meta['dtype']}"
+        + (f" (parameters {meta['parameter_dtype']})" if "parameter_dtype" in meta else "")
+        + f"  threads {meta['threads']} (normops: {meta['normops_threads']}, "
         f"torch: {meta['torch_threads']})  mode {meta['mode']}"
         + (f"  load average {load['start']:.2f} before, {load['end']:.2f} after" if load else ""),
         f"backend {meta['backend']} on {ARRAYS[meta['backend_arrays']]}"
@@ -554,6 +571,9 @@ def format_header(meta, copies):
            "per block: its lowest and highest over the blocks" if meta["backend"] != "cpu" else ""),
         f"{PYTORCH}: PyTorch's own torch.nn.functional.batch_norm (and its backward)",
     ]
+    if "parameter_dtype" in meta:   # a half dtype
+        dram = list(dict.fromkeys(r["shape"] for r in rows if r.get("dram_sized")))
+        lines += _bench_half.header_lines(meta, dram)
     for column, note in meta["notes"].items():
         lines.append(f"{column} column left empty: {note}")
     lines.append("copy bandwidth (2 x nbytes / median copy time, the three ops' blocks pooled; each "
@@ -564,7 +584,7 @@ def format_header(meta, copies):
     return "\n".join(lines)
 
 
-def format_footer(summary, notes):
+def format_footer(summary, notes, meta=None):
     lines = []
     if summary["rows_compared"] == 0:
         why = "; ".join(f"{c}: {n}" for c, n in notes.items() if c in ("cpu", PYTORCH)) or "no rows"
@@ -577,6 +597,8 @@ def format_footer(summary, notes):
             f"worst cpu/pytorch: {summary['max_cpu_over_pytorch']:.2f} ({summary['max_at']})",
             f"cpu faster than pytorch on every row: {'yes' if verdict else 'no'}",
         ]
+    if meta is not None and "parameter_dtype" in meta:   # a half dtype: its targets
+        lines += _bench_half.footer_lines(meta, summary)
     backend = summary["backend"]
     if backend == "cpu":
         return "\n".join(lines)
@@ -633,7 +655,11 @@ def add_arguments(parser):
                              "PyTorch's own batch norm, always timed")
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats (whole run well under 30 s); noisier numbers")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--dtype", choices=("float32", "float64", *_bench_half.HALF_NAMES),
+                        default="float32",
+                        help="x's and dy's dtype (default: float32); with float16 or bfloat16 "
+                             "(ml_dtypes), gamma, beta and the running statistics stay float32, "
+                             "for normops and PyTorch alike")
     parser.add_argument("--threads", type=positive_int, default=usable_cpus(),
                         help="threads for normops and PyTorch (default: the CPUs this "
                              "process may run on)")
@@ -701,6 +727,11 @@ def run(args):
     torch = load_torch()
     backend = getattr(args, "backend", None) or DEFAULT_BACKEND
     kind = chosen_backend(backend, torch)
+    try:
+        dtype = _bench_half.numpy_dtype(args.dtype)   # bfloat16: ml_dtypes'
+    except ImportError as exc:
+        raise BenchError(f"--dtype {args.dtype}: {exc}") from None
+    half = _bench_half.is_half(dtype)
     status = backend_status(torch)
     available = {c: ok for c, (ok, _) in status.items()}
     policy = policy_for(args)
@@ -721,8 +752,10 @@ def run(args):
             "backend": backend, "backend_arrays": kind,
             "notes": {c: note for c, (_, note) in status.items() if note},
         }
+        if half:
+            meta.update(_bench_half.meta_fields(args.dtype, _bench_half.last_level_cache()))
         for shape in selected_shapes(args):
-            inp = make_inputs(shape, numpy.dtype(args.dtype))
+            inp = make_inputs(shape, dtype)
             calls = column_calls(inp, backend, kind, available, torch)
             timings = bench_shape(inp, calls, policy, alone=() if backend == "reference" else ("reference",))
             copies[shape.name] = {"nbytes": inp.x.nbytes, "kernels": copy_record(inp.x.nbytes, timings["copy"])}
@@ -731,7 +764,11 @@ def run(args):
     if load_before is not None and load_after is not None:
         # the 1-minute load average of the machine, this process included
         meta["load_average"] = {"start": load_before, "end": load_after}
-    return {"meta": meta, "copy": copies, "rows": rows, "summary": summarize(rows, backend)}
+    summary = summarize(rows, backend)
+    if half:
+        _bench_half.mark_rows(rows, meta["last_level_cache_bytes"])
+        _bench_half.summarize(rows, summary)
+    return {"meta": meta, "copy": copies, "rows": rows, "summary": summary}
 
 
 def main(args=None):
@@ -749,11 +786,11 @@ def main(args=None):
         print(f"python -m normops bench: {exc}", file=sys.stderr)
         return 2
     report["meta"]["elapsed_s"] = time.perf_counter() - started
-    print(format_header(report["meta"], report["copy"]))
+    print(format_header(report["meta"], report["copy"], report["rows"]))
     print()
     print(format_table(report["rows"], report["meta"]["backend"]))
     print()
-    print(format_footer(report["summary"], report["meta"]["notes"]))
+    print(format_footer(report["summary"], report["meta"]["notes"], report["meta"]))
     print(f"({report['meta']['elapsed_s']:.1f} s)")
     if args.json:
         with open(args.json, "w") as f:
