@@ -22,6 +22,22 @@ def test_layers_block():
     assert brn.clips(0) == (1.0, 0.0) and brn.clips(40000) == (3.0, 5.0)
 
 
+def test_bfloat16_block():
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 NumPy arrays need ml_dtypes")
+    names = run_readme_block("test: bfloat16 example")
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    assert names["y"].dtype == bf16 and names["dx"].dtype == bf16 and names["y_layer"].dtype == bf16
+    assert names["dgamma"].dtype == np.float32 and names["running_var"].dtype == np.float32
+    # as the comments say: normalized per channel, and the running statistics updated
+    y = names["y"].astype(np.float64)
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0.0, atol=2e-3)
+    np.testing.assert_allclose(y.std(axis=(0, 2, 3)), 1.0, atol=1e-2)
+    np.testing.assert_allclose(names["running_mean"], 0.3, atol=0.03)
+    # dy = 1: dbeta is the count of values per channel, dx is 0 (to bfloat16's rounding)
+    np.testing.assert_array_equal(names["dbeta"], np.float32(64 * 8 * 8))
+    assert np.abs(names["dx"].astype(np.float64)).max() < 1e-2
+
+
 def test_torch_block():
     torch = import_torch("the PyTorch example")
     names = run_readme_block("test: torch example")
