@@ -47,20 +47,29 @@ static inline float nm_bf16_to_f32(nm_half h)
     return nm_bits_f32((uint32_t)h << 16);
 }
 
-/* double -> float32 rounded to odd, on the double's bits: its mantissa cut to float32's
- * 24 bits, the lowest kept bit set when a dropped one was (a double that float32 then
- * holds exactly, for every result in float32's normal range; one below it is rounded to
- * float32's subnormals, to nearest, which only bfloat16's own subnormals, below 1.2e-38,
- * can notice; beyond FLT_MAX the cast gives infinity, as the half rounding would). Five
- * integer operations and the cast: the cheapest correct rounding found here (comparing
- * the cast back with the double, as a first version did, took twice as long per value). */
+/* double -> float32 rounded to odd: truncated towards zero, the lowest bit set when that
+ * was inexact. Within float32's normal range on the double's bits: its mantissa cut to
+ * float32's 24 bits, the lowest kept bit set when a dropped one was (a double that
+ * float32 then holds exactly; five integer operations and the cast, the cheapest correct
+ * rounding found here: comparing the cast back with the double took twice as long per
+ * value). Below that range, where float32's spacing is fixed and fewer bits are kept, by
+ * that comparison: the cast to nearest, one step back towards zero where it went away
+ * from it, the lowest bit set (bfloat16's subnormals are rounded from these). Beyond
+ * FLT_MAX the cast gives infinity, as the half rounding would. */
 #define NM_DROPPED ((uint64_t)0x1fffffff)   /* the 29 mantissa bits float32 does not keep */
+#define NM_F32_MIN_EXP ((uint64_t)(1023 - 126))   /* float32's smallest normal, as a double */
 
 static inline float nm_f64_to_f32_odd(double d)
 {
     uint64_t u;
     double cut;
     memcpy(&u, &d, sizeof u);
+    if (((u >> 52) & 0x7ff) < NM_F32_MIN_EXP && (u << 1) != 0) {
+        const float f = (float)d;
+        const double back = (double)f;
+        const uint32_t above = (back < 0 ? -back : back) > (d < 0 ? -d : d);
+        return nm_bits_f32((nm_f32_bits(f) - above) | (uint32_t)(back != d));
+    }
     u = (u & ~NM_DROPPED) | ((uint64_t)((u & NM_DROPPED) != 0) << 29);
     memcpy(&cut, &u, sizeof cut);
     return (float)cut;

@@ -247,7 +247,7 @@ NM_AVX2 static inline __m128i pack8_bf16(__m256 v)
     return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(h, h), 0x08));
 }
 
-/* four doubles to float32 rounded to odd (half.h: nm_f64_to_f32_odd) */
+/* four doubles to float32 rounded to odd (half.h: nm_f64_to_f32_odd, lane by lane) */
 NM_AVX2 static inline __m128 f32_odd(__m256d d)
 {
     const __m256i dropped = _mm256_set1_epi64x((long long)NM_DROPPED);
@@ -255,7 +255,29 @@ NM_AVX2 static inline __m128 f32_odd(__m256d d)
     const __m256i exact = _mm256_cmpeq_epi64(_mm256_and_si256(u, dropped), _mm256_setzero_si256());
     const __m256i sticky = _mm256_andnot_si256(exact, _mm256_set1_epi64x(1LL << 29));
     const __m256i cut = _mm256_or_si256(_mm256_andnot_si256(dropped, u), sticky);
-    return _mm256_cvtpd_ps(_mm256_castsi256_pd(cut));
+    /* below float32's normal range (not 0): rare, by the comparison */
+    const __m256i magnitude = _mm256_srli_epi64(_mm256_slli_epi64(u, 1), 53);
+    const __m256i tiny = _mm256_andnot_si256(
+        _mm256_cmpeq_epi64(_mm256_slli_epi64(u, 1), _mm256_setzero_si256()),
+        _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)NM_F32_MIN_EXP), magnitude));
+    __m128 f = _mm256_cvtpd_ps(_mm256_castsi256_pd(cut));
+    if (!_mm256_testz_si256(tiny, tiny)) {
+        const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+        const __m128 near = _mm256_cvtpd_ps(d);
+        const __m256d back = _mm256_cvtps_pd(near), sign = _mm256_set1_pd(-0.0);
+        const __m256d inexact = _mm256_cmp_pd(back, d, _CMP_NEQ_OQ);
+        const __m256d above = _mm256_cmp_pd(_mm256_andnot_pd(sign, back),
+                                            _mm256_andnot_pd(sign, d), _CMP_GT_OQ);
+        const __m128i above32 = _mm256_castsi256_si128(
+            _mm256_permutevar8x32_epi32(_mm256_castpd_si256(above), pick));
+        const __m128i inexact32 = _mm256_castsi256_si128(
+            _mm256_permutevar8x32_epi32(_mm256_castpd_si256(inexact), pick));
+        const __m128i tiny32 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(tiny, pick));
+        const __m128i odd = _mm_or_si128(_mm_add_epi32(_mm_castps_si128(near), above32),
+                                         _mm_srli_epi32(inexact32, 31));
+        f = _mm_blendv_ps(f, _mm_castsi128_ps(odd), _mm_castsi128_ps(tiny32));
+    }
+    return f;
 }
 
 #define nm_to_f32_f16 nm_f16_to_f32
