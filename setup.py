@@ -109,7 +109,8 @@ kernels = Extension(
     include_dirs=["cext", numpy.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     depends=["cext/normops.h", "cext/simd.h", "cext/half.h", "cext/threads.h", "cext/channel.inc",
-             "cext/simd_sums.inc", "cext/simd_half.inc", "cext/undef.inc",
+             "cext/simd_sums.inc", "cext/simd_half.inc", "cext/half_instance.inc",
+             "cext/undef.inc",
              "cext/planes.inc", "cext/rows.inc", "cext/entry.inc"],
 )
 

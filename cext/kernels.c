@@ -390,44 +390,12 @@ static void fast_grad_coef(float *out, ptrdiff_t stride, double hi, double p, do
  * close as for float32 for bfloat16, whose exponents are float32's), maps in double from
  * double coefficients, so each output is the double result rounded once (half.h). Their
  * ranges are far inside double's, so the wide map is for the same extremes as float64's. */
-#define NM_T nm_half
-#define NM_M double
+#define NM_SUF(name) name##_f16
 #define NM_LD(v) ((double)nm_f16_to_f32(v))
 #define NM_ST(v) nm_f64_to_f16(v)
-#define NM_SUF(name) name##_f16
-#define NM_AFFINE NM_AFFINE_FUSED
-#define NM_GRAD NM_GRAD_FUSED
-#define NM_FOLD_LO 1
-#define NM_FAST NM_SIMD_BUILD
-#define NM_TWO_PASS 0
-#define NM_SIMD NM_SIMD_BUILD
-#define NM_SIMD_HALF NM_SIMD_BUILD
-#define NM_SIMD_F32 0
-#define NM_MAP_RANGE 0x1p900
-#define NM_MAP_TINY 0x1p-1000
-#include "channel.inc"
-#include "planes.inc"
-#include "rows.inc"
-#include "entry.inc"
-#include "undef.inc"
+#include "half_instance.inc"
 
-#define NM_T nm_half
-#define NM_M double
+#define NM_SUF(name) name##_bf16
 #define NM_LD(v) ((double)nm_bf16_to_f32(v))
 #define NM_ST(v) nm_f64_to_bf16(v)
-#define NM_SUF(name) name##_bf16
-#define NM_AFFINE NM_AFFINE_FUSED
-#define NM_GRAD NM_GRAD_FUSED
-#define NM_FOLD_LO 1
-#define NM_FAST NM_SIMD_BUILD
-#define NM_TWO_PASS 0
-#define NM_SIMD NM_SIMD_BUILD
-#define NM_SIMD_HALF NM_SIMD_BUILD
-#define NM_SIMD_F32 0
-#define NM_MAP_RANGE 0x1p900
-#define NM_MAP_TINY 0x1p-1000
-#include "channel.inc"
-#include "planes.inc"
-#include "rows.inc"
-#include "entry.inc"
-#include "undef.inc"
+#include "half_instance.inc"

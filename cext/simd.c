@@ -291,18 +291,6 @@ NM_AVX2 static inline __m128 f32_odd(__m256d d)
 #undef NM_E
 #undef NM_ESUF
 
-#define NM_E nm_half
-#define NM_ESUF(name) name##_f16
-#include "simd_sums.inc"
-#undef NM_E
-#undef NM_ESUF
-
-#define NM_E nm_half
-#define NM_ESUF(name) name##_bf16
-#include "simd_sums.inc"
-#undef NM_E
-#undef NM_ESUF
-
 /* the halves' rounding in float32 terms (simd_half.inc): Y's dropped bits at a tie
  * between two half values, the ratio R of the bound, and the normal range */
 #define HALF_TIE_f16 0x1000
@@ -316,12 +304,12 @@ NM_AVX2 static inline __m128 f32_odd(__m256d d)
 
 #define NM_E nm_half
 #define NM_ESUF(name) name##_f16
+#include "simd_sums.inc"
 #include "simd_half.inc"
-#undef NM_E
 #undef NM_ESUF
 
-#define NM_E nm_half
 #define NM_ESUF(name) name##_bf16
+#include "simd_sums.inc"
 #include "simd_half.inc"
 #undef NM_E
 #undef NM_ESUF

@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 import normops
+from half_inputs import draw
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
@@ -184,20 +185,6 @@ def check_rounded_once(name, actual, expected, terms, dtype):
 
 
 # -- inputs and runs -------------------------------------------------------------------
-
-def draw(shape, axis, dtype, params, seed=0):
-    rng = np.random.default_rng(seed)
-    C = shape[axis]
-    bshape = [1] * len(shape)
-    bshape[axis] = C
-    x = rng.normal(size=shape) * rng.uniform(0.3, 4.0, bshape) + rng.normal(0, 3, bshape)
-    # gamma of either sign (one channel 0.5 exactly), beta of either sign
-    gamma = rng.uniform(0.5, 2.0, C) * rng.choice([-1, 1], C)
-    return dict(x=x.astype(dtype), dy=rng.normal(size=shape).astype(dtype),
-                gamma=gamma.astype(params), beta=rng.normal(size=C).astype(params),
-                running_mean=rng.normal(0, 2, C).astype(params),
-                running_var=rng.uniform(0.5, 4.0, C).astype(params))
-
 
 def run_bn(a, axis, training, backend):
     rm, rv = a["running_mean"].copy(), a["running_var"].copy()

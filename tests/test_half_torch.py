@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import normops
+from half_inputs import draw
 from optional_torch import import_torch
 
 torch = import_torch("this cross-check")
@@ -57,19 +58,6 @@ def to_numpy(t):
     if t.dtype == torch.bfloat16:
         return t.view(torch.int16).numpy().view(BF16)
     return t.numpy()
-
-
-def inputs(shape, axis, dtype, params, seed=0):
-    rng = np.random.default_rng(seed)
-    channels = shape[axis]
-    bshape = [1] * len(shape)
-    bshape[axis] = channels
-    x = rng.normal(size=shape) * rng.uniform(0.5, 3.0, bshape) + rng.normal(0, 3, bshape)
-    gamma = rng.uniform(0.5, 2.0, channels) * rng.choice([-1, 1], channels)
-    return dict(x=x.astype(dtype), dy=rng.normal(size=shape).astype(dtype),
-                gamma=gamma.astype(params), beta=rng.normal(size=channels).astype(params),
-                running_mean=rng.normal(size=channels).astype(params),
-                running_var=rng.uniform(0.5, 2.0, channels).astype(params))
 
 
 def torch_step(a, perm, training):
@@ -145,7 +133,7 @@ def tolerance(dtype, sizes, half_statistics=False):
 def test_half_batch_norm_matches_torch(be, dtype, params, layout, training):
     _, shape, axis, perm = layout
     pdtype = F32 if params == "float32" else dtype
-    a = inputs(shape, axis, dtype, pdtype)
+    a = draw(shape, axis, dtype, pdtype)
     expected = torch_step(a, perm, training)
     actual = normops_step(a, axis, training, be)
     sizes = term_sizes(a, axis, training)
