@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 import normops
+import half_inputs
 from half_inputs import draw
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -187,12 +188,7 @@ def check_rounded_once(name, actual, expected, terms, dtype):
 # -- inputs and runs -------------------------------------------------------------------
 
 def run_bn(a, axis, training, backend):
-    rm, rv = a["running_mean"].copy(), a["running_var"].copy()
-    y, saved = normops.batch_norm(a["x"], a["gamma"], a["beta"], rm, rv, training=training,
-                                  momentum=MOMENTUM, eps=EPS, axis=axis, backend=backend)
-    dx, dgamma, dbeta = normops.batch_norm_backward(a["dy"], a["x"], saved, a["gamma"],
-                                                    backend=backend)
-    return dict(y=y, dx=dx, dgamma=dgamma, dbeta=dbeta, running_mean=rm, running_var=rv)
+    return half_inputs.run_bn(a, axis, training, backend, MOMENTUM, EPS)
 
 
 def run_brn(a, axis, training, backend, rmax, dmax):
