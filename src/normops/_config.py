@@ -26,7 +26,7 @@ def _required(name="_cpu"):
 
 def config():
     """A dict describing the cpu backend's build: compiler and flags, OpenMP, threads,
-    which float32 loops run (AVX2 + FMA or portable) and the output cache."""
+    which loops run (AVX2 + FMA + F16C or portable) and the output cache."""
     ext, reason = _extension()
     if ext is None:
         return {"cpu extension": f"not importable ({reason})"}
@@ -40,10 +40,11 @@ def config():
                          "run on one thread" if ext.forked_child() else "no"),
         # smaller ops run on fewer threads (one below this): see cext/threads.h
         "min values per thread": ext.get_min_values_per_thread(),
-        "simd": (f"AVX2 + FMA statistics loops; float32 outputs written around the cache "
-                 f"when an op's arrays hold {ext.stream_bytes() / MIB:g} MiB or more"
+        "simd": (f"AVX2 + FMA + F16C loops (float32 statistics, float16/bfloat16 statistics "
+                 f"and maps); float32 and half outputs written around the cache when an op's "
+                 f"arrays hold {ext.stream_bytes() / MIB:g} MiB or more"
                  if ext.simd_enabled()
-                 else "portable loops (no AVX2 + FMA on this CPU or build, or turned off)"),
+                 else "portable loops (no AVX2 + FMA + F16C on this CPU or build, or turned off)"),
     }
     buffers, _ = _extension("_buffers")
     if buffers is not None:
