@@ -134,9 +134,12 @@ def _half_channel_values(rng, regime, channels, dtype):
         offset = (rng.choice([-1.0, 1.0], channels) * spread
                   * 10.0 ** rng.uniform(-1.0, limits["offset"], channels))
     elif regime == "mixed_scales":
+        # float16: spreads 1e-2..1e2 (variances 1e-4..1e4 within its range); bfloat16
+        # float32's 1e-4..1e4; offsets as mixed, but within the spreads the digits resolve
         top = 2.0 if name == "float16" else 4.0
         spread = 10.0 ** rng.uniform(-top, top, channels)
-        offset = rng.normal(0.0, 1.0, channels) * 10.0 ** rng.uniform(-top, top, channels)
+        offset = rng.normal(0.0, 1.0, channels) * np.minimum(
+            10.0 ** rng.uniform(-top, top, channels), 10.0 ** _HALF_OFFSETS[name] * spread)
     else:
         raise ValueError(f"unknown value regime {regime!r}; known: {', '.join(REGIMES)}")
     return offset, spread

@@ -46,6 +46,6 @@ def ulp(values, dtype_):
     info = finfo(dtype_)
     a = np.abs(np.asarray(values, dtype=np.float64))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        exponent = np.floor(np.log2(np.where((a > 0) & np.isfinite(a), a, 1.0)))
+        exponent = np.floor(np.log2(np.where(np.isnan(a), 1.0, a)))   # 0: -inf, clipped
     exponent = np.clip(exponent, np.log2(float(info.smallest_normal)), np.log2(float(info.max)))
     return np.ldexp(1.0, (exponent - info.nmant).astype(int))

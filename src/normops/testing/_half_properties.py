@@ -5,8 +5,12 @@ half step is within half an ulp of the exact result. ``half_outputs_within_one_u
 holds an implementation to 1 ulp of the float64 result of the reference backend on the
 same values upcast to float64: it passes an implementation that computes in float64, or
 in float32 where float32 is exact enough, and rounds once; it fails one that computes or
-accumulates in the half dtype, or rounds twice on the way (float64 -> float32 ->
-bfloat16 can miss by an ulp at a tie: see normops._halves)."""
+accumulates in the half dtype (each operation rounded: a few ulps), which the other
+properties' term-relative tolerances let through. A correctly rounded result is within
+half an ulp; the bound of 1 ulp leaves room for the reference's own float64 roundings
+and for a double rounding through float32 (float64 -> float32 -> bfloat16 misses by at
+most an ulp at a tie, see normops._halves), which this property therefore does not
+catch."""
 import numpy as np
 from hypothesis import strategies as st
 
