@@ -10,5 +10,9 @@ from normops import testing
 @pytest.mark.parametrize("prop", testing.properties(), ids=str)
 def test_property_holds(kit_run, prop):
     name, library = kit_run
-    result = testing.run_property(prop, testing.backend_implementation(name, library))
+    impl = testing.backend_implementation(name, library)
+    result = testing.run_property(prop, impl)
+    if result.status == "n/a":   # only the half property, on a library without halves
+        assert prop.halves and not set(impl.dtypes) & set(testing.strategies.HALF_DTYPES), result.message
+        return
     assert result.status == "passed", result.message

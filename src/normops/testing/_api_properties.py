@@ -4,6 +4,7 @@ and BRN when the implementation has it."""
 import numpy as np
 from hypothesis import strategies as st
 
+from .._halves import grad_dtype
 from ._bn_properties import draw_cases
 from ._cases import MEMORY
 from ._implementation import assert_steps_close, bn_step, brn_step
@@ -42,9 +43,10 @@ def inputs_not_modified(impl, case, training):
 
 @prop("batch_norm", lambda impl: dict(case=draw_cases(impl, affine=False), training=st.booleans()))
 def absent_gamma_beta(impl, case, training):
-    """gamma = None and beta = None act as gamma = 1 and beta = 0."""
-    ones = case.replace(gamma=np.ones(case.channels, case.x.dtype),
-                        beta=np.zeros(case.channels, case.x.dtype))
+    """gamma = None and beta = None act as gamma = 1 and beta = 0 (in float32 for half x:
+    dgamma and dbeta without gamma are float32 then, as they are with float32 gamma)."""
+    dtype = grad_dtype(case.x.dtype, None)
+    ones = case.replace(gamma=np.ones(case.channels, dtype), beta=np.zeros(case.channels, dtype))
     assert_both_close(steps(impl, case, training=training), steps(impl, ones, training=training), case)
 
 

@@ -3,7 +3,9 @@ import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
 
+from .._halves import round_to
 from ._compare import assert_close, running_scales, term_scales, tolerance, variance_floor
+from ._dtypes import finfo, ulp
 from ._implementation import REFERENCE, assert_steps_close, bn_step
 from ._property import prop
 from ._cases import REGIMES, make_case
@@ -53,10 +55,13 @@ def bn_zero_mean_unit_variance(impl, case):
 
 @prop("batch_norm", lambda impl: dict(case=draw_cases(impl, affine=False)))
 def bn_identity_recovery(impl, case):
-    """gamma = sqrt(var_B + eps) and beta = mu_B give back y = x."""
+    """gamma = sqrt(var_B + eps) and beta = mu_B give back y = x.
+
+    In float16 or bfloat16 (gamma and beta in float32 or x's dtype) y = x holds to the
+    roundings of gamma, beta and y, about an ulp of the terms: the half tolerance."""
     mean, var = case.batch_mean_var()
-    case = case.replace(gamma=np.sqrt(var + case.eps).astype(case.x.dtype),
-                        beta=mean.astype(case.x.dtype))
+    dtype = case.parameters_dtype
+    case = case.replace(gamma=round_to(np.sqrt(var + case.eps), dtype), beta=round_to(mean, dtype))
     scale = term_scales(case, mean, 1.0 / np.sqrt(var + case.eps))["y"]
     assert_close(forward(impl, case), case.x, case.x.dtype, scale=scale, what="y")
 
@@ -73,7 +78,7 @@ def exact_affine_change(case, seed):
     # a power-of-two grid of about 1/64 of the spread, coarse enough that x * s + t
     # (|t| <= 2 max|x| s) fits in the dtype's digits: max|x| / grid < 2^digits / 16
     grid = np.maximum(2.0 ** np.floor(np.log2(np.maximum(spread, 1e-300) / 64)),
-                      16 * np.spacing(x_max.astype(dtype)).astype(np.float64))
+                      16 * ulp(x_max, dtype))
     x = np.round(x / case.bc(grid)) * case.bc(grid)
     s = 2.0 ** rng.integers(-3, 4, case.channels)
     t = np.round(np.clip(rng.normal(0.0, 1.0, case.channels), -2, 2) * x_max / grid) * grid * s
@@ -131,7 +136,8 @@ def bn_running_stats_update(impl, case, convention):
     rm0, rv0 = (a.astype(np.float64) for a in case.running())
     scales = running_scales(case)
     for got, old, new, name in ((rm, rm0, mean, "running_mean"), (rv, rv0, var_new, "running_var")):
-        assert got.dtype == case.x.dtype, f"{name}: dtype {got.dtype}, expected {case.x.dtype}"
+        want = case.running_dtype   # x's, or float32 for half x: they keep their own
+        assert got.dtype == want, f"{name}: dtype {got.dtype}, expected {want}"
         assert_close(got, (1 - mom) * old + mom * new, case.x.dtype, scale=scales[name], what=name)
 
 
@@ -149,8 +155,9 @@ def check_eval_step(case, step, mean, invstd, second):
     (``second``: the name of the second one) untouched."""
     g = np.ones_like(mean) if case.gamma is None else case.gamma.astype(np.float64)
     b = np.zeros_like(mean) if case.beta is None else case.beta.astype(np.float64)
-    x_hat = (case.x - case.bc(mean)) * case.bc(invstd)
-    expected = dict(y=case.bc(g) * x_hat + case.bc(b), dx=case.dy * case.bc(g * invstd),
+    x_hat = (case.x.astype(np.float64) - case.bc(mean)) * case.bc(invstd)
+    expected = dict(y=case.bc(g) * x_hat + case.bc(b),
+                    dx=case.dy.astype(np.float64) * case.bc(g * invstd),
                     dgamma=case.channel_sum(case.dy * x_hat), dbeta=case.channel_sum(case.dy))
     scales = term_scales(case, mean, invstd, training=False)
     for key, want in expected.items():
@@ -164,12 +171,13 @@ def bn_eval_equals_training_with_batch_stats(impl, case):
     """Eval mode with running stats equal to the batch statistics gives the training output."""
     mean, var = case.batch_mean_var()
     train = bn_step(impl, case, with_running=False)
+    dtype = case.running_dtype
     with np.errstate(over="ignore", under="ignore"):
-        running = (mean.astype(case.x.dtype), var.astype(case.x.dtype))
-    # the statistics rounded to x's dtype move y by up to invstd * |x| ulps: the term scale.
-    # Only channels whose variance the dtype holds can be compared (float32 has none for
-    # spreads past 1e19 or below 1e-19, as in the extreme_scales regime)
-    info = np.finfo(case.x.dtype)
+        running = (round_to(mean, dtype), round_to(var, dtype))
+    # the statistics rounded to their dtype move y by up to invstd * |x| ulps: the term
+    # scale. Only channels whose variance the dtype holds can be compared (float32 has
+    # none for spreads past 1e19 or below 1e-19, as in the extreme_scales regime)
+    info = finfo(dtype)
     held = case.bc((var == 0) | ((var >= info.tiny) & (var <= info.max)))
     y = forward(impl, case, training=False, running=running)
     assert_steps_close(dict(y=np.where(held, y, 0).astype(y.dtype)),

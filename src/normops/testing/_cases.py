@@ -11,6 +11,9 @@ from typing import Optional
 
 import numpy as np
 
+from ._dtypes import dtype as as_dtype
+from ._dtypes import finfo, is_half
+
 # Value regimes, each one a way naive BN code goes wrong: "moderate" (per-channel offsets
 # up to 10 and scales 0.01..100), "large_offset" (a common offset 1e3..1e4 times the
 # spread in float32, up to 1e8 in float64: E[x^2] - E[x]^2 loses the variance),
@@ -26,6 +29,12 @@ REGIMES = ("moderate", "large_offset", "tiny_variance", "constant_channels", "mi
 # too: where float32 coefficients underflow or overflow, and where invstd^3 does in
 # float64.
 EXTREME_REGIMES = ("extreme_scales",)
+# float16 and bfloat16 x draw the same regimes, rescaled to what the dtype holds (see
+# _half_channel_values): float16's largest value is 65504 and its smallest normal 6.1e-5,
+# so float32's spreads of 1e4 with offsets of 1e4, or variances of 1e8, would overflow
+# it (a regime of infinities tests nothing); and 11 bits (float16) or 8 bits (bfloat16)
+# resolve a spread only within about 2^11 or 2^8 of its offset, so a tiny spread at an
+# offset of 1, or an offset of 1e4 spreads, would be a constant channel.
 ALL_REGIMES = REGIMES + EXTREME_REGIMES
 
 # Memory arrangements of the same values: C order, negative strides on every axis, every
@@ -52,6 +61,8 @@ def as_memory(values, kind, axis=1):
 
 def _channel_values(rng, regime, channels, dtype):
     """Per-channel (offset, spread) for ``regime``."""
+    if is_half(dtype):
+        return _half_channel_values(rng, regime, channels, dtype)
     if regime == "moderate":
         offset = rng.uniform(-10, 10) + rng.normal(0.0, 1.0, channels)
         spread = 10.0 ** (rng.uniform(-1.5, 1.5) + rng.uniform(-0.5, 0.5, channels))
@@ -81,14 +92,76 @@ def _channel_values(rng, regime, channels, dtype):
     return offset, spread
 
 
+# float16 and bfloat16 regimes: (offset, spread) per channel, in the dtype's range with
+# every variance representable (float16: spreads up to about 100, variances up to 1e4
+# below 65504, none below its smallest normal 6.1e-5 but tiny_variance's), and offsets
+# within about 2^(digits - 4) spreads, so that a spread keeps at least 8 or so distinct
+# values: 128 spreads in float16, 16 in bfloat16 (whose range is float32's, so its
+# mixed and extreme scales are float32's)
+_HALF_OFFSETS = {"float16": 2.1, "bfloat16": 1.2}    # log10 of the largest offset, in spreads
+_HALF_TINY = {"float16": -4.0, "bfloat16": -6.0}     # log10 of the smallest tiny spread
+# extreme_scales: log10 of the largest (and minus the smallest) spread, offsets up to
+# 10^offset spreads, |gamma| up to 10^gamma (y = gamma x_hat must fit the dtype)
+HALF_EXTREMES = {"float16": dict(top=3.0, offset=1.0, gamma=3.0),
+                 "bfloat16": dict(top=30.0, offset=1.0, gamma=36.0)}
+
+
+def _half_channel_values(rng, regime, channels, dtype):
+    """Per-channel (offset, spread) of ``regime`` for float16 or bfloat16 x (see above)."""
+    name = np.dtype(dtype).name
+    if regime == "moderate":
+        # spreads 0.03..30, offsets within a few spreads (float32's offsets of 10 would
+        # swallow bfloat16 spreads of 0.03)
+        spread = 10.0 ** (rng.uniform(-1.0, 1.0) + rng.uniform(-0.5, 0.5, channels))
+        offset = (rng.uniform(-3, 3) + rng.normal(0.0, 1.0, channels)) * spread
+    elif regime == "large_offset":
+        top = _HALF_OFFSETS[name]
+        spread = 10.0 ** rng.uniform(-0.5, 0.5, channels)
+        offset = (rng.choice([-1.0, 1.0]) * 10.0 ** rng.uniform(top - 1.0, top)
+                  * rng.uniform(1, 2, channels) * spread)
+    elif regime == "tiny_variance":
+        # variances far below eps (1e-5) still, at offsets the digits resolve them at
+        spread = 10.0 ** rng.uniform(_HALF_TINY[name], -3.0, channels)
+        offset = rng.normal(0.0, 3.0, channels) * spread
+    elif regime == "constant_channels":
+        offset, spread = _half_channel_values(rng, "moderate", channels, dtype)
+        constant = rng.random(channels) < 0.5
+        constant[rng.integers(channels)] = True
+        spread = np.where(constant, 0.0, spread)
+    elif regime == "extreme_scales":
+        limits = HALF_EXTREMES[name]
+        spread = 10.0 ** rng.uniform(-limits["top"], limits["top"], channels)
+        offset = (rng.choice([-1.0, 1.0], channels) * spread
+                  * 10.0 ** rng.uniform(-1.0, limits["offset"], channels))
+    elif regime == "mixed_scales":
+        # float16: spreads 1e-2..1e2 (variances 1e-4..1e4 within its range); bfloat16
+        # float32's 1e-4..1e4; offsets as mixed, but within the spreads the digits resolve
+        top = 2.0 if name == "float16" else 4.0
+        spread = 10.0 ** rng.uniform(-top, top, channels)
+        offset = rng.normal(0.0, 1.0, channels) * np.minimum(
+            10.0 ** rng.uniform(-top, top, channels), 10.0 ** _HALF_OFFSETS[name] * spread)
+    else:
+        raise ValueError(f"unknown value regime {regime!r}; known: {', '.join(REGIMES)}")
+    return offset, spread
+
+
 def make_case(shape, axis=1, dtype="float64", *, regime="moderate", memory="contiguous",
-              seed=0, gamma=True, beta=True, momentum=0.1, eps=1e-5, renorm=False):
+              seed=0, gamma=True, beta=True, momentum=0.1, eps=1e-5, params=None,
+              running=None, renorm=False):
     """A full argument set for batch_norm (``renorm``: batch_renorm, whose second running
     statistic is a standard deviation), its values drawn from a NumPy generator seeded
     with ``seed`` in the value ``regime``, x and dy laid out in ``memory``. The same call
     gives the same values under the same NumPy version (its generators' streams may
-    change between versions)."""
-    shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+    change between versions). ``params`` and ``running``: the dtypes of gamma and beta
+    and of the running statistics, for float16 or bfloat16 x "float32" (mixed precision)
+    or x's dtype (the default)."""
+    shape, dtype = tuple(int(n) for n in shape), as_dtype(dtype)
+    param_dtype = dtype if params is None else as_dtype(params)
+    running_dtype = dtype if running is None else as_dtype(running)
+    for name, chosen in (("params", param_dtype), ("running", running_dtype)):
+        if chosen != dtype and not (is_half(dtype) and chosen == np.float32):
+            raise ValueError(f"{name}={chosen.name!r} does not go with x of {dtype.name}: "
+                             f"float32 or x's dtype for half x, x's dtype otherwise")
     ndim = len(shape)
     channel_axis = axis % ndim
     channels = shape[channel_axis]
@@ -108,16 +181,18 @@ def make_case(shape, axis=1, dtype="float64", *, regime="moderate", memory="cont
     running_spread = rng.uniform(0.5, 2.0, channels) * np.where(spread > 0, spread, 1.0)
     running_mean = offset + rng.normal(0.0, 0.5, channels) * running_spread
     running_second = running_spread if renorm else running_spread ** 2
-    info = np.finfo(dtype)   # a float32 variance of an extreme spread is beyond float32
+    info = finfo(running_dtype)   # a float32 variance of an extreme spread is beyond float32
     running_second = np.clip(running_second, 4 * info.tiny, info.max / 4)
+    mixed = "".join(f"{name}={value!r}, " for name, value in (("params", params), ("running", running))
+                    if value is not None)
     recipe = (f"make_case({shape}, axis={axis}, dtype={dtype.name!r}, regime={regime!r}, "
               f"memory={memory!r}, seed={seed}, gamma={gamma}, beta={beta}, "
-              f"momentum={momentum}, eps={eps}, renorm={renorm})")
+              f"momentum={momentum}, eps={eps}, {mixed}renorm={renorm})")
     return Case(as_memory(x.astype(dtype), memory, channel_axis),
                 as_memory(dy.astype(dtype), memory, channel_axis), axis,
-                g.astype(dtype) if gamma else None, b.astype(dtype) if beta else None,
-                running_mean.astype(dtype), running_second.astype(dtype), momentum, eps,
-                recipe)
+                g.astype(param_dtype) if gamma else None, b.astype(param_dtype) if beta else None,
+                running_mean.astype(running_dtype), running_second.astype(running_dtype),
+                momentum, eps, recipe, param_dtype)
 
 
 def _extreme_parameters(rng, g, b, spread, dtype, eps, with_gamma):
@@ -127,8 +202,11 @@ def _extreme_parameters(rng, g, b, spread, dtype, eps, with_gamma):
     10^+-top, for gamma = 1 when it is absent) and eps (scaled by the smallest variance, so
     it does not swamp tiny spreads)."""
     top = 30.0 if dtype == np.float32 else 150.0
+    most_g = 36.0
+    if is_half(dtype):
+        top, most_g = HALF_EXTREMES[dtype.name]["top"], HALF_EXTREMES[dtype.name]["gamma"]
     log_spread = np.log10(spread)
-    log_g = np.clip(rng.uniform(-2.0, 36.0, len(g)), log_spread - 2 * top + 4, log_spread + 2 * top - 4)
+    log_g = np.clip(rng.uniform(-2.0, most_g, len(g)), log_spread - 2 * top + 4, log_spread + 2 * top - 4)
     g = np.sign(g) * 10.0 ** log_g
     b = b * np.abs(g)
     if not with_gamma:
@@ -155,6 +233,7 @@ class Case:
     momentum: float
     eps: float
     recipe: str = ""
+    param_dtype: Optional[np.dtype] = None   # gamma's and beta's dtype, even when absent
 
     def __repr__(self):
         return self.recipe or self.summary
@@ -163,6 +242,18 @@ class Case:
     def summary(self):
         """x's shape, dtype and channel axis."""
         return f"x of shape {self.x.shape}, {self.x.dtype}, axis {self.axis} (m = {self.m})"
+
+    @property
+    def parameters_dtype(self):
+        """gamma's and beta's dtype (x's, or float32 for half x), whether or not present."""
+        present = self.gamma if self.gamma is not None else self.beta
+        if present is not None:
+            return present.dtype
+        return self.x.dtype if self.param_dtype is None else np.dtype(self.param_dtype)
+
+    @property
+    def running_dtype(self):
+        return self.running_mean.dtype
 
     @property
     def reduce_axes(self):

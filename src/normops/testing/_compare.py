@@ -7,14 +7,29 @@ made of (its *scale*), not to its own size, which may cancel to near 0.
 """
 import numpy as np
 
+from ._dtypes import HALVES, finfo, is_float, ulp
+
 # float32: about 80 units in the last place, room for a few roundings of the terms;
 # float64: 1e-10, room for a few digits lost to cancellation, while float32 arithmetic
-# leaking into a float64 op (errors near 1e-7) still fails
-TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
+# leaking into a float64 op (errors near 1e-7) still fails.
+# float16 (eps 2^-10) and bfloat16 (eps 2^-7): 4 eps, that is 8 half-ulps of the terms.
+# A half result is computed wider (float32 or more: a half accumulator is useless past a
+# few hundred values) and rounded once, an error of eps/2 of itself; a property's
+# expected value may be built from inputs it rounded to the half dtype too (identity
+# recovery's gamma = sigma_B and beta = mu_B: eps/2 of each of those terms), and compares
+# two such results (permuted batch, affine change: eps/2 each). That is up to about 2 eps
+# of the terms, and float32 arithmetic inside adds 1e-5 of them (0.01 eps of float16);
+# 4 eps leaves room for that, while arithmetic in the half dtype itself (a running sum,
+# E[x^2] - E[x]^2, both off by many eps at these sizes) fails.
+TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10,
+       **{half: 4 * float(finfo(half).eps) for half in HALVES}}
 
 
 def tolerance(dtype):
-    return TOL[np.dtype(dtype)]
+    dtype = np.dtype(dtype)
+    if dtype not in TOL:   # bfloat16 made after the kit's import found no ml_dtypes
+        return 4 * float(finfo(dtype).eps)
+    return TOL[dtype]
 
 
 def assert_close(actual, expected, dtype=None, *, tol=None, scale=None, what=""):
@@ -26,14 +41,19 @@ def assert_close(actual, expected, dtype=None, *, tol=None, scale=None, what="")
     computed from; its default is max|expected|. NaNs must match; infinities must be equal.
     A result is only asked to be as exact as ``dtype`` can hold it: an expected value
     beyond its largest finite value is its infinity, and errors below its smallest normal
-    number (where it has no relative precision left) pass.
+    number (where it has no relative precision left) pass. The range is that of
+    ``actual``'s dtype when it is a float array (float32 dgamma or running statistics of
+    half x), else ``dtype``'s; the tolerance is ``dtype``'s (x's: the precision the op
+    computes in).
     """
     dtype = np.dtype(dtype or np.asarray(expected).dtype)
     if tol is None:
         tol = tolerance(dtype)
+    stored = getattr(actual, "dtype", None)
+    stored = np.dtype(stored) if stored is not None and is_float(stored) else dtype
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
-    info = np.finfo(dtype) if dtype.kind == "f" else np.finfo(np.float64)
+    info = finfo(stored) if is_float(stored) else np.finfo(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         expected = np.where(np.abs(expected) > info.max, expected.astype(info.dtype), expected)
     if actual.shape != expected.shape:

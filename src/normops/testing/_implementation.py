@@ -12,6 +12,7 @@ from .._registry import ANY_LIBRARY, backend_library
 from ._cases import REGIMES
 from ._libraries import array_library, on_library
 from ._compare import assert_close, running_scales, term_scales
+from ._dtypes import ALL, FULL
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,16 @@ class Implementation:
     rmax, dmax, momentum, eps, axis) -> (y, saved)`` with ``batch_renorm_backward`` (the
     BRN properties are "n/a" without them).
 
-    Every result is a NumPy array of x's dtype, dgamma and dbeta too when gamma and beta
-    are None (then they are the gradients at gamma = 1, beta = 0).
+    Every result is a NumPy array: y and dx of x's dtype, dgamma and dbeta of gamma's
+    (x's when gamma is None, float32 for float16/bfloat16 x; they are then the gradients
+    at gamma = 1, beta = 0), running statistics updated in their own dtype. For half x,
+    gamma, beta and the running statistics are each float32 or x's dtype.
     ``saved`` is whatever the forward returns: the kit only hands it to the backward.
     ``conventions``: the running-variance conventions ``convention`` may take ("pytorch":
-    unbiased, "keras": biased); ``dtypes``: the dtypes the kit draws; ``regimes``: the
-    value regimes it draws (``REGIMES`` by default; ``EXTREME_REGIMES`` are asked for).
+    unbiased, "keras": biased); ``dtypes``: the dtypes of x the kit draws (float32 and
+    float64 by default; ``strategies.ALL_DTYPES`` adds float16, and bfloat16 where
+    ml_dtypes imports); ``regimes``: the value regimes it draws (``REGIMES`` by
+    default; ``EXTREME_REGIMES`` are asked for).
     """
 
     name: str
@@ -40,7 +45,7 @@ class Implementation:
     batch_renorm: Optional[Callable] = None
     batch_renorm_backward: Optional[Callable] = None
     conventions: tuple = ("pytorch", "keras")
-    dtypes: tuple = (np.float32, np.float64)
+    dtypes: tuple = FULL
     regimes: tuple = REGIMES
 
     @property
@@ -55,7 +60,9 @@ DEFAULT_LIBRARY = {ANY_LIBRARY: "array_api_strict", "torch": "torch", "cupy": "c
 def backend_implementation(name, library=None, device=None):
     """The public normops ops, run on the registered backend ``name``, on arrays of
     ``library`` (see LIBRARIES) on ``device``. By default, the library the backend is
-    picked for (numpy for a backend of its own; array_api_strict for "array-api")."""
+    picked for (numpy for a backend of its own; array_api_strict for "array-api").
+    Every normops backend takes float16 and bfloat16 x: the kit draws them wherever the
+    library has them (not array_api_strict's arrays)."""
     normops.get_backend(name)   # unknown or unavailable: say so now, not in every property
     if library is None:
         library = DEFAULT_LIBRARY.get(backend_library(name), "numpy")
@@ -63,7 +70,7 @@ def backend_implementation(name, library=None, device=None):
         name, partial(normops.batch_norm, backend=name),
         partial(normops.batch_norm_backward, backend=name),
         partial(normops.batch_renorm, backend=name),
-        partial(normops.batch_renorm_backward, backend=name))
+        partial(normops.batch_renorm_backward, backend=name), dtypes=ALL)
     return on_library(impl, array_library(library, device))
 
 

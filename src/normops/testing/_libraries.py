@@ -1,7 +1,8 @@
 """Adapters that run the kit on another array library: the kit draws NumPy cases; an
 adapter hands an implementation the same values as arrays of its library on a device,
-checks that every result is an array of that library, on that device, of x's dtype,
-and gives the kit NumPy copies to compare."""
+checks that every result is an array of that library, on that device, of its dtype
+(y and dx x's, dgamma and dbeta gamma's or float32 for half x without gamma, running
+statistics their own), and gives the kit NumPy copies to compare."""
 import functools
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -9,6 +10,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .._arrays import COMPAT_INSTALL
+from .._halves import grad_dtype
+from ._dtypes import ALL, FULL
 
 # library -> what installs it
 INSTALL = {
@@ -33,6 +36,7 @@ class ArrayLibrary:
     to_numpy: Callable
     dtype_of: Callable      # NumPy dtype -> the library's
     device_of: Callable     # array -> its device
+    dtypes: tuple = FULL    # the NumPy dtypes of x it has (the kit draws those)
 
     def __str__(self):
         return self.name if self.device is None else f"{self.name} on {self.device}"
@@ -63,7 +67,7 @@ def _numpy(device):
     if device not in (None, "cpu"):
         raise ValueError(f"NumPy arrays live on the cpu, not on {device!r}")
     return ArrayLibrary("numpy", None, np.ndarray, lambda a: a, np.asarray, np.dtype,
-                        lambda a: "cpu")
+                        lambda a: "cpu", ALL)
 
 
 def _compat_device(arr):
@@ -90,7 +94,17 @@ def _torch_tensor(torch, a, device):
     (NumPy's negative strides, which tensors cannot have, take a copy)."""
     if any(s < 0 for s in a.strides):
         a = a.copy()
+    if a.dtype.name == "bfloat16":   # torch.from_numpy does not know ml_dtypes' bfloat16
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16).to(device)
     return torch.from_numpy(a).to(device)
+
+
+def _torch_numpy(torch, t):
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        from .._halves import bfloat16
+        return t.view(torch.int16).numpy().view(bfloat16())
+    return t.numpy()
 
 
 def _torch(device):
@@ -100,8 +114,8 @@ def _torch(device):
         device = torch.empty(0, device=device).device
     return ArrayLibrary(
         "torch", device, torch.Tensor, functools.partial(_torch_tensor, torch, device=device),
-        lambda t: t.detach().cpu().numpy(), lambda dtype: getattr(torch, np.dtype(dtype).name),
-        lambda t: t.device)
+        functools.partial(_torch_numpy, torch), lambda dtype: getattr(torch, np.dtype(dtype).name),
+        lambda t: t.device, ALL)
 
 
 def _cupy(device):
@@ -113,7 +127,7 @@ def _cupy(device):
             return cupy.asarray(a)
 
     return ArrayLibrary("cupy", device, cupy.ndarray, to_library, cupy.asnumpy, np.dtype,
-                        lambda a: a.device)
+                        lambda a: a.device, FULL + (np.dtype(np.float16),))
 
 
 _ADAPTERS = {"numpy": _numpy, "array_api_strict": _strict, "torch": _torch, "cupy": _cupy}
@@ -135,15 +149,17 @@ def on_library(impl, library):
         library.check(y, x.dtype, "y")
         for kept, used, name in zip(given, inputs[3:], ("running_mean", "running_second")):
             if kept is not None:
-                library.check(used, x.dtype, name)
+                library.check(used, kept.dtype, name)
                 kept[...] = library.to_numpy(used)
         return library.to_numpy(y), saved
 
     def backward(op, dy, x, saved, gamma, **options):
         inputs = [None if a is None else library.to_library(a) for a in (dy, x, gamma)]
         dx, dgamma, dbeta = op(inputs[0], inputs[1], saved, inputs[2], **options)
-        for arr, name in ((dx, "dx"), (dgamma, "dgamma"), (dbeta, "dbeta")):
-            library.check(arr, x.dtype, name)
+        wanted = grad_dtype(x.dtype, gamma)
+        for arr, name, dtype in ((dx, "dx", x.dtype), (dgamma, "dgamma", wanted),
+                                 (dbeta, "dbeta", wanted)):
+            library.check(arr, dtype, name)
         return library.to_numpy(dx), library.to_numpy(dgamma), library.to_numpy(dbeta)
 
     def wrap(op, adapter):
@@ -151,6 +167,7 @@ def on_library(impl, library):
 
     return dataclasses.replace(
         impl, name=f"{impl.name} ({library})",
+        dtypes=tuple(d for d in map(np.dtype, impl.dtypes) if d in library.dtypes),
         batch_norm=wrap(impl.batch_norm, forward),
         batch_norm_backward=wrap(impl.batch_norm_backward, backward),
         batch_renorm=wrap(impl.batch_renorm, forward),

@@ -68,7 +68,7 @@ def _describe(drawn):
 def run_property(prop, impl, profile=None):
     """Run one property on ``impl`` under ``profile`` (see profile_settings): a Result."""
     if not prop.applies_to(impl):
-        return Result(prop.name, "n/a", 0, 0.0, f"{impl.name} has no batch_renorm")
+        return Result(prop.name, "n/a", 0, 0.0, prop.why_not(impl))
     examples = 0
 
     def property_holds(drawn):

@@ -2,8 +2,15 @@
 
 ``cases()`` draws a whole argument set: a layout (NC, NCHW, NHWC, 5-D or any shape with
 any channel axis), a dtype, a value regime, a memory arrangement, gamma/beta present or
-not, eps, momentum and a seed for the values. Every drawn value is small and plain, so
+not, eps, momentum and a seed for the values; for float16 and bfloat16 x, also the
+dtypes of gamma/beta and of the running statistics (float32, the mixed-precision master
+weights, or x's dtype, each drawn). Every drawn value is small and plain, so
 Hypothesis shrinks towards NC, float32, moderate values, C order, and a small seed.
+
+Dtypes: ``DTYPES`` (float32, float64) is what an Implementation is drawn by default;
+``HALF_DTYPES`` holds float16, and bfloat16 where ml_dtypes imports (the optional extra
+``normops[bf16]``: without it the kit runs and never draws bfloat16); ``ALL_DTYPES``
+is all of them.
 """
 import math
 
@@ -11,8 +18,11 @@ import numpy as np
 from hypothesis import strategies as st
 
 from ._cases import MEMORY, REGIMES, make_case
+from ._dtypes import HALVES, is_half
 
-DTYPES = (np.float32, np.float64)
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+HALF_DTYPES = HALVES
+ALL_DTYPES = DTYPES + HALF_DTYPES
 
 # name -> (ndim, channel axis); "any" draws both
 LAYOUTS = {"NC": (2, 1), "NCHW": (4, 1), "NHWC": (4, -1), "NCDHW": (5, 1), "NDHWC": (5, -1),
@@ -24,8 +34,21 @@ MOMENTA = (0.1, 0.0, 0.01, 0.5, 1.0)
 RENORM_CLIPS = ((3.0, 5.0), (1.0, 0.0), (1.2, 0.1), (float("inf"), float("inf")))
 
 
-def dtypes(choices=DTYPES):
-    return st.sampled_from([np.dtype(d) for d in choices])
+def dtypes(choices=ALL_DTYPES):
+    """One of ``choices``; float32/float64 as often as the half dtypes together (adding
+    the halves takes no examples from float64), shrinking towards the first."""
+    choices = [np.dtype(d) for d in choices]
+    full = [d for d in choices if not is_half(d)]
+    half = [d for d in choices if is_half(d)]
+    if full and half:
+        return st.one_of(st.sampled_from(full), st.sampled_from(half))
+    return st.sampled_from(choices)
+
+
+def mixed_dtypes(dtype):
+    """The dtype of a per-channel array (gamma, beta, running statistics) for x of
+    ``dtype``: None (x's own) for float32/float64 x; for half x, "float32" or None."""
+    return st.sampled_from([None, "float32"]) if is_half(dtype) else st.just(None)
 
 
 def regimes(choices=REGIMES):
@@ -72,7 +95,7 @@ def shapes_and_axes(draw, layouts=tuple(LAYOUTS), max_ndim=5, max_size=240, trai
 
 
 @st.composite
-def cases(draw, dtypes=DTYPES, training=True, renorm=False, affine=None, regimes=REGIMES,
+def cases(draw, dtypes=ALL_DTYPES, training=True, renorm=False, affine=None, regimes=REGIMES,
           memory=MEMORY, layouts=tuple(LAYOUTS), max_size=240, max_ndim=5):
     """A ``Case`` (see ``make_case``): a full argument set for batch_norm, or batch_renorm
     when ``renorm``. ``affine``: True/False forces gamma and beta present/absent, None
@@ -80,9 +103,11 @@ def cases(draw, dtypes=DTYPES, training=True, renorm=False, affine=None, regimes
     dtype = draw(globals()["dtypes"](dtypes))
     shape, axis = draw(shapes_and_axes(layouts, max_ndim=max_ndim, max_size=max_size,
                                        training=training))
+    params, running = draw(mixed_dtypes(dtype)), draw(mixed_dtypes(dtype))
     return make_case(
         shape, axis, dtype.name, regime=draw(st.sampled_from(regimes)),
         memory=draw(st.sampled_from(memory)), seed=draw(st.integers(0, 2**32 - 1)),
         gamma=draw(st.booleans()) if affine is None else affine,
         beta=draw(st.booleans()) if affine is None else affine,
-        momentum=draw(momenta()), eps=draw(epsilons()), renorm=renorm)
+        momentum=draw(momenta()), eps=draw(epsilons()), params=params, running=running,
+        renorm=renorm)
