@@ -292,7 +292,8 @@ static void plan_item(const rows_plan *p, ptrdiff_t u, ptrdiff_t *t, ptrdiff_t *
  * fh, a, b, 2 |a|, and the offset's share of the bound, |b| + 2^-50 |a| |fh| (NaN where
  * a float32 coefficient is neither within float32's normal range nor an exact 0: the
  * bound would not hold, so such columns map in double); for the gradient fh, p, q, s,
- * 3 |q|, 2 |s| + 2^-50 |q| |fh| and |p|. */
+ * 3 |q|, 2 |s| + 2^-50 |q| |fh| and |p|; the bound's terms divided by the dtype's ratio
+ * R (simd.h NM_HALF_R_*). */
 #define NM_FAST_COEF 5
 #define NM_FAST_GRAD_COEF 7
 #define NM_FAST_EXP_MAX 0x1p100f
@@ -304,23 +305,25 @@ static int trusted(float f, double d)
     return f == 0.0f ? d == 0.0 : mag >= FLT_MIN && mag <= NM_FAST_EXP_MAX;
 }
 
-static void fast_coef(float *out, ptrdiff_t stride, double hi, double a, double b)
+/* (the bound's coefficients come divided by the ratio r: a power of two, so exactly) */
+static void fast_coef(float *out, ptrdiff_t stride, double hi, double a, double b, float r)
 {
     const float fh = (float)hi, fa = (float)a, fb = (float)(b - (hi - (double)fh) * a);
     const int ok = trusted(fh, hi) & trusted(fa, a) & trusted(fb, b - (hi - (double)fh) * a);
-    out[0] = fh, out[stride] = fa, out[2 * stride] = fb, out[3 * stride] = 2.0f * fabsf(fa);
-    out[4 * stride] = ok ? fabsf(fb) + 0x1p-50f * fabsf(fa) * fabsf(fh) : NAN;
+    out[0] = fh, out[stride] = fa, out[2 * stride] = fb, out[3 * stride] = 2.0f * fabsf(fa) / r;
+    out[4 * stride] = ok ? (fabsf(fb) + 0x1p-50f * fabsf(fa) * fabsf(fh)) / r : NAN;
 }
 
-static void fast_grad_coef(float *out, ptrdiff_t stride, double hi, double p, double q, double s)
+static void fast_grad_coef(float *out, ptrdiff_t stride, double hi, double p, double q, double s,
+                           float r)
 {
     const double s2 = s - (hi - (double)(float)hi) * q;
     const float fh = (float)hi, fp = (float)p, fq = (float)q, fs = (float)s2;
     const int ok = trusted(fh, hi) & trusted(fp, p) & trusted(fq, q) & trusted(fs, s2);
     out[0] = fh, out[stride] = fp, out[2 * stride] = fq, out[3 * stride] = fs;
-    out[4 * stride] = 3.0f * fabsf(fq);
-    out[5 * stride] = ok ? 2.0f * fabsf(fs) + 0x1p-50f * fabsf(fq) * fabsf(fh) : NAN;
-    out[6 * stride] = fabsf(fp);
+    out[4 * stride] = 3.0f * fabsf(fq) / r;
+    out[5 * stride] = ok ? (2.0f * fabsf(fs) + 0x1p-50f * fabsf(fq) * fabsf(fh)) / r : NAN;
+    out[6 * stride] = fabsf(fp) / r;
 }
 
 /* The elementwise maps, y = ((x - hi) - lo) a + b and dx = p dy + q ((x - hi) - lo) + s:

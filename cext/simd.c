@@ -291,17 +291,6 @@ NM_AVX2 static inline __m128 f32_odd(__m256d d)
 #undef NM_E
 #undef NM_ESUF
 
-/* the halves' rounding in float32 terms (simd_half.inc): Y's dropped bits at a tie
- * between two half values, the ratio R of the bound, and the normal range */
-#define HALF_TIE_f16 0x1000
-#define HALF_R_f16 8
-#define HALF_LOWEST_f16 0x1p-14f
-#define HALF_HIGHEST_f16 65504.0f
-#define HALF_TIE_bf16 0x8000
-#define HALF_R_bf16 64
-#define HALF_LOWEST_bf16 0x1p-126f
-#define HALF_HIGHEST_bf16 0x1.fep127f
-
 #define NM_E nm_half
 #define NM_ESUF(name) name##_f16
 #include "simd_sums.inc"

@@ -108,6 +108,16 @@ NM_SIMD_SUMS(bf16, nm_half)
                                                 const nm_half *dym, const nm_half *xm,       \
                                                 nm_half *dx, ptrdiff_t n, const double *coef, \
                                                 const float *fast, int stream);
+/* The halves' rounding in float32 terms (simd_half.inc, kernels.c fast_coef): the
+ * dropped bits of a float32 at a tie between two half values, the ratio R of the error
+ * bound, and the smallest value whose ties the dropped bits place */
+#define NM_HALF_TIE_f16 0x1000
+#define NM_HALF_R_f16 8
+#define NM_HALF_LOWEST_f16 0x1p-14f
+#define NM_HALF_TIE_bf16 0x8000
+#define NM_HALF_R_bf16 64
+#define NM_HALF_LOWEST_bf16 0.0f
+
 NM_SIMD_HALF_MAPS(f16)
 NM_SIMD_HALF_MAPS(bf16)
 
