@@ -112,7 +112,7 @@ NM_SIMD_SUMS(bf16, nm_half)
  * dropped bits of a float32 at a tie between two half values, the ratio R of the error
  * bound, and the smallest value whose ties the dropped bits place */
 #define NM_HALF_TIE_f16 0x1000
-#define NM_HALF_R_f16 8
+#define NM_HALF_R_f16 32
 #define NM_HALF_LOWEST_f16 0x1p-14f
 #define NM_HALF_TIE_bf16 0x8000
 #define NM_HALF_R_bf16 64
