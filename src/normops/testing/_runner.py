@@ -1,5 +1,7 @@
 """Running properties through Hypothesis and reporting the outcome of each."""
+import contextlib
 import dataclasses
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -114,11 +116,31 @@ def run(impl, *, profile=None, names=None, regimes=None, progress=None):
     if regimes is not None:
         impl = dataclasses.replace(impl, regimes=_known_regimes(regimes))
     results = []
-    for prop in properties(names):
-        results.append(run_property(prop, impl, profile))
-        if progress is not None:
-            progress(results[-1])
+    with _storage_for(profile_settings(profile)):
+        for prop in properties(names):
+            results.append(run_property(prop, impl, profile))
+            if progress is not None:
+                progress(results[-1])
     return Report(impl.name, tuple(results))
+
+
+@contextlib.contextmanager
+def _storage_for(chosen):
+    """Hypothesis keeps caches (constants read from the source) in its storage directory,
+    ./.hypothesis unless set, even without an example database: a profile without one
+    ("ci", "thorough") leaves nothing behind, its caches going to a temporary directory
+    for the run."""
+    if chosen.database is not None:
+        yield
+        return
+    from hypothesis import configuration
+    before = configuration.storage_directory().home_directory   # the user's, kept
+    with tempfile.TemporaryDirectory(prefix="normops-hypothesis-") as scratch:
+        configuration.set_hypothesis_home_dir(scratch)
+        try:
+            yield
+        finally:
+            configuration.set_hypothesis_home_dir(before)
 
 
 def _known_regimes(regimes):
