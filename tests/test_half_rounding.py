@@ -69,12 +69,14 @@ def _float32_cases():
 def test_ml_dtypes_float32_to_bfloat16_is_round_to_nearest_even():
     # round_to relies on it for its second rounding
     f32 = _float32_cases()
-    _assert_bits(f32.astype(BF16), f32.astype(np.float64), BF16)
+    with np.errstate(invalid="ignore"):   # NaN patterns among the cases
+        _assert_bits(f32.astype(BF16), f32.astype(np.float64), BF16)
 
 
 def test_round_to_bfloat16_from_float32_values():
     f32 = _float32_cases()
-    _assert_bits(round_to(f32.astype(np.float64), BF16), f32.astype(np.float64), BF16)
+    with np.errstate(invalid="ignore"):   # NaN patterns among the cases
+        _assert_bits(round_to(f32.astype(np.float64), BF16), f32.astype(np.float64), BF16)
 
 
 def _hard_float64(dtype, n=200_000, seed=0):
