@@ -7,8 +7,10 @@
  * two bits more than the half dtype (it has 13 and 16 more). Rounding to float32 to
  * nearest first would round 1 + 2^-8 + 2^-40 to 1 + 2^-8, a bfloat16 tie, and then to 1.
  * The AVX2 + F16C loops of simd.c do the same operations lane by lane, so both give the
- * same bits (NaN payloads included: a NaN keeps its sign and its upper payload bits and
- * becomes quiet, as vcvtps2ph does). Branch-free, so loops of them vectorize. */
+ * same bits (a NaN keeps its sign and its upper payload bits and becomes quiet, as
+ * vcvtps2ph does; which NaN a map's result carries where several of its operands are
+ * NaN depends on the order the compiler gives a multiply-add's operands, as for float32:
+ * simd.h). */
 #ifndef NORMOPS_HALF_H
 #define NORMOPS_HALF_H
 

@@ -2,6 +2,7 @@
  * for what each computes and why it matches the portable loop bit for bit). Compiled for
  * any x86-64: only these functions are built for AVX2, and nothing calls them on a CPU
  * without it. */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 

@@ -110,13 +110,14 @@ NM_SIMD_SUMS(bf16, nm_half)
                                                 const float *fast, int stream);
 /* The halves' rounding in float32 terms (simd_half.inc, kernels.c fast_coef): the
  * dropped bits of a float32 at a tie between two half values, the ratio R of the error
- * bound, and the smallest value whose ties the dropped bits place */
+ * bound, and the smallest result the float32 map gives (below it, float16's subnormals,
+ * and results that may round to a zero of either sign) */
 #define NM_HALF_TIE_f16 0x1000
 #define NM_HALF_R_f16 32
 #define NM_HALF_LOWEST_f16 0x1p-14f
 #define NM_HALF_TIE_bf16 0x8000
 #define NM_HALF_R_bf16 64
-#define NM_HALF_LOWEST_bf16 0.0f
+#define NM_HALF_LOWEST_bf16 0x1p-133f
 
 NM_SIMD_HALF_MAPS(f16)
 NM_SIMD_HALF_MAPS(bf16)

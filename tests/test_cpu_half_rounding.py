@@ -8,6 +8,7 @@ statistics, dgamma, dbeta) of a half dtype are rounded once too."""
 import numpy as np
 import pytest
 
+import normops
 from normops._backends import _cpu
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -179,3 +180,62 @@ def test_half_data_refuses_per_channel_arrays_of_other_dtypes(dtype):
         _cpu.backward(x3, x3, np.empty_like(x3), "fused", training=False, mean=np.zeros(3),
                       invstd=np.ones(3), dgamma=np.empty(3, np.float32),
                       dbeta=np.empty(3, dtype))
+
+
+def both_ways(run):
+    """run() with the AVX2 loops and with the portable ones: the two results."""
+    try:
+        _cpu._set_simd(True)
+        fast = run()
+        _cpu._set_simd(False)
+        portable = run()
+    finally:
+        _cpu._set_simd(True)
+    return fast, portable
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 1), (1, 1, 16)])
+@pytest.mark.parametrize("case", [
+    # the float32 map's inner multiply-add overflows where the outer term cancels it
+    (0x7180, 0x7180, 2.0**100, -2.0**100, 0.0),
+    (0x7181, 0x7180, 2.0**100, -2.0**100, 0.0),
+    (0x7F7F, 0x7F7F, 1.5, -1.5, 3.0),
+    # results that round to a bfloat16 zero, whose sign the float32 map cannot tell
+    (0x0000, 0x1F4D, float.fromhex("0x1.fffffc33652d6p-18"),
+     float.fromhex("-0x1.ffffffffffd91p-122"), -0.0),
+    (0x0000, 0x0001, 1.0, -(2.0**-126), 0.0),
+    (0x3380, 0xB4A0, float.fromhex("0x1.4000010001p-124"), float.fromhex("0x1.000000fffff00p-126"),
+     0.0),
+])
+def test_bfloat16_gradient_map_edges(shape, case):
+    dy_bits, x_bits, p, q, s = case
+    dy3 = np.full(shape, dy_bits, np.uint16).view(BF16)
+    x3 = np.full(shape, x_bits, np.uint16).view(BF16)
+    channels = shape[1]
+
+    def run():
+        dx3 = np.empty_like(x3)
+        _cpu.backward(dy3, x3, dx3, "grad_input", p=np.full(channels, p),
+                      q=np.full(channels, q), s=np.full(channels, s))
+        return dx3.view(np.uint16)
+
+    fast, portable = both_ways(run)
+    assert fast.tobytes() == portable.tobytes(), (fast.ravel()[:4], portable.ravel()[:4])
+
+
+@pytest.mark.parametrize("dims", [(1, 1, 15), (24, 1)])
+def test_bfloat16_zero_gamma_keeps_the_sign_of_zero(dims):
+    """gamma = +0 and beta = -0 (a zero-initialized scale): y = -0 where x is 0, as the
+    double computation gives, from both kinds of loop; dx likewise."""
+    x = np.resize(np.array([0x3F80, 0, 0], np.uint16), dims).view(BF16)
+    dy = np.resize(np.array([0xBF80, 0xBF80, 0x4040], np.uint16), dims).view(BF16)
+    gamma, beta = np.array([0.0], np.float32), np.array([-0.0], np.float32)
+
+    def run():
+        y, saved = normops.batch_norm(x, gamma, beta, training=True)
+        dx = normops.batch_norm_backward(dy, x, saved, gamma)[0]
+        return y.view(np.uint16).copy(), dx.view(np.uint16).copy()
+
+    (y_fast, dx_fast), (y_port, dx_port) = both_ways(run)
+    assert y_fast.tobytes() == y_port.tobytes() and dx_fast.tobytes() == dx_port.tobytes()
+    assert (y_fast[x.view(np.uint16) == 0] == 0x8000).all()
