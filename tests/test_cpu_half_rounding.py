@@ -239,3 +239,22 @@ def test_bfloat16_zero_gamma_keeps_the_sign_of_zero(dims):
     (y_fast, dx_fast), (y_port, dx_port) = both_ways(run)
     assert y_fast.tobytes() == y_port.tobytes() and dx_fast.tobytes() == dx_port.tobytes()
     assert (y_fast[x.view(np.uint16) == 0] == 0x8000).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 1), (1, 1, 16)])
+def test_coefficients_float32_cannot_hold_take_the_double_map(shape):
+    """q = 1e-60 is 0 in float32: its term, here the largest of dx, needs the double map."""
+    x3 = np.full(shape, 1e35, np.float32).astype(BF16)
+    dy3 = np.ones(shape, np.float32).astype(BF16)
+    channels = shape[1]
+
+    def run():
+        dx3 = np.empty_like(x3)
+        _cpu.backward(dy3, x3, dx3, "grad_input", p=np.full(channels, 1e-33),
+                      q=np.full(channels, 1e-60), s=np.zeros(channels))
+        return dx3
+
+    fast, portable = both_ways(run)
+    assert fast.tobytes() == portable.tobytes()
+    exact = 1e-33 + 1e-60 * float(x3.ravel()[0])
+    assert (fast.view(np.uint16) == nearest(np.full(fast.shape, exact), BF16)).all()
