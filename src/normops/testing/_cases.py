@@ -59,6 +59,13 @@ def as_memory(values, kind, axis=1):
     raise ValueError(f"unknown memory arrangement {kind!r}; known: {', '.join(MEMORY)}")
 
 
+def _some_constant(rng, offset, spread):
+    """(offset, spread) with about half the channels, and at least one, made constant."""
+    constant = rng.random(len(spread)) < 0.5
+    constant[rng.integers(len(spread))] = True
+    return offset, np.where(constant, 0.0, spread)
+
+
 def _channel_values(rng, regime, channels, dtype):
     """Per-channel (offset, spread) for ``regime``."""
     if is_half(dtype):
@@ -75,10 +82,7 @@ def _channel_values(rng, regime, channels, dtype):
         offset = rng.normal(0.0, 1.0, channels)
         spread = 10.0 ** rng.uniform(-6.0, -3.0, channels)
     elif regime == "constant_channels":
-        offset, spread = _channel_values(rng, "moderate", channels, dtype)
-        constant = rng.random(channels) < 0.5
-        constant[rng.integers(channels)] = True
-        spread = np.where(constant, 0.0, spread)
+        offset, spread = _some_constant(rng, *_channel_values(rng, "moderate", channels, dtype))
     elif regime == "extreme_scales":
         top = 30.0 if dtype == np.float32 else 150.0
         spread = 10.0 ** rng.uniform(-top, top, channels)
@@ -124,10 +128,8 @@ def _half_channel_values(rng, regime, channels, dtype):
         spread = 10.0 ** rng.uniform(_HALF_TINY[name], -3.0, channels)
         offset = rng.normal(0.0, 3.0, channels) * spread
     elif regime == "constant_channels":
-        offset, spread = _half_channel_values(rng, "moderate", channels, dtype)
-        constant = rng.random(channels) < 0.5
-        constant[rng.integers(channels)] = True
-        spread = np.where(constant, 0.0, spread)
+        offset, spread = _some_constant(rng, *_half_channel_values(rng, "moderate", channels,
+                                                                  dtype))
     elif regime == "extreme_scales":
         limits = HALF_EXTREMES[name]
         spread = 10.0 ** rng.uniform(-limits["top"], limits["top"], channels)
