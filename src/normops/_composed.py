@@ -179,7 +179,7 @@ def _backward(backend, dy, x, gamma, saved, sync, r=None, d=None):
         # where x is infinite, while dx is finite there
         dx3 = _elementwise(xp, backend.scale_shift, dy3, p, xp.zeros_like(p))
     dx = xp.reshape(dx3, x.shape)
-    grad = gamma.dtype if gamma is not None else xp.float32 if halves.is_half(x.dtype) else x.dtype
+    grad = halves.grad_dtype(x.dtype, gamma, xp.float32)
     return dx, halves.cast(xp, dgamma, grad), halves.cast(xp, sum_dy, grad)
 
 

@@ -117,12 +117,13 @@ def _torch_odd(values):
     return bits.view(torch.float32)
 
 
-def grad_dtype(x_dtype, gamma):
-    """The dtype of dgamma and dbeta: gamma's; without gamma, x's, or float32 for half x
-    (where a gamma would have been float32 master weights or half: float32 loses nothing)."""
+def grad_dtype(x_dtype, gamma, float32=F32):
+    """The dtype of dgamma and dbeta: gamma's; without gamma, x's, or float32 (``float32``:
+    the array library's) for half x (where a gamma would have been float32 master
+    weights or half: float32 loses nothing)."""
     if gamma is not None:
         return gamma.dtype
-    return F32 if is_half(x_dtype) else x_dtype
+    return float32 if is_half(x_dtype) else x_dtype
 
 
 def cast(xp, values, dtype):

@@ -112,8 +112,8 @@ def _kernel_ready(arr):
 
 def as_input(xp, x, name="x", shared_batch=False):
     """An array of dtype float32/float64/float16/bfloat16 (native byte order: a
-    byte-swapped one is converted) with ndim >= 2 and at least one element (``shared_batch``: the batch is
-    split over ranks, and this rank's part may be empty)."""
+    byte-swapped one is converted) with ndim >= 2 and at least one element
+    (``shared_batch``: the batch is split over ranks, and this rank's part may be empty)."""
     if xp is not numpy:
         return _standard_input(xp, x, name, shared_batch)
     if type(x) is xp.ndarray:
@@ -216,9 +216,8 @@ def convention(value):
 
 def list_dtype(dtype):
     """The dtype per-channel values that are not arrays (lists) get, for x of ``dtype``:
-    x's, or float32 for half x (PyTorch's master weights; float16 and bfloat16 are the
-    only 2-byte input dtypes)."""
-    return F32 if dtype.itemsize == 2 else dtype
+    x's, or float32 for half x (PyTorch's master weights)."""
+    return F32 if halves.is_half(dtype) else dtype
 
 
 def per_channel(xp, arr, name, channels, dtype, x=None):
@@ -303,7 +302,7 @@ def copy_back(copies):
 
 def _check_channel_array(arr, name, channels, dtype):
     native = _native(arr.dtype)
-    if native != dtype and not (native == F32 and dtype.itemsize == 2):
+    if native != dtype and not (native == F32 and halves.is_half(dtype)):
         halves.wrong_pair(name, native, dtype)
     _one_per_channel(arr, name, channels)
 
