@@ -202,19 +202,17 @@ NM_AVX2 static __m256d load4_bf16(const nm_half *p)
 }
 
 /* (the halves have no masked loads of 16-bit values: the tail goes through a copy) */
-#define NM_HALF_PART(load)                                                                 \
-    NM_AVX2 static __m256d load##_part(const nm_half *p, ptrdiff_t w)                      \
+#define NM_HALF_PART(suffix)                                                               \
+    NM_AVX2 static __m256d load4_part_##suffix(const nm_half *p, ptrdiff_t w)               \
     {                                                                                      \
         nm_half t[4] = {0, 0, 0, 0};                                                       \
         if (w >= 4)                                                                        \
-            return load(p);                                                                \
+            return load4_##suffix(p);                                                      \
         memcpy(t, p, sizeof(nm_half) * (size_t)(w > 0 ? w : 0));                           \
-        return load(t);                                                                    \
+        return load4_##suffix(t);                                                          \
     }
-NM_HALF_PART(load4_f16)
-NM_HALF_PART(load4_bf16)
-#define load4_part_f16 load4_f16_part
-#define load4_part_bf16 load4_bf16_part
+NM_HALF_PART(f16)
+NM_HALF_PART(bf16)
 
 /* eight halves into float32, exactly */
 NM_AVX2 static inline __m256 load8_f16(const nm_half *p)
