@@ -8,7 +8,7 @@ import numpy
 
 import normops
 
-from . import half
+from . import half, noise
 from .backends import ARRAYS, DEFAULT_BACKEND
 from .columns import PYTORCH
 
@@ -52,7 +52,7 @@ def format_table(rows, backend=DEFAULT_BACKEND):
     header = ("shape", "op", "copy GB/s", "cpu ms",
               *((f"{backend} ms", f"{backend}/cpu", "per block") if ours else ()),
               *(("reference ms",) if ref else ()), "pytorch ms", "cpu/pytorch",
-              *(("ref/cpu",) if ref else ()), "cpu GB/s", "cpu/copy",
+              *(("ref/cpu",) if ref else ()), "cpu GB/s", "cpu/copy", "cpu IQR/med", "noisy",
               *(("DRAM",) if dram else ()))
     body = []
     for r in rows:
@@ -64,6 +64,7 @@ def format_table(rows, backend=DEFAULT_BACKEND):
                      fmt(r["cpu_over_pytorch"], ".2f"),
                      *((fmt(r["reference_over_cpu"], ".1f"),) if ref else ()),
                      fmt(r["cpu_gbps"], ".1f"), fmt(r["cpu_fraction_of_copy"], ".0%"),
+                     fmt(r["cpu_spread"], ".0%"), ",".join(r["noisy_columns"]),
                      *((("yes" if r.get("dram_sized") else "no"),) if dram else ())))
     widths = [max(len(v) for v in col) for col in zip(header, *body)]
     # text columns left-aligned, numbers right-aligned
@@ -85,6 +86,8 @@ def format_header(meta, copies, rows=()):
         + (f", timed in the same blocks as cpu; {meta['backend']}/cpu: median over median; "
            "per block: its lowest and highest over the blocks" if meta["backend"] != "cpu" else ""),
         f"{PYTORCH}: PyTorch's own torch.nn.functional.batch_norm (and its backward)",
+        f"cpu IQR/med: the interquartile range of cpu's calls over their median; noisy: the row's "
+        f"timings (columns, copy baseline) whose IQR/median exceeds {noise.NOISY_SPREAD:.0%}",
     ]
     if "parameter_dtype" in meta:   # a half dtype
         dram = list(dict.fromkeys(r["shape"] for r in rows if r.get("dram_sized")))

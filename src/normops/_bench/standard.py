@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import asdict
 
-from . import half, report
+from . import half, noise, report
 from .backends import (DEFAULT_BACKEND, BenchError, backend_status, chosen_backend, load_average,
                        load_torch, normops_thread_control, thread_count)
 from .columns import (OPS, PASSES, PYTORCH, GB, as_arrays, copy_calls, copy_gbps, copy_kernels,
@@ -66,7 +66,7 @@ def ratio(numerator, denominator):
 
 def cell_record(t):
     return {"median_s": t.median_s, "min_s": t.min_s, "p25_s": t.p25_s, "p75_s": t.p75_s,
-            "repeats": t.repeats}
+            "max_s": t.max_s, "iqr_over_median": t.relative_spread, "repeats": t.repeats}
 
 
 def make_rows(shape, nbytes, timings, backend):
@@ -75,20 +75,25 @@ def make_rows(shape, nbytes, timings, backend):
     backend, whose time is set against cpu's when it is not cpu itself."""
     rows = []
     for op in OPS:
-        best_copy = max(copy_gbps(nbytes, t) for t in timings[("copy", op)].values())
+        copies = timings[("copy", op)]
+        baseline = max(copies, key=lambda k: copy_gbps(nbytes, copies[k]))   # the faster kernel
+        best_copy = copy_gbps(nbytes, copies[baseline])
         cells = timings[op]
         cpu = cells.get("cpu")
         cpu_gbps = PASSES[op] * nbytes / cpu.median_s / GB if cpu else None
         row = {
             "shape": shape.name, "op": op, "dims": list(shape.dims), "axis": shape.axis,
             "nbytes": nbytes, "passes": PASSES[op], "copy_gbps": best_copy,
-            "copy_kernels": copy_record(nbytes, timings[("copy", op)]),
+            "copy_kernels": copy_record(nbytes, copies),
             "cells": {c: cell_record(t) for c, t in cells.items()},
             "backend_over_cpu": None, "backend_over_cpu_blocks": None,
             "cpu_over_pytorch": ratio(cpu, cells.get(PYTORCH)),
             "reference_over_cpu": ratio(cells.get("reference"), cpu),
             "cpu_gbps": cpu_gbps,
             "cpu_fraction_of_copy": cpu_gbps / best_copy if cpu_gbps else None,
+            # the spread of cpu's calls, and the timings whose spread makes the row noisy
+            "cpu_spread": cpu.relative_spread if cpu else None,
+            "noisy_columns": noise.noisy_names({**cells, "copy": copies[baseline]}),
         }
         if backend != "cpu" and cpu is not None and backend in cells:
             row["backend_over_cpu"] = ratio(cells[backend], cpu)
@@ -102,7 +107,8 @@ def make_rows(shape, nbytes, timings, backend):
 
 
 def copy_record(nbytes, copy_timings):
-    return {name: {"median_s": t.median_s, "repeats": t.repeats, "gbps": copy_gbps(nbytes, t)}
+    return {name: {"median_s": t.median_s, "repeats": t.repeats, "gbps": copy_gbps(nbytes, t),
+                   "iqr_over_median": t.relative_spread}
             for name, t in copy_timings.items()}
 
 
@@ -210,6 +216,8 @@ def run(args):
         # the 1-minute load average of the machine, this process included
         meta["load_average"] = {"start": load_before, "end": load_after}
     summary = summarize(rows, backend)
+    summary["noise"] = noise.assess([f"{r['shape']} {r['op']}" for r in rows if r["noisy_columns"]],
+                                    len(rows), meta.get("load_average"), args.threads)
     if is_half:
         half.mark_rows(rows, meta["last_level_cache_bytes"])
         half.summarize(rows, summary)
@@ -229,6 +237,8 @@ def main(args):
     print(report.format_table(result["rows"], meta["backend"]))
     print()
     print(report.format_footer(result["summary"], meta["notes"], meta))
+    if result["summary"]["noise"]["warning"]:
+        print(result["summary"]["noise"]["warning"])
     print(f"({meta['elapsed_s']:.1f} s)")
     if args.json:
         with open(args.json, "w") as f:

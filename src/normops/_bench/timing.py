@@ -43,6 +43,12 @@ class Timing:
     repeats: int
     p25_s: float   # the quartiles: the spread of the single calls
     p75_s: float
+    max_s: float
+
+    @property
+    def relative_spread(self):
+        """The interquartile range over the median: how much the single calls spread."""
+        return (self.p75_s - self.p25_s) / self.median_s
 
 
 def _seconds(fn):
@@ -93,7 +99,7 @@ def quartiles(values):
 
 def timing_of(samples):
     p25, median, p75 = quartiles(samples)
-    return Timing(median, min(samples), len(samples), p25, p75)
+    return Timing(median, min(samples), len(samples), p25, p75, max(samples))
 
 
 def block_ratios(numerator_blocks, denominator_blocks):
