@@ -2,23 +2,29 @@
 
 * standard: the default bench (the shapes of the performance model; --backend, --dtype);
   half: what its float16 and bfloat16 runs do differently;
+* grid: ``--grid``, the cpu backend against PyTorch on a grid of layouts, channel counts,
+  sizes, dtypes, thread counts and ops (grid_report prints it, plot draws its heatmap);
 * ranks: ``--ranks N``, which launches sync, the rank program, under mpiexec.
 
-The pieces they share: timing (repeat policies, alternating blocks, quartiles), shapes
-(shapes and their inputs), columns (the ops on normops and in PyTorch as callables, the
-copy baselines), backends (which columns can run, thread counts) and report (the printed
-tables). This module re-exports what benchmarks/gpu_check.py and the tests use.
+The pieces they share: timing (repeat policies, alternating blocks, quartiles), noise
+(which numbers are not worth quoting), shapes (shapes and their inputs), columns (the ops
+on normops and in PyTorch as callables, the copy baselines), backends (which columns can
+run, thread counts) and report (the printed tables). This module re-exports what the
+tests use.
 """
 import argparse
 import sys
 
-from . import half, ranks, standard
-from .backends import DEFAULT_BACKEND, BenchError, thread_count, usable_cpus  # noqa: F401
-from .columns import (OPS, PASSES, PYTORCH, as_arrays, copy_calls, copy_kernels,  # noqa: F401
-                      normops_ops, pytorch_ops)
-from .shapes import SEED, SHAPES, SHAPES_BY_NAME, Inputs, Shape, make_inputs  # noqa: F401
-from .standard import WITHIN  # noqa: F401
-from .timing import RepeatPolicy, pooled, time_in_rounds, timing_of  # noqa: F401
+from . import grid, half, ranks, standard
+from .backends import DEFAULT_BACKEND, BenchError, usable_cpus
+from .columns import OPS, as_arrays, copy_calls, copy_kernels, pytorch_ops
+from .shapes import SHAPES, SHAPES_BY_NAME, make_inputs
+from .standard import WITHIN
+
+# what the tests take from here, besides the command line
+__all__ = ["DESCRIPTION", "OPS", "SHAPES", "SHAPES_BY_NAME", "WITHIN", "add_arguments", "flatten",
+           "as_arrays", "build_parser", "copy_calls", "copy_kernels", "main", "make_inputs",
+           "pytorch_ops"]
 
 # the command's description: the default bench's docstring, first paragraph
 DESCRIPTION = " ".join(standard.__doc__.split("\n\n")[0].split())
@@ -34,11 +40,95 @@ def shape_list(text):
     return names
 
 
-def positive_int(text):
+def argument(parse):
+    """An option's type that reads its value with ``parse``, whose ValueError message
+    becomes the command's error."""
+    def value(text):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    value.__name__ = parse.__name__
+    return value
+
+
+def listed(parse):
+    """An option's type: values separated by commas, each read by ``parse``."""
+    return argument(lambda text: [parse(v) for v in text.split(",") if v])
+
+
+def one_of(choices):
+    def parse(text):
+        if text not in choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(map(str, choices))}")
+        return text
+    return parse
+
+
+def positive(text):
     value = int(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise ValueError(f"must be >= 1, got {value}")
     return value
+
+
+positive_int = argument(positive)
+
+
+def sized(text):
+    grid.parse_size(text)
+    return text.upper()
+
+
+# the options of --grid alone: (flag, type, help)
+GRID_OPTIONS = (
+    ("--layouts", one_of(grid.LAYOUTS), f"layouts (default: {','.join(grid.LAYOUTS)}; NHWC and "
+                                        "NDHWC are channels-last, axis=-1)"),
+    ("--channels", positive, f"channel counts (default: {','.join(map(str, grid.CHANNELS))})"),
+    ("--sizes", sized, f"bytes of x, KB/MB/GB binary (default: {','.join(grid.SIZES)})"),
+    ("--dtypes", one_of(grid.DTYPES), f"dtypes (default: {','.join(grid.DTYPES)})"),
+    ("--threads-list", positive, f"thread counts (default: {','.join(map(str, grid.THREADS))})"),
+    ("--ops", one_of(OPS), f"ops (default: {','.join(OPS)})"),
+)
+
+
+def add_grid_arguments(parser):
+    group = parser.add_argument_group(
+        "--grid", "restrict the grid (values separated by commas or spaces; defaults: the full "
+                  "grid); --quick, --repeats and --json apply too")
+    for flag, parse, text in GRID_OPTIONS:
+        group.add_argument(flag, type=listed(parse), nargs="+", metavar="V", help=text)
+    group.add_argument("--png", metavar="PATH",
+                       help=f"the heatmap's file (default: {grid.PNG_PATH} in the current "
+                            f"directory; needs matplotlib: pip install \"normops[bench]\")")
+    group.add_argument("--no-png", action="store_true", help="draw no heatmap")
+
+
+def flatten(args):
+    """The grid options' values as one list each (None when not given), repeats dropped."""
+    for flag, _, _ in GRID_OPTIONS:
+        name = flag[2:].replace("-", "_")
+        groups = getattr(args, name, None)
+        if groups is not None:
+            setattr(args, name, list(dict.fromkeys(v for group in groups for v in group)))
+    return args
+
+
+# the options of one mode alone, by the mode's flag
+MODE_OPTIONS = {"--grid": [flag for flag, _, _ in GRID_OPTIONS] + ["--png", "--no-png"]}
+
+
+def _given(args, flag):
+    return getattr(args, flag[2:].replace("-", "_"), None)
+
+
+def misplaced(args):
+    """The options of a mode given without it, as a message (None: there are none)."""
+    for mode, flags in MODE_OPTIONS.items():
+        given = [flag for flag in flags if _given(args, flag)]
+        if given and not _given(args, mode):
+            return f"{', '.join(given)}: only with {mode}"
+    return None
 
 
 def add_arguments(parser):
@@ -63,11 +153,18 @@ def add_arguments(parser):
     parser.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
     parser.add_argument("--repeats", type=positive_int,
                         help="fixed number of timed calls per cell, overriding the adaptive count (for tests)")
-    parser.add_argument("--ranks", type=positive_int, metavar="N",
-                        help="instead: time synchronized batch_norm (comm=) against the local op "
-                             "on N MPI ranks, one thread each (mpiexec -n N python -m "
-                             f"{ranks.RANK_PROGRAM}); only --quick and --json apply; needs mpi4py "
-                             'and mpiexec: pip install "normops[mpi]"')
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--grid", action="store_true",
+                       help="instead: the cpu backend against PyTorch and the copy on a grid of "
+                            "layouts x channels x sizes x dtypes x threads x ops; writes a JSON "
+                            f"file ({grid.JSON_PATH} unless --json) and a PNG heatmap; a full "
+                            "grid takes about 15 minutes on 2 cores")
+    modes.add_argument("--ranks", type=positive_int, metavar="N",
+                       help="instead: time synchronized batch_norm (comm=) against the local op "
+                            "on N MPI ranks, one thread each (mpiexec -n N python -m "
+                            f"{ranks.RANK_PROGRAM}); only --quick and --json apply; needs mpi4py "
+                            'and mpiexec: pip install "normops[mpi]"')
+    add_grid_arguments(parser)
     return parser
 
 
@@ -83,9 +180,15 @@ def main(args=None):
     backend cannot be timed, say)."""
     if not isinstance(args, argparse.Namespace):
         args = build_parser().parse_args(args)
+    problem = misplaced(args)
+    if problem:
+        print(f"python -m normops bench: {problem}", file=sys.stderr)
+        return 2
     if getattr(args, "ranks", None) is not None:
         return ranks.main(args)
     try:
+        if getattr(args, "grid", False):
+            return grid.main(flatten(args))
         return standard.main(args)
     except BenchError as exc:
         print(f"python -m normops bench: {exc}", file=sys.stderr)

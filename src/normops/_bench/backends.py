@@ -23,6 +23,19 @@ class BenchError(Exception):
     is printed as the command's error."""
 
 
+def cpu_against_torch(mode):
+    """PyTorch, for a mode (its flag) that sets the cpu backend against it; BenchError
+    when either is missing."""
+    torch = load_torch()
+    if torch is None:
+        raise BenchError(f"{mode} sets the cpu backend against PyTorch's batch norm: PyTorch "
+                         "is not installed")
+    available, note = normops_backend_status("cpu")
+    if not available:
+        raise BenchError(f"{mode} times the cpu backend, which is {note}")
+    return torch
+
+
 def normops_backend_status(name):
     """(available, note): note says why a backend is left out."""
     for info in normops.backends():
@@ -116,3 +129,8 @@ def load_average():
         return os.getloadavg()[0]
     except (AttributeError, OSError):
         return None
+
+
+def load_record(before, after):
+    """{"start", "end"}: the load averages before and after a run; None if unknown."""
+    return None if before is None or after is None else {"start": before, "end": after}

@@ -6,7 +6,7 @@ import numpy
 import normops
 
 from . import half
-from .shapes import Inputs
+from .shapes import CHANNELS_LAST, Inputs
 
 OPS = ("forward-train", "backward", "inference")
 # Array-sized reads and writes each op must make at least: forward and inference read x
@@ -84,20 +84,25 @@ def pytorch_ops(torch, inp):
     """The same three ops in PyTorch's own batch norm (the "pytorch" column), on tensors
     sharing the NumPy buffers (or on ``inp``'s tensors as they are, on their device, as
     benchmarks/gpu_check.py gives them). NHWC data becomes an NCHW tensor in
-    channels_last memory format, which is how PyTorch holds it. A bfloat16 array becomes
-    a torch.bfloat16 tensor through an int16 view of its memory (half.as_tensor); half x
-    with float32 weight and running statistics is PyTorch's mixed precision."""
+    channels_last memory format, which is how PyTorch holds it (NDHWC: NCDHW in
+    channels_last_3d). A bfloat16 array becomes a torch.bfloat16 tensor through an int16
+    view of its memory (half.as_tensor); half x with float32 weight and running
+    statistics is PyTorch's mixed precision."""
     def as_tensor(a):
         return half.as_tensor(torch, a)
 
+    channels_last = inp.shape.layout in CHANNELS_LAST
+    ndim = len(inp.shape.dims)
+
     def tensor(a):
         t = as_tensor(a)
-        return t.permute(0, 3, 1, 2) if inp.shape.layout == "NHWC" else t
+        return t.permute(0, ndim - 1, *range(1, ndim - 1)) if channels_last else t
 
     x, dy = tensor(inp.x), tensor(inp.dy)
     w, b = as_tensor(inp.gamma), as_tensor(inp.beta)
-    if inp.shape.layout == "NHWC":
-        assert x.is_contiguous(memory_format=torch.channels_last)
+    if channels_last:
+        fmt = torch.channels_last if ndim == 4 else torch.channels_last_3d
+        assert x.is_contiguous(memory_format=fmt)
     rm, rv = as_tensor(inp.running_mean).clone(), as_tensor(inp.running_var).clone()
     rm_eval, rv_eval = as_tensor(inp.running_mean).clone(), as_tensor(inp.running_var).clone()
     batch_norm = torch.nn.functional.batch_norm

@@ -20,7 +20,7 @@ from dataclasses import asdict
 
 from . import half, noise, report
 from .backends import (DEFAULT_BACKEND, BenchError, backend_status, chosen_backend, load_average,
-                       load_torch, normops_thread_control, thread_count)
+                       load_record, load_torch, normops_thread_control, thread_count)
 from .columns import (OPS, PASSES, PYTORCH, GB, as_arrays, copy_calls, copy_gbps, copy_kernels,
                       normops_ops, pytorch_ops)
 from .shapes import SHAPES, make_inputs
@@ -32,28 +32,31 @@ from .timing import (FULL, QUICK, block_ratios, fixed, geomean, pooled, time_cal
 WITHIN = 1.10
 
 
-def bench_shape(inp, calls, policy, alone=("reference",)):
+def bench_shape(inp, calls, policy, alone=("reference",), groups=tuple((op,) for op in OPS)):
     """Timings of one shape, given ``calls`` {column: {op: fn}}: {op: {column: Timing}},
     ("blocks", op): {column: per-block samples}, ("copy", op): {kernel: Timing}, "copy":
-    {kernel: Timing}. For each op, the copies and every column but the slow reference are
-    timed in alternating blocks (time_in_rounds), so the op's times are set against each
-    other and against the copies timed in the same spells of the machine; "copy" pools the
-    three ops' copy samples (the shape's copy bandwidth in the header). The columns in
+    {kernel: Timing}. For each group of ops (by default each op on its own), the copies and
+    every column but the slow reference are timed in alternating blocks (time_in_rounds),
+    so the ops' times are set against each other and against the copies timed in the same
+    spells of the machine, which are the baseline of every op of the group; "copy" pools
+    the groups' copy samples (the shape's copy bandwidth in the header). The columns in
     ``alone`` (the slow reference, unless it is the chosen backend) are timed on their own."""
     copies = {("copy", name): fn for name, fn in copy_calls(inp.x, copy_kernels()).items()}
     copy_samples = {key: [] for key in copies}
     alone = set(alone) & calls.keys()
     result = {}
-    for op in OPS:
-        fast = {c: fns[op] for c, fns in calls.items() if c not in alone}
+    for group in groups:
+        fast = {(c, op): fns[op] for op in group for c, fns in calls.items() if c not in alone}
         blocks = time_in_rounds({**copies, **fast}, policy)
         for key in copies:
             copy_samples[key] += pooled(blocks[key])
-        result[("copy", op)] = {key[1]: timing_of(pooled(blocks[key])) for key in copies}
-        result[("blocks", op)] = {c: blocks[c] for c in fast}
-        result[op] = {c: timing_of(pooled(blocks[c])) for c in fast}
-        for c in sorted(alone):
-            result[op][c] = time_callable(calls[c][op], policy)
+        copy_timings = {key[1]: timing_of(pooled(blocks[key])) for key in copies}
+        for op in group:
+            result[("copy", op)] = copy_timings
+            result[("blocks", op)] = {c: blocks[(c, o)] for c, o in fast if o == op}
+            result[op] = {c: timing_of(pooled(blocks[(c, o)])) for c, o in fast if o == op}
+            for c in sorted(alone):
+                result[op][c] = time_callable(calls[c][op], policy)
     result["copy"] = {name: timing_of(s) for (_, name), s in copy_samples.items()}
     return result
 
@@ -69,12 +72,12 @@ def cell_record(t):
             "max_s": t.max_s, "iqr_over_median": t.relative_spread, "repeats": t.repeats}
 
 
-def make_rows(shape, nbytes, timings, backend):
-    """One dict per op with its times, ratios and the cpu backend's bandwidth, against the
-    faster copy kernel timed in the op's own rounds. ``backend``: the chosen normops
-    backend, whose time is set against cpu's when it is not cpu itself."""
+def make_rows(shape, nbytes, timings, backend, ops=OPS):
+    """One dict per op of ``ops`` with its times, ratios and the cpu backend's bandwidth,
+    against the faster copy kernel timed in the op's own rounds. ``backend``: the chosen
+    normops backend, whose time is set against cpu's when it is not cpu itself."""
     rows = []
-    for op in OPS:
+    for op in ops:
         copies = timings[("copy", op)]
         baseline = max(copies, key=lambda k: copy_gbps(nbytes, copies[k]))   # the faster kernel
         best_copy = copy_gbps(nbytes, copies[baseline])
@@ -211,10 +214,10 @@ def run(args):
             timings = bench_shape(inp, calls, policy, alone=() if backend == "reference" else ("reference",))
             copies[shape.name] = {"nbytes": inp.x.nbytes, "kernels": copy_record(inp.x.nbytes, timings["copy"])}
             rows.extend(make_rows(shape, inp.x.nbytes, timings, backend))
-    load_after = load_average()
-    if load_before is not None and load_after is not None:
+    load = load_record(load_before, load_average())
+    if load is not None:
         # the 1-minute load average of the machine, this process included
-        meta["load_average"] = {"start": load_before, "end": load_after}
+        meta["load_average"] = load
     summary = summarize(rows, backend)
     summary["noise"] = noise.assess([f"{r['shape']} {r['op']}" for r in rows if r["noisy_columns"]],
                                     len(rows), meta.get("load_average"), args.threads)
