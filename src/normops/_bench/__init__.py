@@ -4,6 +4,7 @@
   half: what its float16 and bfloat16 runs do differently;
 * grid: ``--grid``, the cpu backend against PyTorch on a grid of layouts, channel counts,
   sizes, dtypes, thread counts and ops (grid_report prints it, plot draws its heatmap);
+* overhead: ``--overhead``, the fixed cost of a call on tiny arrays;
 * ranks: ``--ranks N``, which launches sync, the rank program, under mpiexec.
 
 The pieces they share: timing (repeat policies, alternating blocks, quartiles), noise
@@ -15,7 +16,7 @@ tests use.
 import argparse
 import sys
 
-from . import grid, half, ranks, standard
+from . import grid, half, overhead, ranks, standard
 from .backends import DEFAULT_BACKEND, BenchError, usable_cpus
 from .columns import OPS, as_arrays, copy_calls, copy_kernels, pytorch_ops
 from .shapes import SHAPES, SHAPES_BY_NAME, make_inputs
@@ -115,7 +116,8 @@ def flatten(args):
 
 
 # the options of one mode alone, by the mode's flag
-MODE_OPTIONS = {"--grid": [flag for flag, _, _ in GRID_OPTIONS] + ["--png", "--no-png"]}
+MODE_OPTIONS = {"--grid": [flag for flag, _, _ in GRID_OPTIONS] + ["--png", "--no-png"],
+                "--overhead": ["--calls"]}
 
 
 def _given(args, flag):
@@ -159,6 +161,14 @@ def add_arguments(parser):
                             "layouts x channels x sizes x dtypes x threads x ops; writes a JSON "
                             f"file ({grid.JSON_PATH} unless --json) and a PNG heatmap; a full "
                             "grid takes about 15 minutes on 2 cores")
+    modes.add_argument("--overhead", action="store_true",
+                       help="instead: the fixed cost of a call (tiny NC and NCHW float32 arrays), "
+                            "normops on the cpu backend against PyTorch's F.batch_norm and aten "
+                            f"ops, in microseconds per call (target: {overhead.TARGET_US:g} us); "
+                            "--quick, --repeats (rounds) and --json apply")
+    parser.add_argument("--calls", type=positive_int, metavar="N",
+                        help=f"--overhead: calls per timed loop (default {overhead.CALLS}, "
+                             f"--quick {overhead.QUICK_CALLS})")
     modes.add_argument("--ranks", type=positive_int, metavar="N",
                        help="instead: time synchronized batch_norm (comm=) against the local op "
                             "on N MPI ranks, one thread each (mpiexec -n N python -m "
@@ -189,6 +199,8 @@ def main(args=None):
     try:
         if getattr(args, "grid", False):
             return grid.main(flatten(args))
+        if getattr(args, "overhead", False):
+            return overhead.main(args)
         return standard.main(args)
     except BenchError as exc:
         print(f"python -m normops bench: {exc}", file=sys.stderr)

@@ -1,6 +1,8 @@
 """What the bench times: the three ops on a normops backend and in PyTorch's own batch
 norm, as zero-argument callables, and the plain copies that measure the memory
 bandwidth."""
+from collections import namedtuple
+
 import numpy
 
 import normops
@@ -80,13 +82,19 @@ def normops_ops(backend, inp):
     }
 
 
-def pytorch_ops(torch, inp):
-    """The same three ops in PyTorch's own batch norm (the "pytorch" column), on tensors
-    sharing the NumPy buffers (or on ``inp``'s tensors as they are, on their device, as
-    benchmarks/gpu_check.py gives them). NHWC data becomes an NCHW tensor in
-    channels_last memory format, which is how PyTorch holds it (NDHWC: NCDHW in
-    channels_last_3d). A bfloat16 array becomes a torch.bfloat16 tensor through an int16
-    view of its memory (half.as_tensor); half x with float32 weight and running
+# PyTorch's arguments: x and dy, weight and bias, the running statistics of forward-train
+# and of inference, and what native_batch_norm saves for the backward
+TorchArgs = namedtuple("TorchArgs", "x dy w b rm rv rm_eval rv_eval save_mean save_invstd")
+
+
+def torch_tensors(torch, inp):
+    """PyTorch's arguments for ``inp``: tensors sharing the NumPy buffers (or ``inp``'s
+    tensors as they are, on their device, as benchmarks/gpu_check.py gives them), with
+    running statistics of their own for forward-train and for inference, and the batch
+    mean and inverse std that native_batch_norm saves for the backward. NHWC data becomes
+    an NCHW tensor in channels_last memory format, which is how PyTorch holds it (NDHWC:
+    NCDHW in channels_last_3d). A bfloat16 array becomes a torch.bfloat16 tensor through
+    an int16 view of its memory (half.as_tensor); half x with float32 weight and running
     statistics is PyTorch's mixed precision."""
     def as_tensor(a):
         return half.as_tensor(torch, a)
@@ -105,11 +113,18 @@ def pytorch_ops(torch, inp):
         assert x.is_contiguous(memory_format=fmt)
     rm, rv = as_tensor(inp.running_mean).clone(), as_tensor(inp.running_var).clone()
     rm_eval, rv_eval = as_tensor(inp.running_mean).clone(), as_tensor(inp.running_var).clone()
-    batch_norm = torch.nn.functional.batch_norm
-    # What autograd runs for batch_norm's backward: native_batch_norm_backward with the
-    # batch mean and inverse std saved by native_batch_norm.
     _, save_mean, save_invstd = torch.ops.aten.native_batch_norm(
         x, w, b, rm.clone(), rv.clone(), True, MOMENTUM, EPS)
+    return TorchArgs(x, dy, w, b, rm, rv, rm_eval, rv_eval, save_mean, save_invstd)
+
+
+def pytorch_ops(torch, inp):
+    """The same three ops in PyTorch's own batch norm (the "pytorch" column), under
+    torch.no_grad(), on torch_tensors(inp): torch.nn.functional.batch_norm forward, and
+    for the backward what autograd runs for it, native_batch_norm_backward with the batch
+    mean and inverse std saved by native_batch_norm."""
+    x, dy, w, b, rm, rv, rm_eval, rv_eval, save_mean, save_invstd = torch_tensors(torch, inp)
+    batch_norm = torch.nn.functional.batch_norm
 
     def no_grad(fn):
         def run():
@@ -122,4 +137,18 @@ def pytorch_ops(torch, inp):
         "backward": no_grad(lambda: torch.ops.aten.native_batch_norm_backward(
             dy, x, w, rm, rv, save_mean, save_invstd, True, EPS, [True, True, True])),
         "inference": no_grad(lambda: batch_norm(x, rm_eval, rv_eval, w, b, training=False, eps=EPS)),
+    }
+
+
+def aten_ops(torch, inp):
+    """The three ops as PyTorch's aten operators themselves, called bare (no
+    torch.no_grad(): the tensors need no grad): native_batch_norm (training, and with the
+    running statistics for inference) and native_batch_norm_backward."""
+    x, dy, w, b, rm, rv, rm_eval, rv_eval, save_mean, save_invstd = torch_tensors(torch, inp)
+    native, backward = torch.ops.aten.native_batch_norm, torch.ops.aten.native_batch_norm_backward
+    return {
+        "forward-train": lambda: native(x, w, b, rm, rv, True, MOMENTUM, EPS),
+        "backward": lambda: backward(dy, x, w, rm, rv, save_mean, save_invstd, True, EPS,
+                                     [True, True, True]),
+        "inference": lambda: native(x, w, b, rm_eval, rv_eval, False, MOMENTUM, EPS),
     }

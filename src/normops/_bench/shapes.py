@@ -114,3 +114,8 @@ def flat_data(count, dtype):
     every run for a given count and dtype."""
     rng = numpy.random.default_rng([SEED, count, numpy.dtype(dtype).itemsize])
     return tuple(rng.standard_normal(count, dtype=dtype) for _ in range(2))
+
+
+def inputs_of(shape, dtype):
+    """Inputs of a shape of its own (not in SHAPES): shared_inputs on a draw of its size."""
+    return shared_inputs(shape, *flat_data(int(numpy.prod(shape.dims)), dtype), dtype)
