@@ -216,6 +216,14 @@ def test_grid_options_need_grid(capsys):
     assert "--layouts, --png: only with --grid" in capsys.readouterr().err
 
 
+def test_the_default_bench_options_are_refused_with_grid(capsys):
+    assert _bench.main(["--grid", "--shapes", "NC-256x1024", "--dtype", "float64"]) == 2
+    assert ("--shapes, --dtype: not with --grid (--dtypes picks the grid's)"
+            in capsys.readouterr().err)
+    assert _bench.main(["--overhead", "--backend", "torch"]) == 2
+    assert "--backend: not with --overhead" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--grid", "--layouts", "NCW"], "'NCW' is not one of NC, NCHW, NHWC, NCDHW, NDHWC"),
     (["--grid", "--sizes", "4TB"], "a size is a whole number and KB, MB or GB"),

@@ -125,11 +125,18 @@ def _given(args, flag):
 
 
 def misplaced(args):
-    """The options of a mode given without it, as a message (None: there are none)."""
+    """The options of a mode given without it, or the default bench's (those that tell)
+    given with --grid or --overhead, as a message (None: there are none)."""
     for mode, flags in MODE_OPTIONS.items():
         given = [flag for flag in flags if _given(args, flag)]
         if given and not _given(args, mode):
             return f"{', '.join(given)}: only with {mode}"
+        standard_only = {"--shapes": args.shapes, "--backend": args.backend != DEFAULT_BACKEND,
+                         "--dtype": args.dtype != "float32"}
+        given = [flag for flag, set_ in standard_only.items() if set_]
+        if given and _given(args, mode):
+            return f"{', '.join(given)}: not with {mode}" + (" (--dtypes picks the grid's)"
+                                                             if mode == "--grid" else "")
     return None
 
 
