@@ -24,11 +24,10 @@ from typing import Any, Callable, Optional
 import numpy
 
 import normops
-from normops import _bench, testing
-
-OPS = _bench.OPS
-PASSES = _bench.PASSES
-GB = 1e9
+from normops import testing
+from normops._bench.columns import GB, OPS, PASSES, normops_ops, pytorch_ops
+from normops._bench.shapes import SEED, Inputs, Shape
+from normops._bench.timing import RepeatPolicy, pooled, time_in_rounds, timing_of
 
 # (name, layout, dims): float32, channel axis 1 for NCHW and -1 for NHWC
 SHAPES = (("NCHW-256x64x56x56", "NCHW", (256, 64, 56, 56)),
@@ -277,10 +276,10 @@ def compare_rows(library):
 # ---------------------------------------------------------------------------- timing
 
 def host_inputs(layout, dims, seed):
-    rng = numpy.random.default_rng([_bench.SEED, seed])
-    shape = _bench.Shape(layout, dims)
+    rng = numpy.random.default_rng([SEED, seed])
+    shape = Shape(layout, dims)
     c = shape.channels
-    return _bench.Inputs(
+    return Inputs(
         shape=shape,
         x=rng.standard_normal(dims, dtype=numpy.float32),
         dy=rng.standard_normal(dims, dtype=numpy.float32),
@@ -292,7 +291,7 @@ def host_inputs(layout, dims, seed):
 
 def on_device(library, inp):
     to = library.adapter.to_library
-    return _bench.Inputs(shape=inp.shape, **{f: to(getattr(inp, f)) for f in (
+    return Inputs(shape=inp.shape, **{f: to(getattr(inp, f)) for f in (
         "x", "dy", "gamma", "beta", "running_mean", "running_var")})
 
 
@@ -313,12 +312,12 @@ def time_shape(name, layout, dims, seed, libraries, torch, torch_lib, policy, ro
     for library in libraries:
         dev = on_device(library, inp)
         calls[library.target] = {op: synced(fn, library.sync)
-                                 for op, fn in _bench.normops_ops(library.backend, dev).items()}
+                                 for op, fn in normops_ops(library.backend, dev).items()}
         library_of[library.target] = library
         copies[f"copy ({library.name})"] = synced(library.copy_of(dev.x), library.sync)
         if library is torch_lib:
             calls["pytorch"] = {op: synced(fn, library.sync)
-                                for op, fn in _bench.pytorch_ops(torch, dev).items()}
+                                for op, fn in pytorch_ops(torch, dev).items()}
             library_of["pytorch"] = library
     for library in libraries:
         library.sync()
@@ -327,10 +326,10 @@ def time_shape(name, layout, dims, seed, libraries, torch, torch_lib, policy, ro
         fns = {**copies, **{target: ops[op] for target, ops in calls.items()}}
         for fn in fns.values():   # compiles CuPy's kernels, warms the allocators
             fn()
-        blocks = _bench.time_in_rounds(fns, policy, rounds)
-        timings = {key: _bench.timing_of(_bench.pooled(b)) for key, b in blocks.items()}
+        blocks = time_in_rounds(fns, policy, rounds)
+        timings = {key: timing_of(pooled(b)) for key, b in blocks.items()}
         for key in copies:
-            copy_samples[key] += _bench.pooled(blocks[key])
+            copy_samples[key] += pooled(blocks[key])
         pytorch = timings.get("pytorch")
         for target in calls:
             t, library = timings[target], library_of[target]
@@ -345,7 +344,7 @@ def time_shape(name, layout, dims, seed, libraries, torch, torch_lib, policy, ro
                             details={"repeats": t.repeats, "min_s": t.min_s,
                                      "passes": PASSES[op], "nbytes": nbytes}))
     for key, samples in copy_samples.items():
-        t = _bench.timing_of(samples)
+        t = timing_of(samples)
         rows.append(Row("time", key, f"{name} x, 3 ops' blocks", "ok", median_s=t.median_s,
                         p25_s=t.p25_s, p75_s=t.p75_s, gbps=2 * nbytes / t.median_s / GB,
                         details={"repeats": t.repeats, "nbytes": nbytes}))
@@ -402,7 +401,7 @@ def main(argv=None):
         profile = testing.profile_name()   # HYPOTHESIS_PROFILE, ci by default
         label = f"profile {profile}"
     shapes = QUICK_SHAPES if args.quick else SHAPES
-    policy = _bench.RepeatPolicy(0.0, 1, 1, fixed=QUICK_REPEATS if args.quick else REPEATS)
+    policy = RepeatPolicy(0.0, 1, 1, fixed=QUICK_REPEATS if args.quick else REPEATS)
     rounds = QUICK_ROUNDS if args.quick else ROUNDS
 
     cupy_lib, torch_lib = cupy_library(), torch_library(args.device)

@@ -9,6 +9,7 @@ import pytest
 
 import normops
 from normops import _bench
+from normops._bench import noise, timing
 
 TINY = ["--shapes", "NC-256x1024", "--repeats", "1", "--threads", "1"]
 
@@ -44,11 +45,28 @@ def _check_report(report, stdout):
         assert "reference" in row["cells"]
         for cell in row["cells"].values():
             assert cell["median_s"] > 0 and cell["repeats"] == 1
-            assert cell["min_s"] <= cell["p25_s"] <= cell["median_s"] <= cell["p75_s"]
+            assert cell["min_s"] <= cell["p25_s"] <= cell["median_s"] <= cell["p75_s"] <= cell["max_s"]
+            # one call: no spread, so nothing is noisy
+            assert cell["iqr_over_median"] == 0
+        assert row["noisy_columns"] == []
+        if "cpu" in row["cells"]:
+            assert row["cpu_spread"] == row["cells"]["cpu"]["iqr_over_median"]
+        else:
+            assert row["cpu_spread"] is None
     copy = report["copy"]["NC-256x1024"]["kernels"]["numpy.copyto"]
     assert copy["median_s"] > 0 and copy["gbps"] > 0
     assert {"geomean_cpu_over_pytorch", "max_cpu_over_pytorch",
-            "cpu_faster_than_pytorch_everywhere"} <= report["summary"].keys()
+            "cpu_faster_than_pytorch_everywhere", "noise"} <= report["summary"].keys()
+    noise_record = report["summary"]["noise"]
+    assert noise_record["threshold"] == noise.NOISY_SPREAD and noise_record["cells"] == 3
+    assert noise_record["noisy_cells"] == [] and noise_record["threads"] == 1
+    assert noise_record["load_average"] == report["meta"].get("load_average")
+    warning = noise_record["warning"]
+    assert (warning is None) == (not noise_record["machine_busy"])
+    if warning:
+        assert warning in stdout and "another process may be busy" in warning
+    header = next(line for line in stdout.splitlines() if line.startswith("shape "))
+    assert "cpu IQR/med" in header and "noisy" in header
     assert report["meta"]["dtype"] == "float32" and report["meta"]["threads"] == 1
 
 
@@ -186,3 +204,48 @@ def test_bench_cli_exits_non_zero_without_a_traceback_on_an_unknown_backend():
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "unknown backend 'nope'" in done.stderr and "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------------------- noise
+
+def test_relative_spread_and_the_noisy_classifier():
+    quiet = timing.timing_of([1.0, 1.01, 1.02, 1.03, 1.04])
+    assert quiet.median_s == 1.02 and quiet.min_s == 1.0 and quiet.max_s == 1.04
+    assert quiet.p25_s == 1.01 and quiet.p75_s == 1.03
+    assert quiet.relative_spread == pytest.approx(0.02 / 1.02)
+    assert not noise.is_noisy(quiet)
+    # the quartiles 1.0 and 1.2 around a median of 1.1: IQR/median 0.18 > 10%
+    spread = timing.timing_of([0.9, 1.0, 1.1, 1.2, 5.0])
+    assert spread.relative_spread == pytest.approx(0.2 / 1.1) and noise.is_noisy(spread)
+    assert not noise.is_noisy(spread, threshold=0.2)
+    # on the threshold itself: not noisy (IQR/median must exceed it)
+    edge = timing.timing_of([0.95, 0.95, 1.0, 1.05, 1.05])
+    assert edge.relative_spread == pytest.approx(0.1)
+    assert noise.is_noisy(edge, threshold=edge.relative_spread) is False
+    # one outlier beyond the quartiles does not make a cell noisy; the min-max shows it
+    outlier = timing.timing_of([1.0] * 7 + [3.0])
+    assert outlier.relative_spread == 0 and outlier.max_s == 3.0
+    assert noise.noisy_names({"cpu": quiet, "pytorch": spread, "copy": outlier}) == ["pytorch"]
+
+
+@pytest.mark.parametrize("load, threads, busy", [
+    (None, 1, None),
+    ({"start": 0.4, "end": 1.4}, 1, False),     # the end counts this run's own thread
+    ({"start": 0.6, "end": 1.0}, 1, True),      # busy before the run started
+    ({"start": 0.1, "end": 1.6}, 1, True),
+    ({"start": 0.1, "end": 2.4}, 2, False),
+])
+def test_machine_busy_rule(load, threads, busy):
+    assert noise.machine_busy(load, threads) is busy
+
+
+def test_noise_warning_line():
+    quiet = noise.assess([], 15, {"start": 0.1, "end": 1.0}, 2)
+    assert quiet["warning"] is None and quiet["machine_busy"] is False
+    loud = noise.assess(["A x", "B y", "C z"], 15, {"start": 2.3, "end": 2.9}, 2)
+    assert loud["noisy_cells"] == ["A x", "B y", "C z"] and loud["machine_busy"] is True
+    assert loud["warning"] == (
+        "WARNING: 3 of 15 cells are noisy (IQR/median > 10%); another process may be busy "
+        "(load average 2.30 at the start, 2.90 at the end; this run's threads: 2, margin 0.5): "
+        "these numbers are not worth quoting")
+    assert noise.assess(["A x"], 15, None, 2)["warning"].startswith("WARNING: 1 of 15 cells")

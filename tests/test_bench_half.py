@@ -10,7 +10,8 @@ import numpy
 import pytest
 
 import normops
-from normops import _bench, _bench_half
+from normops import _bench
+from normops._bench import half as bench_half
 
 TINY = ["--shapes", "NC-256x1024", "--repeats", "1", "--threads", "1"]
 NBYTES = 256 * 1024 * 2
@@ -23,7 +24,7 @@ def _available(name):
 def _half(name):
     if name == "bfloat16":
         pytest.importorskip("ml_dtypes")
-    return _bench_half.numpy_dtype(name)
+    return bench_half.numpy_dtype(name)
 
 
 @pytest.fixture(params=["float16", "bfloat16"])
@@ -123,7 +124,7 @@ def test_bench_refuses_bfloat16_without_ml_dtypes(monkeypatch, capsys):
     def missing(name):
         raise ImportError(f"bfloat16 NumPy arrays need ml_dtypes: {normops._halves.BF16_INSTALL}")
 
-    monkeypatch.setattr(_bench_half, "numpy_dtype", missing)
+    monkeypatch.setattr(bench_half, "numpy_dtype", missing)
     assert _bench.main([*TINY, "--dtype", "bfloat16"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -149,14 +150,14 @@ def test_bfloat16_tensor_shares_the_arrays_memory():
     torch = pytest.importorskip("torch")
     dtype = _half("bfloat16")
     a = numpy.zeros((4, 3), dtype)
-    t = _bench_half.as_tensor(torch, a)
+    t = bench_half.as_tensor(torch, a)
     assert t.dtype == torch.bfloat16 and t.shape == a.shape and t.stride() == (3, 1)
     assert t.data_ptr() == a.ctypes.data
     t[1, 2] = 1.5                      # a write through the tensor shows in the array
     assert a[1, 2] == 1.5 and a.sum() == 1.5
     a[0, 0] = -2.0                     # and the other way round
     assert t[0, 0].item() == -2.0
-    assert _bench_half.as_tensor(torch, t) is t
+    assert bench_half.as_tensor(torch, t) is t
 
 
 def test_half_tensors_of_the_bench_share_memory_and_keep_channels_last(half):
@@ -180,7 +181,7 @@ def test_half_tensors_of_the_bench_share_memory_and_keep_channels_last(half):
 def test_half_copies_copy_the_same_bytes(half):
     dtype = _half(half)
     x = numpy.random.default_rng(0).standard_normal(1000, numpy.float32).astype(dtype)
-    view = _bench_half.buffer_view(x)
+    view = bench_half.buffer_view(x)
     assert view.dtype.itemsize == 2 and view.ctypes.data == x.ctypes.data
     if half == "bfloat16":
         assert view.dtype == numpy.uint16
@@ -213,16 +214,16 @@ def test_last_level_cache_from_sysfs(tmp_path):
     cache(1, 1, "Instruction", "32K")
     cache(2, 2, "Unified", "512K")
     cache(3, 3, "Unified", "32768K")
-    assert _bench_half.last_level_cache(str(tmp_path)) == (32 * 2**20, f"L3, {tmp_path}")
-    size, where = _bench_half.last_level_cache(str(tmp_path / "none"))
-    assert size == _bench_half.ASSUMED_LLC_BYTES and where.startswith("assumed")
+    assert bench_half.last_level_cache(str(tmp_path)) == (32 * 2**20, f"L3, {tmp_path}")
+    size, where = bench_half.last_level_cache(str(tmp_path / "none"))
+    assert size == bench_half.ASSUMED_LLC_BYTES and where.startswith("assumed")
 
 
 def test_dram_sized_rows_on_a_32_mib_cache():
     """With this machine's 32 MiB last-level cache: NC-8192x2048 (x of 32 MiB in half
     precision) is DRAM-sized, the 56x56 shapes (12.25 MiB) and the rest are not."""
     llc = 32 * 2**20
-    sized = {s.name: _bench_half.dram_sized(2 * numpy.prod(s.dims), llc) for s in _bench.SHAPES}
+    sized = {s.name: bench_half.dram_sized(2 * numpy.prod(s.dims), llc) for s in _bench.SHAPES}
     assert sized == {"NC-256x1024": False, "NC-8192x2048": True, "NCHW-32x64x56x56": False,
                      "NCHW-64x256x14x14": False, "NHWC-32x56x56x64": False}
 
@@ -239,12 +240,12 @@ def _rows(*fractions):
     (((1, 0.95), (1, 0.5), (1, 0.10)), None, None, []),        # no DRAM-sized row
 ])
 def test_half_bandwidth_target(fractions, met, low, below):
-    rows = _bench_half.mark_rows(_rows(*fractions), llc_bytes=100)
-    summary = _bench_half.summarize(rows, {"cpu_faster_than_pytorch_everywhere": True})
+    rows = bench_half.mark_rows(_rows(*fractions), llc_bytes=100)
+    summary = bench_half.summarize(rows, {"cpu_faster_than_pytorch_everywhere": True})
     assert summary["bandwidth_target_met"] is met
     assert summary["min_cpu_fraction_of_copy_dram"] == low
     assert summary["dram_rows_below_target"] == below
-    lines = _bench_half.footer_lines({"dtype": "bfloat16", "parameter_dtype": "float32"}, summary)
+    lines = bench_half.footer_lines({"dtype": "bfloat16", "parameter_dtype": "float32"}, summary)
     assert lines[1] == "  cpu faster than pytorch on every row: yes"
     verdict = {True: "yes", False: "no", None: "n/a"}[met]
     assert lines[2].startswith(f"  cpu/copy >= 85% on every DRAM-sized row: {verdict}")

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 import normops
-from normops import _bench, _bench_sync, _mpirun
+from normops import _bench, _mpirun
+from normops._bench import sync as bench_sync
 from optional_mpi import require_mpi
 
 
@@ -25,8 +26,8 @@ def test_bench_ranks_quick_reports_every_variant(tmp_path):
     out = done.stdout
     assert "OMP_NUM_THREADS=1 for every rank" in out
     assert "one thread per rank (OMP_NUM_THREADS=1, normops threads 1)" in out
-    for shape in _bench_sync.SHAPES:
-        for op, variant in _bench_sync.VARIANTS:
+    for shape in bench_sync.SHAPES:
+        for op, variant in bench_sync.VARIANTS:
             row = rf"^{shape.name}\s+{op}\s+{variant}\s+\d+\.\d+\s+\d"
             assert re.search(row, out, re.M), (shape, op, variant)
         assert re.search(rf"^{shape.name}\s+forward\s+sync\s+.*\d\.\d\d \(\d\.\d\d-\d\.\d\d\)\s+"
@@ -37,9 +38,9 @@ def test_bench_ranks_quick_reports_every_variant(tmp_path):
     assert report["meta"]["normops_threads"] == 1 and report["meta"]["mode"] == "quick"
     rows = report["rows"]
     assert [(r["shape"], r["op"], r["variant"]) for r in rows] == [
-        (s.name, op, v) for s in _bench_sync.SHAPES for op, v in _bench_sync.VARIANTS]
+        (s.name, op, v) for s in bench_sync.SHAPES for op, v in bench_sync.VARIANTS]
     for row in rows:
-        assert row["rounds"] == _bench_sync.QUICK.least
+        assert row["rounds"] == bench_sync.QUICK.least
         assert 0 < row["min_s"] <= row["p25_s"] <= row["median_s"] <= row["p75_s"] <= row["max_s"]
         if row["op"] in ("forward", "backward") and row["variant"] != "local fused":
             r = row["over_local_fused"]
@@ -58,6 +59,6 @@ def test_bench_ranks_without_mpi_names_the_extra(monkeypatch, capsys):
 
 
 def test_rounds_policy():
-    assert _bench_sync.QUICK.count(0.001) == _bench_sync.QUICK.count(10.0) == 3
-    assert _bench_sync.FULL.count(1.0) == _bench_sync.FULL.least
-    assert _bench_sync.FULL.count(1e-6) == _bench_sync.FULL.most
+    assert bench_sync.QUICK.count(0.001) == bench_sync.QUICK.count(10.0) == 3
+    assert bench_sync.FULL.count(1.0) == bench_sync.FULL.least
+    assert bench_sync.FULL.count(1e-6) == bench_sync.FULL.most

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import normops
-from normops import _bench, testing
+from normops import testing
+from normops._bench.columns import OPS
 from optional_torch import import_torch
 
 import_torch("the GPU check script's CPU run")
@@ -70,7 +71,7 @@ def test_runs_on_cpu_tensors_and_prints_the_table(cpu_run):
     # every op of both shapes for normops-torch and pytorch, and each shape's copy
     timed = {(r[1], r[2]) for r in by_part["time"] if r[3] == "ok"}
     for shape in SHAPES:
-        for op in _bench.OPS:
+        for op in OPS:
             assert ("normops-torch", f"{shape} {op}") in timed
             assert ("pytorch", f"{shape} {op}") in timed
         assert ("copy (torch)", f"{shape} x, 3 ops' blocks") in timed

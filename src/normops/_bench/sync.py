@@ -1,6 +1,6 @@
 """The rank program of ``python -m normops bench --ranks N``: what synchronizing batch_norm
 over an mpi4py communicator costs, per call, on the cpu backend
-(``mpiexec -n N python -m normops._bench_sync``; one thread per rank).
+(``mpiexec -n N python -m normops._bench.sync``; one thread per rank).
 
 Every rank holds a batch of the shape (its own data) and times, per shape:
 
@@ -23,7 +23,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -33,8 +32,14 @@ import numpy as np
 import normops
 from normops import _composed, _mpirun
 from normops import _distributed as distributed
-from normops._bench import GB, Shape, load_average
 from normops._text import table
+
+from .backends import load_average
+from .columns import GB
+from .ranks import RANK_PROGRAM
+from .report import environment, format_environment
+from .shapes import Shape
+from .timing import quartiles
 
 SHAPES = (Shape("NCHW", (32, 64, 56, 56)), Shape("NC", (256, 1024)))
 MOMENTUM, EPS = 0.1, 1e-5
@@ -148,14 +153,6 @@ def time_rounds(comm, fns, rounds):
             fn()
             samples[key].append(time.perf_counter() - start)
     return samples
-
-
-def quartiles(values):
-    values = sorted(values)
-    if len(values) == 1:
-        return values[0], values[0], values[0]
-    p25, p50, p75 = statistics.quantiles(values, n=4, method="inclusive")
-    return p25, p50, p75
 
 
 def summary(values):
@@ -281,15 +278,12 @@ def run(comm, args):
     meta = {
         "ranks": size, "mpi": " ".join(MPI.Get_library_version().splitlines()[0].split()),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "normops_threads": normops.get_num_threads(), "normops_version": normops.__version__,
-        "numpy_version": np.__version__, "python_version": platform.python_version(),
-        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpus",
+        "normops_threads": normops.get_num_threads(), **environment(),
         "dtype": "float32", "mode": "quick" if args.quick else "full",
         "load_average": {"start": load_before, "end": load_after},
         "elapsed_s": time.perf_counter() - started,
     }
-    print(f"normops {meta['normops_version']}  numpy {meta['numpy_version']}  python "
-          f"{meta['python_version']}  {meta['machine']}  {meta['mpi']}")
+    print(f"{format_environment(meta)}  {meta['mpi']}")
     print(f"{size} ranks, each with its own batch of the shape (float32, cpu backend), one thread "
           f"per rank (OMP_NUM_THREADS={meta['omp_num_threads']}, normops threads "
           f"{meta['normops_threads']}); mode {meta['mode']}; load average {load_before:.2f} "
@@ -313,14 +307,14 @@ def run(comm, args):
 
 def main(argv=None):
     args = add_arguments(argparse.ArgumentParser(
-        prog="mpiexec -n N python -m normops._bench_sync",
+        prog=f"mpiexec -n N python -m {RANK_PROGRAM}",
         description=__doc__.split("\n\n")[0])).parse_args(argv)
 
     def body(comm):
         run(comm, args)
         sys.stdout.flush()
         return 0
-    return _mpirun.rank_main("normops._bench_sync", args.ranks, body)
+    return _mpirun.rank_main(RANK_PROGRAM, args.ranks, body)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """``python -m normops bench --dtype float16|bfloat16``: what the half precision mode of
-the bench does differently from float32 and float64 (see normops._bench).
+the bench does differently from float32 and float64 (see normops._bench.standard).
 
 * Inputs: x and dy in the half dtype, rounded from the float32 run's data (same seed);
   gamma, beta, running_mean and running_var stay float32, for normops and for PyTorch
@@ -21,7 +21,7 @@ import os
 
 import numpy
 
-from ._halves import HALF_NAMES, is_half, name_of, numpy_dtype  # noqa: F401 (for _bench)
+from normops._halves import HALF_NAMES, is_half, name_of, numpy_dtype  # noqa: F401 (for the bench)
 
 PARAMETER_DTYPE = "float32"
 # the cpu backend's effective bandwidth over the copy's, on the DRAM-sized rows
