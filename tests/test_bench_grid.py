@@ -12,7 +12,7 @@ import pytest
 
 import normops
 from normops import _bench
-from normops._bench import grid, noise, plot, shapes
+from normops._bench import grid, grid_runs, noise, plot, shapes
 from normops._bench.columns import GB, OPS, PASSES
 
 TINY = ["--grid", "--layouts", "NHWC", "--channels", "128", "--sizes", "256KB", "--dtypes",
@@ -242,3 +242,37 @@ def test_grid_lists_take_commas_and_spaces():
     assert args.channels == [16, 64, 128] and args.sizes == ["256KB"]
     axes = grid.selection(args)
     assert axes["layouts"] == grid.LAYOUTS and axes["threads"] == grid.THREADS
+
+
+# ---------------------------------------------------------------------------- runs as one
+
+def _run(cells, busy=False):
+    return {"meta": {"mode": "grid"}, "cells": cells, "summary": {"noise": {"machine_busy": busy}}}
+
+
+def test_runs_combine_into_medians_per_cell():
+    big = grid.LARGE_BYTES
+    runs = [_run([_cell(1, 0.9, 0.80, big), _cell(2, 1.2, 0.5, big, noisy=True, op="inference")]),
+            _run([_cell(1, 0.3, 0.95, big), _cell(2, 0.4, 0.6, big, noisy=True, op="inference")]),
+            _run([_cell(1, 0.5, 0.90, big, noisy=True), _cell(2, 0.6, 0.7, big, op="inference")],
+                 busy=True)]
+    result = grid_runs.combine(runs)
+    first, second = result["cells"]
+    assert (first["cpu_over_pytorch"], first["cpu_fraction_of_copy"]) == (0.5, 0.90)
+    assert (second["cpu_over_pytorch"], second["cpu_fraction_of_copy"]) == (0.6, 0.6)
+    assert [r["cpu_over_pytorch"] for r in first["runs"]] == [0.9, 0.3, 0.5]
+    assert first["noisy"] is False and second["noisy"] is True   # noisy in 1 and 2 of 3 runs
+    summary = result["summary"]
+    assert summary["geomean_cpu_over_pytorch"] == pytest.approx((0.5 * 0.6) ** 0.5)
+    assert summary["not_faster"] == [] and summary["noisy_cells"] == [grid.label(second)]
+    assert summary["below_bandwidth"] == [{"cell": grid.label(second), "cpu_fraction_of_copy": 0.6}]
+    assert summary["by_threads"]["1"]["cells"] == 1
+    warning = summary["noise"]["warning"]
+    assert "1 of 2 cells are noisy" in warning and "busy during 1 of the 3 runs" in warning
+    quiet = grid_runs.combine([_run([_cell(1, 0.5, 0.9, big)])] * 3)["summary"]["noise"]
+    assert quiet["warning"] is None and quiet["busy_runs"] == 0
+
+
+def test_runs_of_different_grids_are_refused():
+    with pytest.raises(ValueError, match="same grid cells"):
+        grid_runs.combine([_run([_cell(1, 0.5, 0.9, 1)]), _run([_cell(2, 0.5, 0.9, 1)])])
