@@ -5,6 +5,8 @@ kernel runs with the GIL released. Data may be float32, float64, float16 or bflo
 (ml_dtypes' NumPy dtype, recognized by name: its type number is assigned at run time);
 the per-channel arrays of half data may be float32 or the data's dtype."""
 cimport numpy as cnp
+from libc.float cimport DBL_MAX
+from libc.math cimport INFINITY
 
 cnp.import_array()
 
@@ -223,6 +225,43 @@ cdef int _need(bint present, str what, str mode) except -1:
     return 0
 
 
+cdef int _run_forward(nm_dtype kind, nm_shape sh, const void *x, void *y,
+                      const nm_forward_args *A) except -1:
+    """nm_forward of x's dtype ``kind``, without the GIL."""
+    cdef int status
+    with nogil:
+        if kind == NM_F32:
+            status = nm_forward_f32(sh, <const float *>x, <float *>y, A)
+        elif kind == NM_F64:
+            status = nm_forward_f64(sh, <const double *>x, <double *>y, A)
+        elif kind == NM_F16:
+            status = nm_forward_f16(sh, <const nm_half *>x, <nm_half *>y, A)
+        else:
+            status = nm_forward_bf16(sh, <const nm_half *>x, <nm_half *>y, A)
+    if status != 0:
+        raise MemoryError("normops: out of memory for the kernel's scratch space")
+    return 0
+
+
+cdef int _run_backward(nm_dtype kind, nm_shape sh, const void *dy, const void *x, void *dx,
+                       const nm_backward_args *A) except -1:
+    """nm_backward of x's dtype ``kind``, without the GIL."""
+    cdef int status
+    with nogil:
+        if kind == NM_F32:
+            status = nm_backward_f32(sh, <const float *>dy, <const float *>x, <float *>dx, A)
+        elif kind == NM_F64:
+            status = nm_backward_f64(sh, <const double *>dy, <const double *>x, <double *>dx, A)
+        elif kind == NM_F16:
+            status = nm_backward_f16(sh, <const nm_half *>dy, <const nm_half *>x, <nm_half *>dx, A)
+        else:
+            status = nm_backward_bf16(sh, <const nm_half *>dy, <const nm_half *>x, <nm_half *>dx,
+                                      A)
+    if status != 0:
+        raise MemoryError("normops: out of memory for the kernel's scratch space")
+    return 0
+
+
 def forward(cnp.ndarray x not None, object y, str mode, object gamma=None, object beta=None,
             object running_mean=None, object running_spread=None, *, double eps=0.0,
             double momentum=0.0, double rmax=1.0, double dmax=0.0, bint unbiased=True,
@@ -241,7 +280,6 @@ def forward(cnp.ndarray x not None, object y, str mode, object gamma=None, objec
     cdef bint train
     cdef void *out_ptr = NULL
     cdef list keep = []
-    cdef int status
     if mode not in FORWARD_MODES:
         raise ValueError(f"normops._cpu: unknown forward mode {mode!r}")
     A.mode = FORWARD_MODES[mode]
@@ -271,17 +309,7 @@ def forward(cnp.ndarray x not None, object y, str mode, object gamma=None, objec
                   "running_mean and running_spread", mode)
         if A.mode == NM_FWD_BRN_TRAIN:
             _need(A.r != NULL and A.d != NULL, "r and d", mode)
-    with nogil:
-        if kind == NM_F32:
-            status = nm_forward_f32(sh, <const float *>cnp.PyArray_DATA(x), <float *>out_ptr, &A)
-        elif kind == NM_F64:
-            status = nm_forward_f64(sh, <const double *>cnp.PyArray_DATA(x), <double *>out_ptr, &A)
-        elif kind == NM_F16:
-            status = nm_forward_f16(sh, <const nm_half *>cnp.PyArray_DATA(x), <nm_half *>out_ptr, &A)
-        else:
-            status = nm_forward_bf16(sh, <const nm_half *>cnp.PyArray_DATA(x), <nm_half *>out_ptr, &A)
-    if status != 0:
-        raise MemoryError("normops: out of memory for the kernel's scratch space")
+    _run_forward(kind, sh, cnp.PyArray_DATA(x), out_ptr, &A)
 
 
 def backward(cnp.ndarray dy not None, cnp.ndarray x not None, object dx, str mode, *,
@@ -300,7 +328,6 @@ def backward(cnp.ndarray dy not None, cnp.ndarray x not None, object dx, str mod
     cdef const void *dy_ptr = _block(dy, x, False, "dy")
     cdef void *out_ptr = NULL
     cdef list keep = []
-    cdef int status
     if mode not in BACKWARD_MODES:
         raise ValueError(f"normops._cpu: unknown backward mode {mode!r}")
     A.mode = BACKWARD_MODES[mode]
@@ -330,21 +357,35 @@ def backward(cnp.ndarray dy not None, cnp.ndarray x not None, object dx, str mod
     else:
         _need(A.mean != NULL and A.invstd != NULL and A.dgamma != NULL and A.dbeta != NULL,
               "mean, invstd, dgamma and dbeta", mode)
-    with nogil:
-        if kind == NM_F32:
-            status = nm_backward_f32(sh, <const float *>dy_ptr, <const float *>cnp.PyArray_DATA(x),
-                                     <float *>out_ptr, &A)
-        elif kind == NM_F64:
-            status = nm_backward_f64(sh, <const double *>dy_ptr, <const double *>cnp.PyArray_DATA(x),
-                                     <double *>out_ptr, &A)
-        elif kind == NM_F16:
-            status = nm_backward_f16(sh, <const nm_half *>dy_ptr, <const nm_half *>cnp.PyArray_DATA(x),
-                                     <nm_half *>out_ptr, &A)
-        else:
-            status = nm_backward_bf16(sh, <const nm_half *>dy_ptr, <const nm_half *>cnp.PyArray_DATA(x),
-                                      <nm_half *>out_ptr, &A)
-    if status != 0:
-        raise MemoryError("normops: out of memory for the kernel's scratch space")
+    _run_backward(kind, sh, dy_ptr, cnp.PyArray_DATA(x), out_ptr, &A)
+
+
+# --- outputs ----------------------------------------------------------------------------
+
+cdef Py_ssize_t _pooled_bytes = 0       # see set_output_rule: until then, no output is fresh
+cdef Py_ssize_t _most_arrays = 0
+cdef Py_ssize_t _streamed_itemsize = 0
+
+
+def set_output_rule(Py_ssize_t pooled_bytes, Py_ssize_t most_arrays, Py_ssize_t streamed_itemsize):
+    """The cpu backend's rule for the memory of an output (its _empty_like): outputs of
+    ``pooled_bytes`` or more come from its pool, and those whose op's arrays (at most
+    ``most_arrays`` of the output's size) reach stream_bytes() start on a cache line
+    when their items have at most ``streamed_itemsize`` bytes and the AVX2 loops run."""
+    global _pooled_bytes, _most_arrays, _streamed_itemsize
+    _pooled_bytes, _most_arrays, _streamed_itemsize = pooled_bytes, most_arrays, streamed_itemsize
+
+
+cdef bint _fresh(Py_ssize_t nbytes, Py_ssize_t itemsize):
+    return nbytes < _pooled_bytes and not (
+        <size_t>(nbytes * _most_arrays) >= nm_stream_bytes()
+        and itemsize <= _streamed_itemsize and nm_simd_enabled())
+
+
+def fresh_output(Py_ssize_t nbytes, Py_ssize_t itemsize):
+    """Whether an output of ``nbytes`` takes fresh NumPy memory, by the rule of
+    set_output_rule: neither pooled nor placed on a cache line."""
+    return _fresh(nbytes, itemsize)
 
 
 def copy_into(dst, src):
