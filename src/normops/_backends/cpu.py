@@ -135,6 +135,13 @@ class CpuBackend:
                       invstd=saved.invstd, r=r, d=d, gamma=gamma, dgamma=dgamma, dbeta=dbeta)
         return arrangement.restore(dx3), dgamma, dbeta
 
+    # --- plain ops (see _interface): the common case in one call of the bindings -----
+
+    plain_batch_norm = staticmethod(_cpu.plain_batch_norm)
+    plain_batch_renorm = staticmethod(_cpu.plain_batch_renorm)
+    plain_batch_norm_backward = staticmethod(_cpu.plain_batch_norm_backward)
+    plain_batch_renorm_backward = staticmethod(_cpu.plain_batch_renorm_backward)
+
     # --- the four kernels (for the composition, and for plugin authors to compare) ----
 
     def batch_stats(self, x):
