@@ -35,6 +35,17 @@ statistics in place when training and return ``(y, saved)``; the backward ops
 ``batch_norm_backward`` and ``batch_renorm_backward`` take ``(dy, x, saved, gamma)``
 (the channel axis is ``saved.axis``) and return ``(dx, dgamma, dbeta)``.
 
+Plain ops (optional; normops' cpu backend has them) take the common case of an
+unsynchronized call in one step, before any check: ``plain_batch_norm(x, gamma, beta,
+running_mean, running_var, training, momentum, eps, axis, convention)``,
+``plain_batch_renorm(x, gamma, beta, running_mean, running_std, training, rmax, dmax,
+momentum, eps, axis)`` and ``plain_batch_norm_backward`` / ``plain_batch_renorm_backward``
+``(dy, x, saved, gamma, axis)`` get the public op's arguments unchecked and return None
+unless they are plain: arguments every check of _validation passes as they are (it
+would raise nothing and return them unchanged). Then they return the op's result, as
+the whole op would on the checked arguments; a None sends the call down the general
+path, which checks and raises.
+
 Synchronized calls (``comm=``) always run the composition of the four kernels, which
 meets the other ranks between ``batch_stats`` and ``scale_shift`` (and between
 ``grad_stats`` and ``grad_input``): every backend gets them, and whole ops never see a

@@ -8,7 +8,11 @@ kernels can take it as it is.
 
 The checks run on any array library: NumPy arrays directly (the cpu backend's hot path),
 others through the array API standard (see _arrays); every per-channel array and dy
-must be on x's device."""
+must be on x's device.
+
+The cpu backend's plain ops (see _interface) take the common case of a call before these
+checks: its bindings test cheaply that the checks here would pass the arguments as they
+are, and leave any other call to them, so that every error is raised here."""
 import dataclasses
 import math
 import numbers

@@ -1,6 +1,8 @@
 """The public BN/BRN ops: pick the backend, validate, then run the backend's whole op or
 the composition of its kernels (always the composition when synchronized over ``comm``:
-see _distributed)."""
+see _distributed). A call without ``comm`` first goes to the backend's plain op, where it
+has one (see _interface), which takes the common case in one step and leaves the rest
+to this path."""
 from functools import partial
 
 from . import _composed
@@ -15,6 +17,13 @@ def _bridge(backend, x):
     """The backend's bridge for x (see _interface), or None."""
     bridge = getattr(backend, "host_bridge", None)
     return None if bridge is None else bridge(x)
+
+
+def _plain(backend, name, *args):
+    """The result of the backend's plain op ``name`` on a call's arguments, or None (the
+    backend has no such op, or the arguments are not plain)."""
+    plain = getattr(backend, name, None)
+    return None if plain is None else plain(*args)
 
 
 def _op(backend, name, sync):
@@ -43,6 +52,11 @@ def batch_norm(x, gamma=None, beta=None, running_mean=None, running_var=None, *,
 
     Returns ``(y, saved)``: y has x's shape and dtype; saved feeds batch_norm_backward.
     """
+    if comm is None:
+        result = _plain(backend_for(x, backend), "plain_batch_norm", x, gamma, beta,
+                        running_mean, running_var, training, momentum, eps, axis, convention)
+        if result is not None:
+            return result
     with distributed.step(comm, "batch_norm") as sync:
         be = backend_for(x, backend)
         bridge = _bridge(be, x)
@@ -79,6 +93,11 @@ def batch_renorm(x, gamma, beta, running_mean, running_std, *, training=True, rm
     Eval: y = gamma * (x - mu) / sigma + beta. rmax=1, dmax=0 is batch_norm.
     ``comm``: as for batch_norm; r and d then come from the global statistics.
     """
+    if comm is None:
+        result = _plain(backend_for(x, backend), "plain_batch_renorm", x, gamma, beta,
+                        running_mean, running_std, training, rmax, dmax, momentum, eps, axis)
+        if result is not None:
+            return result
     with distributed.step(comm, "batch_renorm") as sync:
         be = backend_for(x, backend)
         bridge = _bridge(be, x)
@@ -125,6 +144,10 @@ def _backward(op, saved_type, forward_name, dy, x, saved, gamma, axis, backend):
 
 def _backward_on(sync, op, saved_type, forward_name, dy, x, saved, gamma, axis, backend):
     be = backend_for(x, backend)
+    if sync is None:
+        result = _plain(be, f"plain_{op.__name__}", dy, x, saved, gamma, axis)
+        if result is not None:
+            return result
     bridge = _bridge(be, x)
     if bridge is not None:
         return bridge.backward(op, dy, x, saved, gamma, axis=axis)

@@ -5,6 +5,10 @@ kernel runs with the GIL released. Data may be float32, float64, float16 or bflo
 (ml_dtypes' NumPy dtype, recognized by name: its type number is assigned at run time);
 the per-channel arrays of half data may be float32 or the data's dtype."""
 cimport numpy as cnp
+from libc.float cimport DBL_MAX
+from libc.math cimport INFINITY
+
+from normops._saved import BatchNormSaved, BatchRenormSaved
 
 cnp.import_array()
 
@@ -223,6 +227,43 @@ cdef int _need(bint present, str what, str mode) except -1:
     return 0
 
 
+cdef int _run_forward(nm_dtype kind, nm_shape sh, const void *x, void *y,
+                      const nm_forward_args *A) except -1:
+    """nm_forward of x's dtype ``kind``, without the GIL."""
+    cdef int status
+    with nogil:
+        if kind == NM_F32:
+            status = nm_forward_f32(sh, <const float *>x, <float *>y, A)
+        elif kind == NM_F64:
+            status = nm_forward_f64(sh, <const double *>x, <double *>y, A)
+        elif kind == NM_F16:
+            status = nm_forward_f16(sh, <const nm_half *>x, <nm_half *>y, A)
+        else:
+            status = nm_forward_bf16(sh, <const nm_half *>x, <nm_half *>y, A)
+    if status != 0:
+        raise MemoryError("normops: out of memory for the kernel's scratch space")
+    return 0
+
+
+cdef int _run_backward(nm_dtype kind, nm_shape sh, const void *dy, const void *x, void *dx,
+                       const nm_backward_args *A) except -1:
+    """nm_backward of x's dtype ``kind``, without the GIL."""
+    cdef int status
+    with nogil:
+        if kind == NM_F32:
+            status = nm_backward_f32(sh, <const float *>dy, <const float *>x, <float *>dx, A)
+        elif kind == NM_F64:
+            status = nm_backward_f64(sh, <const double *>dy, <const double *>x, <double *>dx, A)
+        elif kind == NM_F16:
+            status = nm_backward_f16(sh, <const nm_half *>dy, <const nm_half *>x, <nm_half *>dx, A)
+        else:
+            status = nm_backward_bf16(sh, <const nm_half *>dy, <const nm_half *>x, <nm_half *>dx,
+                                      A)
+    if status != 0:
+        raise MemoryError("normops: out of memory for the kernel's scratch space")
+    return 0
+
+
 def forward(cnp.ndarray x not None, object y, str mode, object gamma=None, object beta=None,
             object running_mean=None, object running_spread=None, *, double eps=0.0,
             double momentum=0.0, double rmax=1.0, double dmax=0.0, bint unbiased=True,
@@ -241,7 +282,6 @@ def forward(cnp.ndarray x not None, object y, str mode, object gamma=None, objec
     cdef bint train
     cdef void *out_ptr = NULL
     cdef list keep = []
-    cdef int status
     if mode not in FORWARD_MODES:
         raise ValueError(f"normops._cpu: unknown forward mode {mode!r}")
     A.mode = FORWARD_MODES[mode]
@@ -271,17 +311,7 @@ def forward(cnp.ndarray x not None, object y, str mode, object gamma=None, objec
                   "running_mean and running_spread", mode)
         if A.mode == NM_FWD_BRN_TRAIN:
             _need(A.r != NULL and A.d != NULL, "r and d", mode)
-    with nogil:
-        if kind == NM_F32:
-            status = nm_forward_f32(sh, <const float *>cnp.PyArray_DATA(x), <float *>out_ptr, &A)
-        elif kind == NM_F64:
-            status = nm_forward_f64(sh, <const double *>cnp.PyArray_DATA(x), <double *>out_ptr, &A)
-        elif kind == NM_F16:
-            status = nm_forward_f16(sh, <const nm_half *>cnp.PyArray_DATA(x), <nm_half *>out_ptr, &A)
-        else:
-            status = nm_forward_bf16(sh, <const nm_half *>cnp.PyArray_DATA(x), <nm_half *>out_ptr, &A)
-    if status != 0:
-        raise MemoryError("normops: out of memory for the kernel's scratch space")
+    _run_forward(kind, sh, cnp.PyArray_DATA(x), out_ptr, &A)
 
 
 def backward(cnp.ndarray dy not None, cnp.ndarray x not None, object dx, str mode, *,
@@ -300,7 +330,6 @@ def backward(cnp.ndarray dy not None, cnp.ndarray x not None, object dx, str mod
     cdef const void *dy_ptr = _block(dy, x, False, "dy")
     cdef void *out_ptr = NULL
     cdef list keep = []
-    cdef int status
     if mode not in BACKWARD_MODES:
         raise ValueError(f"normops._cpu: unknown backward mode {mode!r}")
     A.mode = BACKWARD_MODES[mode]
@@ -330,21 +359,425 @@ def backward(cnp.ndarray dy not None, cnp.ndarray x not None, object dx, str mod
     else:
         _need(A.mean != NULL and A.invstd != NULL and A.dgamma != NULL and A.dbeta != NULL,
               "mean, invstd, dgamma and dbeta", mode)
-    with nogil:
-        if kind == NM_F32:
-            status = nm_backward_f32(sh, <const float *>dy_ptr, <const float *>cnp.PyArray_DATA(x),
-                                     <float *>out_ptr, &A)
-        elif kind == NM_F64:
-            status = nm_backward_f64(sh, <const double *>dy_ptr, <const double *>cnp.PyArray_DATA(x),
-                                     <double *>out_ptr, &A)
-        elif kind == NM_F16:
-            status = nm_backward_f16(sh, <const nm_half *>dy_ptr, <const nm_half *>cnp.PyArray_DATA(x),
-                                     <nm_half *>out_ptr, &A)
+    _run_backward(kind, sh, dy_ptr, cnp.PyArray_DATA(x), out_ptr, &A)
+
+
+# --- outputs ----------------------------------------------------------------------------
+
+cdef Py_ssize_t _pooled_bytes = 0       # see set_output_rule: until then, no output is fresh
+cdef Py_ssize_t _most_arrays = 0
+cdef Py_ssize_t _streamed_itemsize = 0
+
+
+def set_output_rule(Py_ssize_t pooled_bytes, Py_ssize_t most_arrays, Py_ssize_t streamed_itemsize):
+    """The cpu backend's rule for the memory of an output (its _empty_like): outputs of
+    ``pooled_bytes`` or more come from its pool, and those whose op's arrays (at most
+    ``most_arrays`` of the output's size) reach stream_bytes() start on a cache line
+    when their items have at most ``streamed_itemsize`` bytes and the AVX2 loops run."""
+    global _pooled_bytes, _most_arrays, _streamed_itemsize
+    _pooled_bytes, _most_arrays, _streamed_itemsize = pooled_bytes, most_arrays, streamed_itemsize
+
+
+cdef bint _fresh(Py_ssize_t nbytes, Py_ssize_t itemsize):
+    return nbytes < _pooled_bytes and not (
+        <size_t>(nbytes * _most_arrays) >= nm_stream_bytes()
+        and itemsize <= _streamed_itemsize and nm_simd_enabled())
+
+
+def fresh_output(Py_ssize_t nbytes, Py_ssize_t itemsize):
+    """Whether an output of ``nbytes`` takes fresh NumPy memory, by the rule of
+    set_output_rule: neither pooled nor placed on a cache line."""
+    return _fresh(nbytes, itemsize)
+
+
+# --- plain calls ------------------------------------------------------------------------
+# The public ops' common case in one call: the cpu backend's plain ops (see
+# normops._interface) hand these functions the arguments of an op call unchecked. Each
+# first decides, touching nothing, whether they are plain: arguments that every check
+# of normops._validation passes as they are (so that it would return them unchanged,
+# raise nothing, make no copy) and that the cpu backend's _Arrangement takes without a
+# copy. If they are not, it returns None, and the op takes its general path, whose checks
+# raise the errors; a plain call runs the kernel and returns the op's result. The rules below
+# accept a subset of what those checks accept, each named after the check it stands
+# for; tests/test_call_overhead_paths.py compares both paths.
+
+cdef struct _plain_x:
+    nm_shape sh       # the kernels' (outer, C, inner) view of x
+    int typenum
+    Py_ssize_t axis   # the channel axis, >= 0
+    bint moved        # channels-last: the channel axis innermost in memory
+
+
+cdef bint _axis(object axis, Py_ssize_t ndim, Py_ssize_t *out):
+    """channel_axis: an exact int in [-ndim, ndim), as a non-negative axis."""
+    cdef Py_ssize_t ax
+    if type(axis) is not int:
+        return False
+    try:
+        ax = axis
+    except OverflowError:
+        return False
+    if not -ndim <= ax < ndim:
+        return False
+    out[0] = ax + ndim if ax < 0 else ax
+    return True
+
+
+cdef bint _channels_last(cnp.ndarray a, Py_ssize_t axis):
+    """Whether numpy.moveaxis(a, axis, -1) is C-contiguous (a holds values): contiguous
+    with the channel axis innermost, the others in order; a dimension of length 1 may
+    have any stride."""
+    cdef Py_ssize_t i, want = cnp.PyArray_ITEMSIZE(a)
+    cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(a)
+    cdef cnp.npy_intp *strides = cnp.PyArray_STRIDES(a)
+    if dims[axis] != 1 and strides[axis] != want:
+        return False
+    want *= dims[axis]
+    for i in range(cnp.PyArray_NDIM(a) - 1, -1, -1):
+        if i != axis:
+            if dims[i] != 1 and strides[i] != want:
+                return False
+            want *= dims[i]
+    return True
+
+
+cdef bint _plain_input(object x, object axis, _plain_x *p):
+    """as_input and channel_axis: x an exact numpy.ndarray of float32 or float64 in native
+    byte order with at least 2 dimensions and a value, aligned, C-contiguous or
+    channels-last (so that the kernels take its memory as it is); ``axis`` an exact int
+    naming one of its dimensions. Fills p."""
+    cdef cnp.ndarray a
+    cdef Py_ssize_t i, nd, before = 1, after = 1
+    cdef cnp.npy_intp *dims
+    if type(x) is not cnp.ndarray:
+        return False
+    a = <cnp.ndarray>x
+    p.typenum = cnp.PyArray_TYPE(a)
+    nd = cnp.PyArray_NDIM(a)
+    if ((p.typenum != cnp.NPY_FLOAT32 and p.typenum != cnp.NPY_FLOAT64)
+            or not cnp.PyArray_ISNOTSWAPPED(a) or not cnp.PyArray_ISALIGNED(a) or nd < 2
+            or cnp.PyArray_SIZE(a) == 0 or not _axis(axis, nd, &p.axis)):
+        return False
+    dims = cnp.PyArray_DIMS(a)
+    for i in range(p.axis):
+        before *= dims[i]
+    for i in range(p.axis + 1, nd):
+        after *= dims[i]
+    p.sh.channels = dims[p.axis]
+    if cnp.PyArray_IS_C_CONTIGUOUS(a):
+        p.moved = False
+        p.sh.outer, p.sh.inner = before, after
+    elif p.axis != nd - 1 and _channels_last(a, p.axis):
+        p.moved = True
+        p.sh.outer, p.sh.inner = before * after, 1
+    else:
+        return False
+    return True
+
+
+cdef bint _plain_vector(object v, int typenum, Py_ssize_t channels, bint written):
+    """per_channel (and running_stat when ``written``): an exact numpy.ndarray of x's
+    dtype in native byte order and shape (channels,), aligned, stepping by whole items;
+    one that is written also writeable, its channels distinct elements."""
+    cdef cnp.ndarray a
+    cdef Py_ssize_t step
+    if type(v) is not cnp.ndarray:
+        return False
+    a = <cnp.ndarray>v
+    if (cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_ISNOTSWAPPED(a)
+            or cnp.PyArray_NDIM(a) != 1 or cnp.PyArray_DIM(a, 0) != channels
+            or not cnp.PyArray_ISALIGNED(a)):
+        return False
+    step = cnp.PyArray_STRIDE(a, 0)
+    if step % cnp.PyArray_ITEMSIZE(a) != 0:
+        return False
+    return not written or (cnp.PyArray_ISWRITEABLE(a) and (step != 0 or channels == 1))
+
+
+cdef bint _optional_vector(object v, int typenum, Py_ssize_t channels):
+    return v is None or _plain_vector(v, typenum, channels, False)
+
+
+cdef struct _span:
+    char *lo
+    char *hi
+
+
+cdef _span _extent(cnp.ndarray a):
+    """[lo, hi): the bytes the elements of a (which holds values) lie in."""
+    cdef _span s
+    cdef Py_ssize_t i, reach
+    s.lo = s.hi = <char *>cnp.PyArray_DATA(a)
+    for i in range(cnp.PyArray_NDIM(a)):
+        reach = (cnp.PyArray_DIM(a, i) - 1) * cnp.PyArray_STRIDE(a, i)
+        if reach < 0:
+            s.lo += reach
         else:
-            status = nm_backward_bf16(sh, <const nm_half *>dy_ptr, <const nm_half *>cnp.PyArray_DATA(x),
-                                      <nm_half *>out_ptr, &A)
-    if status != 0:
-        raise MemoryError("normops: out of memory for the kernel's scratch space")
+            s.hi += reach
+    s.hi += cnp.PyArray_ITEMSIZE(a)
+    return s
+
+
+cdef bint _apart(_span a, _span b):
+    return a.hi <= b.lo or b.hi <= a.lo
+
+
+cdef bint _written_apart(object first, object second, object x, object gamma, object beta):
+    """no_overlap: the running statistics ``first`` and ``second`` (arrays, written)
+    each lie apart in memory from the other and from x, gamma and beta."""
+    cdef _span one = _extent(<cnp.ndarray>first), two = _extent(<cnp.ndarray>second), other
+    if not _apart(one, two):
+        return False
+    for arr in (x, gamma, beta):
+        if arr is not None:
+            other = _extent(<cnp.ndarray>arr)
+            if not (_apart(one, other) and _apart(two, other)):
+                return False
+    return True
+
+
+cdef bint _none_below(object v, bint allow_zero):
+    """positive_stats: no value of the per-channel array v (float32 or float64) is
+    negative, nor zero unless ``allow_zero`` (NaN passes)."""
+    cdef cnp.ndarray a = <cnp.ndarray>v
+    cdef char *at = <char *>cnp.PyArray_DATA(a)
+    cdef Py_ssize_t i, step = cnp.PyArray_STRIDE(a, 0)
+    cdef bint single = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
+    cdef double value
+    for i in range(cnp.PyArray_DIM(a, 0)):
+        value = (<float *>at)[0] if single else (<double *>at)[0]
+        if value < 0.0 or (value == 0.0 and not allow_zero):
+            return False
+        at += step
+    return True
+
+
+cdef bint _float_in(object value, double low, double high, bint low_open):
+    """number: an exact float in [low, high] ((low, high] with ``low_open``); NaN is not."""
+    cdef double v
+    if type(value) is not float:
+        return False
+    v = <double>value
+    return (v > low if low_open else v >= low) and v <= high
+
+
+cdef object _output_like(cnp.ndarray x, _plain_x *p):
+    """A new array of x's shape and dtype, laid out as the cpu backend's _Arrangement
+    restores a kernel output: C-contiguous, or for channels-last x a C-contiguous array
+    with the channel axis last, moved back to its place."""
+    cdef cnp.npy_intp dims[64]
+    cdef cnp.npy_intp order[64]
+    cdef cnp.PyArray_Dims permutation
+    cdef cnp.npy_intp *shape = cnp.PyArray_DIMS(x)
+    cdef int i, nd = cnp.PyArray_NDIM(x), axis = <int>p.axis
+    if not p.moved:
+        return cnp.PyArray_SimpleNew(nd, shape, p.typenum)
+    for i in range(nd):
+        if i < axis:
+            dims[i], order[i] = shape[i], i
+        elif i > axis:
+            dims[i - 1], order[i] = shape[i], i - 1
+    dims[nd - 1], order[axis] = shape[axis], nd - 1
+    permutation.ptr, permutation.len = order, nd
+    return cnp.PyArray_Transpose(cnp.PyArray_SimpleNew(nd, dims, p.typenum), &permutation)
+
+
+cdef object _rows(Py_ssize_t count, Py_ssize_t n, int typenum):
+    """``count`` new 1-D arrays of n values of ``typenum``, the rows of one C-contiguous
+    block (the cpu backend's per-channel outputs), as a list."""
+    cdef cnp.npy_intp dims[2]
+    cdef cnp.ndarray block, row
+    cdef char *data
+    cdef Py_ssize_t i
+    dims[0], dims[1] = count, n
+    block = <cnp.ndarray>cnp.PyArray_SimpleNew(2, dims, typenum)
+    data = <char *>cnp.PyArray_DATA(block)
+    rows = []
+    for i in range(count):
+        row = <cnp.ndarray>cnp.PyArray_New(cnp.ndarray, 1, &dims[1], typenum, NULL,
+                                          data + i * cnp.PyArray_STRIDE(block, 0), 0,
+                                          cnp.NPY_ARRAY_CARRAY, None)
+        cnp.set_array_base(row, block)
+        rows.append(row)
+    return rows
+
+
+cdef object _plain_forward(object x, object gamma, object beta, object first, object second,
+                           object training, object momentum, object eps, object axis,
+                           bint renorm, bint unbiased, double rmax, double dmax):
+    """forward_args (and positive_stats) on BN's or BRN's arguments, then the op."""
+    cdef _plain_x p
+    cdef nm_forward_args A
+    cdef bint train
+    cdef Py_ssize_t C, itemsize
+    cdef cnp.ndarray xa
+    cdef list keep = []
+    if training is True or training is False:
+        train = training is True
+    else:
+        return None
+    if not (_plain_input(x, axis, &p) and _float_in(momentum, 0.0, 1.0, False)
+            and _float_in(eps, 0.0, DBL_MAX, True)):
+        return None
+    C = p.sh.channels
+    if not (_optional_vector(gamma, p.typenum, C) and _optional_vector(beta, p.typenum, C)):
+        return None
+    if first is None and second is None:
+        if renorm or not train:   # BRN needs running statistics, BN's eval mode too
+            return None
+    elif not (_plain_vector(first, p.typenum, C, train) and _plain_vector(second, p.typenum, C, train)
+              and (not train or _written_apart(first, second, x, gamma, beta))
+              and (train and not renorm or _none_below(second, not renorm))):
+        return None
+    if train and p.sh.outer * p.sh.inner == 1:   # training_batch
+        return None
+    xa = <cnp.ndarray>x
+    itemsize = cnp.PyArray_ITEMSIZE(xa)
+    if not _fresh(cnp.PyArray_SIZE(xa) * itemsize, itemsize):
+        return None   # pooled or streamed memory: the general path's _empty_like
+    y = _output_like(xa, &p)
+    stats = _rows(4 if renorm and train else 2, C, cnp.NPY_FLOAT64)
+    if renorm:
+        A.mode = NM_FWD_BRN_TRAIN if train else NM_FWD_BRN_EVAL
+    else:
+        A.mode = NM_FWD_BN_TRAIN if train else NM_FWD_BN_EVAL
+    A.gamma = _vec(gamma, xa, C, False, "gamma", keep)
+    A.beta = _vec(beta, xa, C, False, "beta", keep)
+    A.running_mean = _vec(first, xa, C, train, "running_mean", keep)
+    A.running_spread = _vec(second, xa, C, train, "running_spread", keep)
+    A.eps, A.momentum, A.rmax, A.dmax, A.unbiased = eps, momentum, rmax, dmax, unbiased
+    A.a_in = A.b_in = A.m2 = A.r = A.d = NULL
+    A.mean = _f64(stats[0], C, True, "mean", keep)
+    A.invstd = _f64(stats[1], C, True, "invstd", keep)
+    if len(stats) == 4:
+        A.r, A.d = _f64(stats[2], C, True, "r", keep), _f64(stats[3], C, True, "d", keep)
+    _run_forward(_kind(xa), p.sh, cnp.PyArray_DATA(xa), cnp.PyArray_DATA(<cnp.ndarray>y), &A)
+    if not renorm:
+        return y, BatchNormSaved(stats[0], stats[1], train, p.axis, x.shape)
+    r, d = (stats[2], stats[3]) if train else (None, None)
+    return y, BatchRenormSaved(stats[0], stats[1], r, d, train, p.axis, x.shape)
+
+
+def plain_batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, eps, axis,
+                     convention):
+    """normops.batch_norm on plain arguments: None, or ``(y, saved)``, the running
+    statistics updated when training."""
+    cdef bint unbiased
+    if type(convention) is not str:
+        return None
+    if convention == "pytorch":
+        unbiased = True
+    elif convention == "keras":
+        unbiased = False
+    else:
+        return None
+    return _plain_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                          axis, False, unbiased, 1.0, 0.0)
+
+
+def plain_batch_renorm(x, gamma, beta, running_mean, running_std, training, rmax, dmax,
+                       momentum, eps, axis):
+    """normops.batch_renorm on plain arguments: None, or ``(y, saved)``."""
+    if not (_float_in(rmax, 1.0, INFINITY, False) and _float_in(dmax, 0.0, INFINITY, False)):
+        return None
+    return _plain_forward(x, gamma, beta, running_mean, running_std, training, momentum, eps,
+                          axis, True, True, rmax, dmax)
+
+
+cdef bint _plain_saved_array(object v, Py_ssize_t channels):
+    """saved_state's arrays as the forward made them: an exact numpy.ndarray of float64
+    in native byte order, shape (channels,), C-contiguous and aligned."""
+    cdef cnp.ndarray a
+    if type(v) is not cnp.ndarray:
+        return False
+    a = <cnp.ndarray>v
+    return (cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64 and cnp.PyArray_ISNOTSWAPPED(a)
+            and cnp.PyArray_NDIM(a) == 1 and cnp.PyArray_DIM(a, 0) == channels
+            and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a))
+
+
+cdef bint _same_shape(object shape, cnp.ndarray x):
+    """saved.shape: a tuple of exact ints equal to x's shape."""
+    cdef Py_ssize_t i, nd = cnp.PyArray_NDIM(x)
+    if type(shape) is not tuple or len(<tuple>shape) != nd:
+        return False
+    for i in range(nd):
+        n = (<tuple>shape)[i]
+        if type(n) is not int or n != cnp.PyArray_DIM(x, i):
+            return False
+    return True
+
+
+def plain_batch_norm_backward(dy, x, saved, gamma, axis):
+    """normops.batch_norm_backward on plain arguments: None, or ``(dx, dgamma, dbeta)``."""
+    if type(saved) is not BatchNormSaved:
+        return None
+    return _plain_backward(dy, x, saved, gamma, axis, False)
+
+
+def plain_batch_renorm_backward(dy, x, saved, gamma, axis):
+    """normops.batch_renorm_backward on plain arguments: None, or ``(dx, dgamma, dbeta)``."""
+    if type(saved) is not BatchRenormSaved:
+        return None
+    return _plain_backward(dy, x, saved, gamma, axis, True)
+
+
+cdef object _plain_backward(object dy, object x, object saved, object gamma, object axis,
+                            bint renorm):
+    """saved_state (``saved`` a BatchNormSaved, or a BatchRenormSaved with ``renorm``:
+    the forward's, without a communicator; a BatchRenormSaved holds r and d in training
+    and neither in eval mode), gradient and per_channel, then the op."""
+    cdef _plain_x p
+    cdef nm_backward_args A
+    cdef Py_ssize_t C, itemsize, given
+    cdef cnp.ndarray xa, dya
+    cdef nm_dtype kind
+    cdef list keep = []
+    try:
+        training, saved_axis, shape, comm = saved.training, saved.axis, saved.shape, saved.comm
+        mean, invstd = saved.mean, saved.invstd
+        r, d = (saved.r, saved.d) if renorm else (None, None)
+    except AttributeError:   # a state without its fields: the general path says so
+        return None
+    if (comm is not None or not (training is True or training is False)
+            or type(saved_axis) is not int or saved_axis < 0
+            or not _plain_input(x, saved_axis, &p) or not _same_shape(shape, <cnp.ndarray>x)):
+        return None
+    if axis is not None and not (_axis(axis, cnp.PyArray_NDIM(<cnp.ndarray>x), &given)
+                                 and given == p.axis):
+        return None
+    C = p.sh.channels
+    if not (_plain_saved_array(mean, C) and _plain_saved_array(invstd, C)
+            and (_plain_saved_array(r, C) and _plain_saved_array(d, C) if renorm and training
+                 else r is None and d is None)
+            and _optional_vector(gamma, p.typenum, C)):
+        return None
+    xa = <cnp.ndarray>x
+    if type(dy) is not cnp.ndarray:   # gradient: x's shape and dtype, and here its layout
+        return None
+    dya = <cnp.ndarray>dy
+    if (cnp.PyArray_TYPE(dya) != p.typenum or not cnp.PyArray_ISNOTSWAPPED(dya)
+            or not cnp.PyArray_ISALIGNED(dya) or not cnp.PyArray_SAMESHAPE(dya, xa)
+            or not (_channels_last(dya, p.axis) if p.moved else cnp.PyArray_IS_C_CONTIGUOUS(dya))):
+        return None
+    itemsize = cnp.PyArray_ITEMSIZE(xa)
+    if not _fresh(cnp.PyArray_SIZE(xa) * itemsize, itemsize):
+        return None
+    dx = _output_like(xa, &p)
+    grads = _rows(2, C, p.typenum)
+    A.mode = NM_BWD_FUSED
+    A.training = training is True
+    A.mean, A.invstd = _f64(mean, C, False, "mean", keep), _f64(invstd, C, False, "invstd", keep)
+    A.r, A.d = _f64(r, C, False, "r", keep), _f64(d, C, False, "d", keep)
+    A.gamma = _vec(gamma, xa, C, False, "gamma", keep)
+    A.dgamma = _contiguous(grads[0], xa, C, True, "dgamma", keep)
+    A.dbeta = _contiguous(grads[1], xa, C, True, "dbeta", keep)
+    A.grad_dtype = kind = _kind(xa)   # dgamma's and dbeta's: x's, as gamma's
+    A.sum_dy = A.sum_dy_xmu = NULL
+    A.p = A.q = A.s = NULL
+    _run_backward(kind, p.sh, cnp.PyArray_DATA(dya), cnp.PyArray_DATA(xa),
+                  cnp.PyArray_DATA(<cnp.ndarray>dx), &A)
+    return dx, grads[0], grads[1]
 
 
 def copy_into(dst, src):

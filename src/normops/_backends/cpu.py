@@ -29,20 +29,21 @@ POOLED_BYTES = 4 << 20
 MOST_ARRAYS = 3
 LINE = 64
 STREAMED_ITEMSIZE = 4   # float32 and the halves: every dtype but float64
+# the rule is the bindings' (fresh_output), for the outputs they make themselves too
+_cpu.set_output_rule(POOLED_BYTES, MOST_ARRAYS, STREAMED_ITEMSIZE)
 
 
 def _empty_like(a):
     """An uninitialized C-contiguous array of a's shape and dtype."""
     nbytes = a.nbytes
+    if _cpu.fresh_output(nbytes, a.itemsize):
+        return np.empty_like(a)
     if nbytes >= POOLED_BYTES:
         raw = np.frombuffer(_buffers.Block(nbytes), dtype=np.uint8)
-    elif (nbytes * MOST_ARRAYS >= _cpu.stream_bytes() and a.itemsize <= STREAMED_ITEMSIZE
-          and _cpu.simd_enabled()):
+    else:   # streamed: on a cache line
         raw = np.empty(nbytes + LINE, np.uint8)
         start = -raw.__array_interface__["data"][0] % LINE
         raw = raw[start:start + nbytes]
-    else:
-        return np.empty_like(a)
     return raw.view(a.dtype).reshape(a.shape)
 
 
@@ -133,6 +134,13 @@ class CpuBackend:
         _cpu.backward(dy3, x3, dx3, "fused", training=saved.training, mean=saved.mean,
                       invstd=saved.invstd, r=r, d=d, gamma=gamma, dgamma=dgamma, dbeta=dbeta)
         return arrangement.restore(dx3), dgamma, dbeta
+
+    # --- plain ops (see _interface): the common case in one call of the bindings -----
+
+    plain_batch_norm = staticmethod(_cpu.plain_batch_norm)
+    plain_batch_renorm = staticmethod(_cpu.plain_batch_renorm)
+    plain_batch_norm_backward = staticmethod(_cpu.plain_batch_norm_backward)
+    plain_batch_renorm_backward = staticmethod(_cpu.plain_batch_renorm_backward)
 
     # --- the four kernels (for the composition, and for plugin authors to compare) ----
 
