@@ -6,8 +6,12 @@ Every case runs twice on fresh arrays: on "plain-spy" (the cpu backend, recordin
 whether each call took the plain path) and on "plain-off" (the cpu backend without its
 plain ops: every call checks, then runs the whole op). Both run the same kernels, so
 their results agree to the bit."""
+import warnings
+
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import normops
 from memory import unaligned
@@ -59,11 +63,18 @@ def backends():
 
 # --- running a case on both paths ------------------------------------------------------
 
-def _outcome(call):
-    try:
-        return call()
-    except Exception as exc:   # compared by type and message
-        return exc
+def _outcome(call, warned=None):
+    """call's result, or the exception it raised (compared by type and message); the
+    warnings it gave go to the list ``warned``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return call()
+        except Exception as exc:
+            return exc
+        finally:
+            if warned is not None:
+                warned.extend((w.category, str(w.message)) for w in caught)
 
 
 def _same_array(a, b, name):
@@ -108,10 +119,12 @@ def both_paths(make, op, plain):
     take the call (False: it must leave it to the general path)."""
     SPY.took.clear()
     plain_args, general_args = make(), make()
-    got = _outcome(lambda: op("plain-spy", **plain_args))
-    expected = _outcome(lambda: op("plain-off", **general_args))
+    plain_warned, general_warned = [], []
+    got = _outcome(lambda: op("plain-spy", **plain_args), plain_warned)
+    expected = _outcome(lambda: op("plain-off", **general_args), general_warned)
     _same_result(got, expected)
     _same_arguments(plain_args, general_args)
+    assert plain_warned == general_warned
     assert SPY.took == [plain], f"plain path taken: {SPY.took}, expected {[plain]}"
     return got
 
@@ -195,6 +208,8 @@ PLAIN_FORWARD = {
     "NCHW channels-last": case((2, 4, 3, 3), x=lambda: channels_last((2, 4, 3, 3))),
     "NCDHW channels-last, axis 2": case((2, 3, 4, 2, 2), axis=2,
                                         x=lambda: channels_last((2, 3, 4, 2, 2), axis=2)),
+    "2-D in Fortran order, axis 0 (channels-last)": case(
+        (8, 4), axis=0, x=lambda: np.asfortranarray(values((8, 4)))),
     "channels-last with a dimension of 1": case((1, 4, 3, 1),
                                                 x=lambda: channels_last((1, 4, 3, 1))),
     "one channel": case((5, 1)),
@@ -279,7 +294,8 @@ NEAR_MISSES = {
     "gamma a subclass": case(gamma=lambda a: a["gamma"].view(np.ma.MaskedArray)),
     "gamma byte-swapped": case(gamma=lambda a: byte_swapped(a["gamma"])),
     "gamma unaligned": case(gamma=lambda a: unaligned(a["gamma"])),
-    "beta a field of a record array": case(beta=lambda a: np.zeros(8, [("a", "i1"), ("b", "f4")])["b"]),
+    "beta a field of a record array": case(
+        beta=lambda a: np.zeros(8, [("a", "i1"), ("b", "f4")])["b"]),
     "one running statistic": case(running_var=None),
     "running_mean a list": case(running_mean=lambda a: a["running_mean"].tolist()),
     "running statistics byte-swapped": case(running_mean=lambda a: byte_swapped(a["running_mean"])),
@@ -379,6 +395,78 @@ def test_outputs_of_pooled_or_streamed_memory_take_the_general_path():
         _cpu._set_stream_bytes(default)
 
 
+# random calls: layouts, flags and values, plain or not; both paths agree --------------------
+
+def _laid_out(arr, layout, axis):
+    """arr's values in one of several memory layouts."""
+    if layout == "channels-last":
+        return np.moveaxis(np.ascontiguousarray(np.moveaxis(arr, axis, -1)), -1, axis)
+    if layout == "strided":
+        wide = np.repeat(arr, 2, axis=-1)
+        return wide[..., ::2]
+    if layout == "reversed":
+        return np.ascontiguousarray(arr[::-1])[::-1]
+    if layout == "read-only":
+        return read_only(arr.copy())
+    return arr.copy()
+
+
+LAYOUTS = ["C", "channels-last", "strided", "reversed", "read-only"]
+VECTOR_LAYOUTS = ["C", "strided", "reversed", "read-only"]
+
+
+@st.composite
+def calls(draw):
+    ndim = draw(st.integers(2, 4))
+    shape = tuple(draw(st.lists(st.integers(1, 5), min_size=ndim, max_size=ndim)))
+    axis = draw(st.integers(-ndim, ndim - 1))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    x = (values(shape, dtype, seed=draw(st.integers(0, 9))), draw(st.sampled_from(LAYOUTS)))
+    c = shape[axis]
+    vector = st.tuples(st.sampled_from(["gamma", "beta", "mean", "var"]),
+                       st.sampled_from(VECTOR_LAYOUTS))
+    layouts = dict(draw(st.lists(vector, max_size=4)))
+    params = {name: None if draw(st.integers(0, 5)) == 0 else layouts.get(name, "C")
+              for name in ("gamma", "beta", "mean", "var")}
+    options = dict(training=draw(st.booleans()), axis=axis,
+                   momentum=draw(st.sampled_from([0.0, 0.1, 1.0, 1.5, float("nan"), 0])),
+                   eps=draw(st.sampled_from([1e-5, 0.0, float("inf"), 1e-3])),
+                   convention=draw(st.sampled_from(["pytorch", "keras"])))
+    spread = draw(st.sampled_from([1.0, 0.0, -1.0, float("nan")]))
+    return x, c, params, options, spread
+
+
+@given(call=calls())
+def test_random_calls_agree(call):
+    (arr, layout), c, params, options, spread = call
+    axis = options["axis"] % arr.ndim
+    per_channel = dict(gamma=np.linspace(0.5, 2.0, c), beta=np.linspace(-1.0, 1.0, c),
+                       mean=np.full(c, 0.5), var=np.full(c, 2.0))
+    per_channel["var"][0] = spread
+
+    def make():
+        args = dict(x=_laid_out(arr, layout, axis))
+        for name, key in (("gamma", "gamma"), ("beta", "beta"), ("mean", "running_mean"),
+                          ("var", "running_var")):
+            if params[name] is not None:
+                args[key] = _laid_out(per_channel[name].astype(arr.dtype), params[name], 0)
+        return args
+    plain_args, general_args = make(), make()
+    plain_warned, general_warned = [], []
+    got = _outcome(lambda: bn("plain-spy", **plain_args, **options), plain_warned)
+    expected = _outcome(lambda: bn("plain-off", **general_args, **options), general_warned)
+    _same_result(got, expected)
+    _same_arguments(plain_args, general_args)
+    assert plain_warned == general_warned
+    if not isinstance(expected, Exception):
+        dy = values(arr.shape, arr.dtype, seed=1)
+        y, saved = expected
+        got = _outcome(lambda: bn_backward("plain-spy", dy, general_args["x"], saved,
+                                           general_args.get("gamma")))
+        _same_result(got, bn_backward("plain-off", dy, general_args["x"], saved,
+                                      general_args.get("gamma")))
+
+
 # --- backward ----------------------------------------------------------------------------
 
 def forward_then(make, training=True, brn_options=None, **change):
@@ -427,8 +515,8 @@ def test_plain_backward_after_a_plain_forward():
     _, saved = bn("plain-spy", training=True, **args)
     x, gamma = args["x"], args["gamma"]
     dy = values(x.shape, seed=1)
-    plain = bn_backward("plain-spy", np.moveaxis(np.ascontiguousarray(np.moveaxis(dy, 1, -1)), -1, 1),
-                        x, saved, gamma, axis=-3)
+    dy_channels_last = np.moveaxis(np.ascontiguousarray(np.moveaxis(dy, 1, -1)), -1, 1)
+    plain = bn_backward("plain-spy", dy_channels_last, x, saved, gamma, axis=-3)
     general = bn_backward("plain-off", dy, x, saved, gamma)
     assert SPY.took == [True, True]
     _same_result(plain, general)

@@ -625,7 +625,8 @@ cdef object _plain_forward(object x, object gamma, object beta, object first, ob
     if first is None and second is None:
         if renorm or not train:   # BRN needs running statistics, BN's eval mode too
             return None
-    elif not (_plain_vector(first, p.typenum, C, train) and _plain_vector(second, p.typenum, C, train)
+    elif not (_plain_vector(first, p.typenum, C, train)
+              and _plain_vector(second, p.typenum, C, train)
               and (not train or _written_apart(first, second, x, gamma, beta))
               and (train and not renorm or _none_below(second, not renorm))):
         return None
