@@ -18,6 +18,14 @@ Dtypes: y and dx have x's; dgamma and dbeta gamma's (float32 for float16/bfloat1
 without gamma, x's otherwise); the running statistics keep theirs. Each is computed
 in the wide dtype and rounded once (_halves.cast: correctly, also to bfloat16).
 
+The fused epilogue (``residual`` z, ``activation`` "relu"): y = relu(a * x + b + z),
+where the map's result rounded to x's dtype is added to z and rounded once. A backend
+whose kernels take it (``epilogue = True``, see _interface) runs it inside scale_shift,
+and masks dy with the forward's y inside grad_stats and grad_input; on any other the
+same lines apply it with elementwise array ops. The backward masks dy where y <= 0
+(NaN y lets dy through, as PyTorch does), and returns dz, the masked dy, after a
+forward with a residual.
+
 ``sync`` (a _distributed.Step, or None for a local call) makes the statistics those of
 every rank's batch together: the local kernel's partial sums meet the other ranks' in
 its one collective, and m is the global count. Everything else stays local.
@@ -67,6 +75,42 @@ def _elementwise(xp, kernel, first, *args):
     return kernel(first, *args)
 
 
+def _with_epilogue(backend):
+    return getattr(backend, "epilogue", False)
+
+
+def _mapped(backend, xp, x3, a, b, x, axis, residual, activation):
+    """y = act(a x + b + z) in x's shape: the epilogue in the backend's scale_shift where
+    it takes one, else after it, with array ops (the same sum and rounding)."""
+    if residual is None and activation is None:
+        return xp.reshape(_elementwise(xp, backend.scale_shift, x3, a, b), x.shape)
+    z3 = None if residual is None else canonical_view(xp, residual, axis)
+    if _with_epilogue(backend):
+        def kernel(x3, a, b):
+            return backend.scale_shift(x3, a, b, residual=z3, activation=activation)
+        return xp.reshape(_elementwise(xp, kernel, x3, a, b), x.shape)
+    y3 = _elementwise(xp, backend.scale_shift, x3, a, b)
+    if z3 is not None:
+        y3 = y3 + z3
+    if activation == "relu":
+        y3 = relu(xp, y3)
+    return xp.reshape(y3, x.shape)
+
+
+def relu(xp, v):
+    """0 where v < 0, else v: -0.0 and NaN stay, as torch.relu gives them."""
+    return xp.where(v < 0, xp.zeros_like(v), v)
+
+
+def relu_mask(backend, xp, dy, y):
+    """dy where y > 0 or y is NaN, else 0: the gradient through relu, as PyTorch's
+    (not y <= 0). The backend's own ``relu_mask`` where it has one."""
+    own = getattr(backend, "relu_mask", None)
+    if own is not None:
+        return own(dy, y)
+    return xp.where(y <= 0, xp.zeros_like(dy), dy)
+
+
 def _running_wide(xp, x, running):
     """The running statistics read in eval mode, in the wide dtype of x's device."""
     wide = arrays.wide_dtype(xp, arrays.device(x))
@@ -81,13 +125,14 @@ def _batch_moments(backend, xp, x3, eps, sync, meta):
     return count, mean, m2, 1.0 / xp.sqrt(m2 / count + eps)
 
 
-def _meta(x, axis, training, eps, running, **training_options):
+def _meta(x, axis, training, eps, running, residual, activation, **training_options):
     """What the ranks of a synchronized forward must agree on (besides channels and
-    dtype): the options of the training step only in training, where they matter, and
-    the running statistics (through a fingerprint; None when not given), since replicas
-    holding different ones have diverged."""
+    dtype): the options of the training step only in training, where they matter, the
+    epilogue, and the running statistics (through a fingerprint; None when not given),
+    since replicas holding different ones have diverged."""
     meta = {"channel axis": axis, "dimensions": len(x.shape), "training": training,
-            "eps": eps, "running statistics (fingerprint)":
+            "eps": eps, "residual": residual is not None, "activation": activation,
+            "running statistics (fingerprint)":
                 None if running[0] is None else digest(*running)}
     if training:
         meta.update(training_options)
@@ -102,17 +147,21 @@ def _backward_meta(x, saved):
             "forward call (fingerprint of saved.mean, saved.invstd)": digest(saved.mean, saved.invstd)}
 
 
-def _saved_sync(sync, count):
-    """The saved fields that make the backward synchronized too."""
-    return {} if sync is None else {"comm": sync.comm, "count": count}
+def _saved_extra(sync, count, residual, activation):
+    """The saved fields that make the backward synchronized too, and its epilogue's."""
+    extra = {} if sync is None else {"comm": sync.comm, "count": count}
+    if residual is not None or activation is not None:
+        extra.update(activation=activation, residual=residual is not None)
+    return extra
 
 
 def batch_norm(backend, x, gamma, beta, running_mean, running_var, *, training, momentum,
-               eps, axis, convention, sync=None):
+               eps, axis, convention, residual=None, activation=None, sync=None):
     xp = array_namespace(backend, x)
     x3 = canonical_view(xp, x, axis)
     meta = None if sync is None else _meta(x, axis, training, eps, (running_mean, running_var),
-                                           momentum=momentum, convention=convention)
+                                           residual, activation, momentum=momentum,
+                                           convention=convention)
     count = None
     if training:
         count, mean, m2, invstd = _batch_moments(backend, xp, x3, eps, sync, meta)
@@ -122,48 +171,65 @@ def batch_norm(backend, x, gamma, beta, running_mean, running_var, *, training, 
         mean, var = _running_wide(xp, x, (running_mean, running_var))
         invstd = 1.0 / xp.sqrt(var + eps)
     a, b = _forward_affine(xp, gamma, beta, mean, invstd)
-    y = xp.reshape(_elementwise(xp, backend.scale_shift, x3, a, b), x.shape)
+    y = _mapped(backend, xp, x3, a, b, x, axis, residual, activation)
     if training and running_mean is not None:
         _blend(xp, running_mean, mean, momentum)
         _blend(xp, running_var, m2 / (count - 1 if convention == "pytorch" else count), momentum)
-    return y, BatchNormSaved(mean, invstd, training, axis, tuple(x.shape), **_saved_sync(sync, count))
+    return y, BatchNormSaved(mean, invstd, training, axis, tuple(x.shape),
+                             **_saved_extra(sync, count, residual, activation))
 
 
 def batch_renorm(backend, x, gamma, beta, running_mean, running_std, *, training, rmax, dmax,
-                 momentum, eps, axis, sync=None):
+                 momentum, eps, axis, residual=None, activation=None, sync=None):
     xp = array_namespace(backend, x)
     x3 = canonical_view(xp, x, axis)
     meta = None if sync is None else _meta(x, axis, training, eps, (running_mean, running_std),
-                                           momentum=momentum, rmax=rmax, dmax=dmax)
+                                           residual, activation, momentum=momentum, rmax=rmax,
+                                           dmax=dmax)
     mu, sigma = _running_wide(xp, x, (running_mean, running_std))
     if not training:
         if sync is not None:
             sync.agree(x3, meta)
         a, b = _forward_affine(xp, gamma, beta, mu, 1.0 / sigma)
-        y = xp.reshape(_elementwise(xp, backend.scale_shift, x3, a, b), x.shape)
+        y = _mapped(backend, xp, x3, a, b, x, axis, residual, activation)
         return y, BatchRenormSaved(mu, 1.0 / sigma, None, None, False, axis, tuple(x.shape),
-                                   **_saved_sync(sync, None))
+                                   **_saved_extra(sync, None, residual, activation))
     count, mean, m2, invstd = _batch_moments(backend, xp, x3, eps, sync, meta)
     sigma_batch = xp.sqrt(m2 / count + eps)
     # r and d are constants for the gradient, taken from the running stats before the update
     r = xp.clip(sigma_batch / sigma, 1.0 / rmax, rmax)
     d = xp.clip((mean - mu) / sigma, -dmax, dmax)
     a, b = _forward_affine(xp, gamma, beta, mean, invstd, r, d)
-    y = xp.reshape(_elementwise(xp, backend.scale_shift, x3, a, b), x.shape)
+    y = _mapped(backend, xp, x3, a, b, x, axis, residual, activation)
     _blend(xp, running_mean, mean, momentum)
     _blend(xp, running_std, sigma_batch, momentum)
     return y, BatchRenormSaved(mean, invstd, r, d, True, axis, tuple(x.shape),
-                               **_saved_sync(sync, count))
+                               **_saved_extra(sync, count, residual, activation))
 
 
-def _backward(backend, dy, x, gamma, saved, sync, r=None, d=None):
+def _epilogue_gradient(backend, xp, dy, saved, y):
+    """(dy through the epilogue, dz or None, y for the kernels' mask or None): the kernels
+    mask dy with y themselves (a backend with ``epilogue``, in training, without a
+    residual), else dy is masked here once, and dz is that masked dy."""
+    if saved.activation is None:
+        return dy, (xp.asarray(dy, copy=True) if saved.residual else None), None
+    if _with_epilogue(backend) and saved.training and not saved.residual:
+        return dy, None, y
+    masked = relu_mask(backend, xp, dy, y)
+    return masked, (masked if saved.residual else None), None
+
+
+def _backward(backend, dy, x, gamma, saved, sync, r=None, d=None, y=None):
     xp = array_namespace(backend, x)
+    dy, dz, mask = _epilogue_gradient(backend, xp, dy, saved, y)
     x3, dy3 = canonical_view(xp, x, saved.axis), canonical_view(xp, dy, saved.axis)
+    masked = {} if mask is None else {"y": canonical_view(xp, mask, saved.axis)}
     mean, invstd = saved.mean, saved.invstd
     if sync is None:
-        sum_dy, sum_dy_xmu = backend.grad_stats(dy3, x3, mean)
+        sum_dy, sum_dy_xmu = backend.grad_stats(dy3, x3, mean, **masked)
     else:
-        sum_dy, sum_dy_xmu = sync.grad_stats(backend, xp, dy3, x3, mean, _backward_meta(x, saved))
+        sum_dy, sum_dy_xmu = sync.grad_stats(backend, xp, dy3, x3, mean, _backward_meta(x, saved),
+                                             **masked)
     scale = invstd if r is None else r * invstd
     dgamma = scale * sum_dy_xmu if d is None else scale * sum_dy_xmu + d * sum_dy
     p = scale if gamma is None else _wide(xp, gamma, scale.dtype) * scale
@@ -173,19 +239,20 @@ def _backward(backend, dy, x, gamma, saved, sync, r=None, d=None):
         # sigma = 1e104
         q = p * -(invstd * (invstd * sum_dy_xmu / m))
         s = -p * sum_dy / m - q * mean
-        dx3 = _elementwise(xp, backend.grad_input, dy3, x3, p, q, s)
+        dx3 = _elementwise(xp, lambda *args: backend.grad_input(*args, **masked), dy3, x3, p, q, s)
     else:
         # dx = p dy, an affine map of dy: without the term q x, which is NaN (0 * inf)
         # where x is infinite, while dx is finite there
         dx3 = _elementwise(xp, backend.scale_shift, dy3, p, xp.zeros_like(p))
     dx = xp.reshape(dx3, x.shape)
     grad = halves.grad_dtype(x.dtype, gamma, xp.float32)
-    return dx, halves.cast(xp, dgamma, grad), halves.cast(xp, sum_dy, grad)
+    grads = dx, halves.cast(xp, dgamma, grad), halves.cast(xp, sum_dy, grad)
+    return grads if dz is None else grads + (dz,)
 
 
-def batch_norm_backward(backend, dy, x, saved, gamma, sync=None):
-    return _backward(backend, dy, x, gamma, saved, sync)
+def batch_norm_backward(backend, dy, x, saved, gamma, y=None, sync=None):
+    return _backward(backend, dy, x, gamma, saved, sync, y=y)
 
 
-def batch_renorm_backward(backend, dy, x, saved, gamma, sync=None):
-    return _backward(backend, dy, x, gamma, saved, sync, saved.r, saved.d)
+def batch_renorm_backward(backend, dy, x, saved, gamma, y=None, sync=None):
+    return _backward(backend, dy, x, gamma, saved, sync, saved.r, saved.d, y=y)

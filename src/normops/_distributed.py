@@ -170,11 +170,12 @@ class Step:
         that they agree (a rank in training mode would otherwise wait for the others)."""
         self.exchange(_described(meta, x3), None)
 
-    def grad_stats(self, backend, xp, dy3, x3, mean, meta):
-        """(sum(dy), sum(dy * (x - mean))) over every rank's batch, summed in rank order."""
+    def grad_stats(self, backend, xp, dy3, x3, mean, meta, **mask):
+        """(sum(dy), sum(dy * (x - mean))) over every rank's batch, summed in rank order
+        (``mask``: the kernel's y=, see _interface)."""
         local = None
         if not holds_no_values(x3):
-            local = _pack(*backend.grad_stats(dy3, x3, mean))
+            local = _pack(*backend.grad_stats(dy3, x3, mean, **mask))
         parts = self.exchange(_described(meta, x3), local)
         sum_dy, sum_dy_xmu = np.zeros(x3.shape[1]), np.zeros(x3.shape[1])
         for packed in parts:   # rank order

@@ -1,7 +1,8 @@
 """What a forward op hands to its backward op.
 
 Per-channel arrays are float64 whatever the input dtype: they are O(C) and keeping
-them exact costs nothing.
+them exact costs nothing. ``activation`` and ``residual`` record a fused forward's
+epilogue (y = act(BN(x) + z)), which the backward must differentiate too.
 """
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,9 @@ class BatchNormSaved:
     ``shape``: x's shape, which the backward call must repeat. ``comm``: the
     communicator of a synchronized forward (None otherwise), which the backward syncs
     over too; ``count``: then the number of values per channel over all ranks (None in
-    eval mode)."""
+    eval mode). ``activation``: the forward's activation (None or "relu"; then the
+    backward needs the forward's y, whose y <= 0 masks dy); ``residual``: whether the
+    forward added a residual z (then the backward also returns dz)."""
 
     mean: Any
     invstd: Any
@@ -27,10 +30,14 @@ class BatchNormSaved:
     shape: tuple
     comm: Any = None
     count: Any = None
+    activation: Any = None
+    residual: bool = False
 
-    def __init__(self, mean, invstd, training, axis, shape, comm=None, count=None):
+    def __init__(self, mean, invstd, training, axis, shape, comm=None, count=None,
+                 activation=None, residual=False):
         self.__dict__.update(mean=mean, invstd=invstd, training=training, axis=axis,
-                             shape=shape, comm=comm, count=count)
+                             shape=shape, comm=comm, count=count, activation=activation,
+                             residual=residual)
 
 
 @dataclass(frozen=True, eq=False, init=False)
@@ -47,7 +54,11 @@ class BatchRenormSaved:
     shape: tuple
     comm: Any = None
     count: Any = None
+    activation: Any = None
+    residual: bool = False
 
-    def __init__(self, mean, invstd, r, d, training, axis, shape, comm=None, count=None):
+    def __init__(self, mean, invstd, r, d, training, axis, shape, comm=None, count=None,
+                 activation=None, residual=False):
         self.__dict__.update(mean=mean, invstd=invstd, r=r, d=d, training=training, axis=axis,
-                             shape=shape, comm=comm, count=count)
+                             shape=shape, comm=comm, count=count, activation=activation,
+                             residual=residual)

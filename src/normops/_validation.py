@@ -403,18 +403,47 @@ def training_batch(shape, axis):
 
 def gradient(xp, dy, x):
     """dy, of x's shape and dtype (x is checked already)."""
-    if xp is numpy and type(dy) is xp.ndarray and dy.dtype == x.dtype and dy.shape == x.shape:
-        return dy   # the common case: x's checks hold for it
-    not_foreign(xp, dy, "dy")
-    # x may be empty only as a rank's part of a shared batch, and dy is then too
-    dy = as_input(xp, dy, "dy", shared_batch=arrays.size(x) == 0)
-    if dy.shape != x.shape:
-        raise ValueError(f"dy must have the shape of x {tuple(x.shape)}, got {tuple(dy.shape)}")
-    if dy.dtype != x.dtype:
-        raise TypeError(f"dy has dtype {arrays.dtype_name(dy.dtype)} but x has dtype "
+    return like_x(xp, dy, x, "dy")
+
+
+def like_x(xp, arr, x, name, hint=""):
+    """An array of x's shape, dtype, library and device (dy; a residual z; the forward's
+    y), x checked already. ``hint`` ends a wrong shape's message."""
+    if xp is numpy and type(arr) is xp.ndarray and arr.dtype == x.dtype and arr.shape == x.shape:
+        return arr   # the common case: x's checks hold for it
+    not_foreign(xp, arr, name)
+    # x may be empty only as a rank's part of a shared batch, and arr is then too
+    arr = as_input(xp, arr, name, shared_batch=arrays.size(x) == 0)
+    if arr.shape != x.shape:
+        raise ValueError(f"{name} must have the shape of x {tuple(x.shape)}, got "
+                         f"{tuple(arr.shape)}{hint}")
+    if arr.dtype != x.dtype:
+        raise TypeError(f"{name} has dtype {arrays.dtype_name(arr.dtype)} but x has dtype "
                         f"{arrays.dtype_name(x.dtype)}")
-    same_device(dy, "dy", x)
-    return dy
+    same_device(arr, name, x)
+    return arr
+
+
+ACTIVATIONS = (None, "relu")
+
+
+def activation(value, name="activation"):
+    """The epilogue's activation: None or "relu"."""
+    if value is None or (isinstance(value, str) and value in ACTIVATIONS):
+        return value
+    raise ValueError(f"{name} must be None or 'relu', got {value!r}")
+
+
+def forward_output(xp, y, x, saved):
+    """The backward's ``y``: the forward's output, which masks dy after a forward with
+    activation="relu" (required then); checked against x when given, else None."""
+    if y is None:
+        if saved.activation is not None:
+            raise ValueError(f"y is required: the forward had activation={saved.activation!r}, "
+                             f"whose gradient masks dy where y <= 0; pass the y the forward "
+                             f"returned (batch_norm_backward(dy, x, saved, gamma, y=y))")
+        return None
+    return like_x(xp, y, x, "y", hint=" (pass the y the forward returned)")
 
 
 # the per-channel arrays of each saved state; BRN's r and d are None in eval mode
@@ -446,6 +475,7 @@ def _as_made(saved, shape):
     training, axis, saved_shape = saved.training, saved.axis, saved.shape
     # a float or NumPy integer among the dims makes their product one too
     if not (type(training) is bool and type(axis) is int and saved_shape == shape
+            and type(saved.residual) is bool and _plain_activation(saved.activation)
             and type(math.prod(saved_shape)) is int and 0 <= axis < len(shape)):
         return False
     per_channel = (shape[axis],)
@@ -454,6 +484,12 @@ def _as_made(saved, shape):
             else saved.r is None and saved.d is None):
         return False
     return _pair_as_made(saved.mean, saved.invstd, per_channel)
+
+
+def _plain_activation(value):
+    """An activation as the forward ops record it (None or "relu"), tested without
+    comparing an arbitrary object (an array) with a string."""
+    return value is None or (type(value) is str and value == "relu")
 
 
 def _pair_as_made(a, b, per_channel):
@@ -474,6 +510,10 @@ def _checked_fields(xp, saved, fields, x):
         axis = fixed["axis"] = integer(axis, "saved.axis")
     if type(saved_shape) is not tuple or not all(type(n) is int for n in saved_shape):
         saved_shape = fixed["shape"] = _shape_of_ints(saved_shape)
+    if saved.activation is not None:
+        fixed["activation"] = activation(saved.activation, "saved.activation")
+    if type(saved.residual) is not bool:
+        fixed["residual"] = flag(saved.residual, "saved.residual")
     if not 0 <= axis < len(saved_shape):
         raise ValueError(f"saved.axis={axis} is not a channel axis of shape {saved_shape}")
     if shape != saved_shape:
@@ -557,18 +597,22 @@ def kernel_vector(xp, v, name, channels):
 
 
 def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, eps, axis,
-                 stats_required, shared_batch=False):
+                 stats_required, shared_batch=False, residual=None):
     """Checks shared by the BN and BRN forward ops.
 
     ``stats`` is the pair of running statistics (may be (None, None) unless
     ``stats_required``). Returns the checked (x, gamma, beta, stats, training, momentum,
-    eps, axis, copies): after the op, ``copy_back(copies)`` writes the running statistics
-    the backend updated in copies into the caller's arrays. ``shared_batch``: x is this
+    eps, axis, copies, residual): after the op, ``copy_back(copies)`` writes the running
+    statistics the backend updated in copies into the caller's arrays; ``residual`` (z
+    of a fused forward, or None) has x's shape, dtype and device. ``shared_batch``: x is this
     rank's part of a batch split over ranks (it may hold 0 or 1 values per channel; the
     global count is checked once the ranks have met).
     """
-    inputs = (("x", x), ("gamma", gamma), ("beta", beta))   # the caller's, before any copy
+    # the caller's, before any copy
+    inputs = (("x", x), ("gamma", gamma), ("beta", beta), ("residual", residual))
     x = as_input(xp, x, shared_batch=shared_batch)
+    if residual is not None:
+        residual = like_x(xp, residual, x, "residual")
     axis = channel_axis(axis, x.ndim)
     if shared_batch:
         has_channels(x.shape, axis)
@@ -597,4 +641,4 @@ def forward_args(xp, x, gamma, beta, stats, stat_names, *, training, momentum, e
         training_batch(x.shape, axis)
     momentum = number(momentum, "momentum", low=0.0, high=1.0)
     eps = number(eps, "eps", low=0.0, low_open=True, finite=True)
-    return x, gamma, beta, stats, training, momentum, eps, axis, copies
+    return x, gamma, beta, stats, training, momentum, eps, axis, copies, residual

@@ -8,6 +8,10 @@ right over being fast: the whole ops below follow the papers' forward equations 
 their chain-rule backward term by term, and do not use the four-kernel split. The four
 kernels are provided too (plain NumPy, float64) so that the composition can be tested
 against these whole ops.
+
+The fused epilogue is transcribed the same way: y = relu(BN(x) + z) in float64,
+rounded once (the other backends round BN(x) to x's dtype before adding z, as the
+unfused composition does); the backward multiplies dy by relu'(y), 0 where y <= 0.
 """
 import math
 
@@ -84,6 +88,24 @@ class _Channels:
         return default if v is None else np.asarray(v, dtype=F64).reshape(self.shape)
 
 
+def _epilogue(y, residual, activation):
+    """relu(y + z), in float64: relu(v) = 0 where v < 0, else v (-0.0 and NaN stay)."""
+    if residual is not None:
+        y = y + residual.astype(F64)
+    return np.where(y < 0, 0.0, y) if activation == "relu" else y
+
+
+def _through_relu(dy, y, activation):
+    """dL/d(BN(x) + z) from dL/dy: dy relu'(y), relu'(y) = 0 where y <= 0 (and 1 where y
+    is NaN, as PyTorch's, so a NaN is not hidden)."""
+    return np.where(y <= 0, 0.0, dy) if activation == "relu" else dy
+
+
+def _with_dz(grads, dz, saved, dtype):
+    """The backward's result: dz = dL/dz = dL/d(BN(x) + z), after a forward with a residual."""
+    return grads + (round_to(dz, dtype),) if saved.residual else grads
+
+
 def _update(running, batch, momentum):
     running[...] = round_to((1 - momentum) * running.astype(F64) + momentum * batch, running.dtype)
 
@@ -97,11 +119,12 @@ def _grads(dx, dgamma, dbeta, x_dtype, gamma):
 class ReferenceBackend:
     xp = np
     device = "cpu"
+    epilogue = True   # its ops and kernels take residual/activation, and y for the mask
 
     # --- whole ops: literal transcriptions -------------------------------------------
 
     def batch_norm(self, x, gamma, beta, running_mean, running_var, *, training, momentum,
-                   eps, axis, convention):
+                   eps, axis, convention, residual=None, activation=None):
         ch = _Channels(x, axis)
         dtype, x = x.dtype, x.astype(F64)
         if training:
@@ -110,17 +133,23 @@ class ReferenceBackend:
             mu_B, var_B = running_mean.astype(F64), running_var.astype(F64)
         x_hat = ch.deviations(x, mu_B, training) / np.sqrt(ch.bc(var_B) + eps)
         y = ch.bc(gamma, 1.0) * x_hat + ch.bc(beta, 0.0)     # y_i = gamma x_hat_i + beta
+        y = _epilogue(y, residual, activation)               # y_i = relu(y_i + z_i)
         if training and running_mean is not None:
             # test-time variance: the unbiased m/(m-1) sigma_B^2 (PyTorch) or sigma_B^2 (Keras)
             var_running = var_B * ch.m / (ch.m - 1) if convention == "pytorch" else var_B
             _update(running_mean, mu_B, momentum)
             _update(running_var, var_running, momentum)
-        saved = BatchNormSaved(mu_B, 1.0 / np.sqrt(var_B + eps), training, axis, x.shape)
+        saved = BatchNormSaved(mu_B, 1.0 / np.sqrt(var_B + eps), training, axis, x.shape,
+                               activation=activation, residual=residual is not None)
         return round_to(y, dtype), saved
 
-    def batch_norm_backward(self, dy, x, saved, gamma):
+    def batch_norm_backward(self, dy, x, saved, gamma, y=None):
         ch = _Channels(x, saved.axis)
-        dtype, x, dy = x.dtype, x.astype(F64), dy.astype(F64)
+        dtype, x = x.dtype, x.astype(F64)
+        dy = _through_relu(dy.astype(F64), y, saved.activation)   # dL/d(BN(x) + z)
+        return _with_dz(self._bn_backward(ch, dtype, dy, x, saved, gamma), dy, saved, dtype)
+
+    def _bn_backward(self, ch, dtype, dy, x, saved, gamma):
         invstd = ch.bc(saved.invstd)                           # 1 / sqrt(sigma_B^2 + eps)
         x_hat = ch.deviations(x, saved.mean, saved.training) * invstd
         dgamma = ch.sum(dy * x_hat)                            # dL/dgamma = sum dy_i x_hat_i
@@ -143,27 +172,35 @@ class ReferenceBackend:
         return _grads(dx, dgamma, dbeta, dtype, gamma)
 
     def batch_renorm(self, x, gamma, beta, running_mean, running_std, *, training, rmax, dmax,
-                     momentum, eps, axis):
+                     momentum, eps, axis, residual=None, activation=None):
         ch = _Channels(x, axis)
         dtype, x = x.dtype, x.astype(F64)
         mu, sigma = running_mean.astype(F64), running_std.astype(F64)
         g, b = ch.bc(gamma, 1.0), ch.bc(beta, 0.0)
+        fused = dict(activation=activation, residual=residual is not None)
         if not training:
             y = g * (x - ch.bc(mu)) / ch.bc(sigma) + b         # y = gamma (x - mu) / sigma + beta
-            return round_to(y, dtype), BatchRenormSaved(mu, 1.0 / sigma, None, None, False, axis, x.shape)
+            y = _epilogue(y, residual, activation)             # y = relu(y + z)
+            return round_to(y, dtype), BatchRenormSaved(mu, 1.0 / sigma, None, None, False, axis,
+                                                        x.shape, **fused)
         mu_B, var_B = ch.moments(x)                            # mu_B = 1/m sum x_i
         sigma_B = np.sqrt(eps + var_B)                         # sqrt(eps + 1/m sum (x_i - mu_B)^2)
         r = np.clip(sigma_B / sigma, 1.0 / rmax, rmax)          # stop_gradient(clip(sigma_B / sigma))
         d = np.clip((mu_B - mu) / sigma, -dmax, dmax)           # stop_gradient(clip((mu_B - mu) / sigma))
         x_hat = ch.deviations(x, mu_B, True) / ch.bc(sigma_B) * ch.bc(r) + ch.bc(d)
-        y = g * x_hat + b
+        y = _epilogue(g * x_hat + b, residual, activation)    # y = relu(gamma x_hat + beta + z)
         _update(running_mean, mu_B, momentum)                  # mu += alpha (mu_B - mu)
         _update(running_std, sigma_B, momentum)                # sigma += alpha (sigma_B - sigma)
-        return round_to(y, dtype), BatchRenormSaved(mu_B, 1.0 / sigma_B, r, d, True, axis, x.shape)
+        return round_to(y, dtype), BatchRenormSaved(mu_B, 1.0 / sigma_B, r, d, True, axis,
+                                                    x.shape, **fused)
 
-    def batch_renorm_backward(self, dy, x, saved, gamma):
+    def batch_renorm_backward(self, dy, x, saved, gamma, y=None):
         ch = _Channels(x, saved.axis)
-        dtype, x, dy = x.dtype, x.astype(F64), dy.astype(F64)
+        dtype, x = x.dtype, x.astype(F64)
+        dy = _through_relu(dy.astype(F64), y, saved.activation)   # dL/d(BN(x) + z)
+        return _with_dz(self._brn_backward(ch, dtype, dy, x, saved, gamma), dy, saved, dtype)
+
+    def _brn_backward(self, ch, dtype, dy, x, saved, gamma):
         sigma_B = ch.bc(1.0 / saved.invstd)
         dx_hat = dy * ch.bc(gamma, 1.0)                        # dL/dx_hat_i = dy_i gamma
         dbeta = ch.sum(dy)
@@ -193,13 +230,15 @@ class ReferenceBackend:
         mean, var = moments(x, 1)
         return count, mean, var * count
 
-    def scale_shift(self, x, a, b):
-        return round_to(self._col(a) * x.astype(F64) + self._col(b), x.dtype)
+    def scale_shift(self, x, a, b, residual=None, activation=None):
+        y = _epilogue(self._col(a) * x.astype(F64) + self._col(b), residual, activation)
+        return round_to(y, x.dtype)
 
-    def grad_stats(self, dy, x, mean):
-        dy = dy.astype(F64)
+    def grad_stats(self, dy, x, mean, y=None):
+        dy = _through_relu(dy.astype(F64), y, None if y is None else "relu")
         return dy.sum(axis=(0, 2)), (dy * (x.astype(F64) - self._col(mean))).sum(axis=(0, 2))
 
-    def grad_input(self, dy, x, p, q, s):
-        out = self._col(p) * dy.astype(F64) + self._col(q) * x.astype(F64) + self._col(s)
+    def grad_input(self, dy, x, p, q, s, y=None):
+        dy = _through_relu(dy.astype(F64), y, None if y is None else "relu")
+        out = self._col(p) * dy + self._col(q) * x.astype(F64) + self._col(s)
         return round_to(out, x.dtype)
