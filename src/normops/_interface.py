@@ -15,6 +15,19 @@ float64; per-channel arguments are 1-D float64 arrays of length C):
 ``grad_input(dy, x, p, q, s)``
     -> ``dx = p[c] * dy + q[c] * x + s[c]``, a new (outer, C, inner) array of x's dtype.
 
+The fused epilogue of a residual block (optional): a backend whose kernels take it
+says so with ``epilogue = True``. Its ``scale_shift(x, a, b, residual=None,
+activation=None)`` then writes ``y = act(round(a[c] * x + b[c]) + z)`` (z of x's shape,
+the sum rounded once to x's dtype; act: None, or "relu": 0 where v < 0, else v), and its
+``grad_stats(dy, x, mean, y=None)`` and ``grad_input(dy, x, p, q, s, y=None)`` first
+take dy through relu with the forward's output y as the mask source: 0 where y <= 0,
+else dy. Its whole ops (if any) take ``residual=`` and ``activation=`` (forward) and
+``y=`` (backward, which then returns dz after a residual) too. A backend without
+``epilogue`` gets the same results from the composition, which applies the epilogue
+with elementwise array ops around the four kernels above; its whole ops are not used
+for fused calls. Optionally ``relu_mask(dy, y)`` (x-shaped arrays) gives the masked dy
+that the composition keeps as dz.
+
 A backend works on the arrays of one library, its ``xp`` attribute (the namespace the
 per-channel math and the checks use; default numpy), or on several: then
 ``namespace(x)`` returns the namespace of x's library, or raises TypeError for an array

@@ -26,6 +26,11 @@ backend from x's type (unless ``backend=``) and do the numeric work, so every ch
 the ops applies. Outputs, dx, ``params()``, ``grads()`` and the running statistics are
 arrays of the layer's library on its device; ``num_batches_tracked`` is an int.
 
+``activation="relu"`` makes the layer the fused tail of a residual block: ``forward(x,
+residual=z)`` returns y = relu(BN(x) + z) (z optional, of x's shape, dtype and library)
+and ``backward(dy)`` returns dx, or ``(dx, dz)`` after a forward with a residual. The
+layer keeps y for the backward's mask (see batch_norm_backward) until the next forward.
+
 ``comm=`` an mpi4py intracommunicator makes the layer synchronized (data parallel): its
 forward and backward run the ops with ``comm``, so that training normalizes with the
 statistics of every rank's batch, dgamma and dbeta are sums over every rank's batch,
@@ -188,8 +193,9 @@ class _Norm:
     _spread_init = 1.0
 
     def __init__(self, num_features, *, eps, momentum, affine, center, scale,
-                 track_running_stats, axis, dtype, backend, like, device, comm):
+                 track_running_stats, axis, dtype, backend, like, device, comm, activation):
         self.comm = None if comm is None else distributed.intracomm(comm)
+        self.activation = check.activation(activation)
         self.num_features = check.integer(num_features, "num_features")
         if self.num_features < 1:
             raise ValueError(f"num_features must be at least 1, got {self.num_features}")
@@ -213,7 +219,7 @@ class _Norm:
         self.beta = self._full(0.0) if affine and center else None
         self.reset_running_stats()
         self.training = True
-        self._x = self._saved = None
+        self._x = self._saved = self._y = None
         self._grads = None
         self._collector = None   # set by recompute_population_stats
 
@@ -340,34 +346,42 @@ class _Norm:
         """Whether x is float16/bfloat16 and the layer float32 (PyTorch's mixed precision)."""
         return arrays.dtype_name(self.dtype) == "float32" and halves.is_half(x.dtype)
 
-    def forward(self, x):
+    def forward(self, x, residual=None):
         """y for a batch x, an array of the layer's library on its device. Training:
         normalize with the batch statistics and update the running statistics (when
         tracked); eval: normalize with the running statistics (with the batch statistics
-        when they are not tracked). The layer keeps a reference to x for backward: do not
-        modify x in place before calling it."""
-        self._x = self._saved = self._grads = None   # a failed forward leaves nothing to differentiate
+        when they are not tracked). ``residual`` z (x's shape, dtype and library) is added
+        before the layer's activation: y = act(BN(x) + z). The layer keeps a reference to
+        x (and, with an activation, to y) for backward: do not modify them in place
+        before calling it."""
+        # a failed forward leaves nothing to differentiate
+        self._x = self._saved = self._y = self._grads = None
         with distributed.step(self._synced(), f"{type(self).__name__}.forward"):
             x, axis = self._check_input(x)
+            if residual is not None:
+                self._refuse_other_library(residual, "residual")
+            fused = {"residual": residual, "activation": self.activation}
             if self._collector is not None:
                 self._collector.add(x, axis)
-                y, saved = self._op_forward(x, training=True, momentum=0.0, running=None)
+                y, saved = self._op_forward(x, training=True, momentum=0.0, running=None, **fused)
             elif self.training and self.track_running_stats:
                 y, saved = self._op_forward(x, training=True, momentum=self._step_momentum(),
-                                            running=self._running())
+                                            running=self._running(), **fused)
                 self.num_batches_tracked += 1
             else:
                 batch_stats = self.training or not self.track_running_stats
                 y, saved = self._op_forward(x, training=batch_stats, momentum=0.0,
-                                            running=self._running())
+                                            running=self._running(), **fused)
         self._x, self._saved = x, saved
+        self._y = None if self.activation is None else y
         return y
 
     __call__ = forward
 
     def backward(self, dy):
         """dx for the upstream gradient dy of the last forward (an array of the layer's
-        library on its device); keeps the gradients of gamma and beta for ``grads()``."""
+        library on its device), or ``(dx, dz)`` when that forward had a residual z;
+        keeps the gradients of gamma and beta for ``grads()``."""
         # synchronized as the forward was (a backward without a forward: as the layer is)
         comm = self.comm if self._saved is None else self._saved.comm
         with distributed.step(comm, f"{type(self).__name__}.backward"):
@@ -375,10 +389,10 @@ class _Norm:
                 raise RuntimeError(f"{self!r}: backward(dy) needs a forward(x) first")
             if type(dy) is not np.ndarray or self._like is not None:
                 self._refuse_other_library(dy, "dy")
-            dx, dgamma, dbeta = self._op_backward(dy, self._x, self._saved)
+            dx, dgamma, dbeta, *dz = self._op_backward(dy, self._x, self._saved, self._y)
         self._grads = {name: g for name, g in (("gamma", dgamma), ("beta", dbeta))
                        if getattr(self, name) is not None}
-        return dx
+        return (dx, *dz) if dz else dx
 
     def _synced(self):
         """The communicator the ops run with: the layer's, except while collecting
@@ -535,6 +549,8 @@ class _Norm:
             parts.append(f"like={check.library(self.xp)}, device={self.device}")
         if self.comm is not None:
             parts.append(f"comm=<{self.comm.Get_size()} ranks>")
+        if self.activation is not None:
+            parts.append(f"activation={self.activation!r}")
         return parts
 
     def __repr__(self):
@@ -579,26 +595,30 @@ class BatchNorm(_Norm):
     parameters and running statistics, which forward(x) and backward(dy) must share:
     NumPy by default; ``like=torch.empty(0)`` for tensors (on like's device, or
     ``device=``), and likewise any array-API library's array. See the module docstring.
+    ``activation="relu"``: y = relu(BN(x) + z) with ``forward(x, residual=z)`` (z
+    optional); see the module docstring.
     """
 
     _spread = "running_var"
 
     def __init__(self, num_features, *, eps=1e-5, momentum=0.1, affine=True, center=True,
                  scale=True, track_running_stats=True, axis=1, dtype=np.float32,
-                 convention="pytorch", backend=None, like=None, device=None, comm=None):
+                 convention="pytorch", backend=None, like=None, device=None, comm=None,
+                 activation=None):
         self.convention = check.convention(convention)
         super().__init__(num_features, eps=eps, momentum=momentum, affine=affine, center=center,
                          scale=scale, track_running_stats=track_running_stats, axis=axis,
-                         dtype=dtype, backend=backend, like=like, device=device, comm=comm)
+                         dtype=dtype, backend=backend, like=like, device=device, comm=comm,
+                         activation=activation)
 
-    def _op_forward(self, x, *, training, momentum, running):
+    def _op_forward(self, x, *, training, momentum, running, **fused):
         running = running or (None, None)   # None: collecting population statistics
         return batch_norm(x, self.gamma, self.beta, *running, training=training, momentum=momentum,
                           eps=self.eps, axis=self.axis, convention=self.convention,
-                          comm=self._synced(), backend=self.backend)
+                          comm=self._synced(), backend=self.backend, **fused)
 
-    def _op_backward(self, dy, x, saved):
-        return batch_norm_backward(dy, x, saved, self.gamma, backend=self.backend)
+    def _op_backward(self, dy, x, saved, y):
+        return batch_norm_backward(dy, x, saved, self.gamma, y=y, backend=self.backend)
 
     def _eval_invstd(self, xp, wide):
         return 1.0 / xp.sqrt(arrays.astype(xp, self.running_var, wide) + self.eps)
@@ -632,26 +652,27 @@ class BatchRenorm(_Norm):
     is the paper's warm-up. ``momentum=None``: cumulative averages of the batch means and of the batch
     sigmas sqrt(var_B + eps). ``state_dict`` has ``running_std`` where BatchNorm has
     ``running_var``; ``batch_norm_state_dict`` exports the eval-equivalent BN state.
-    ``like`` / ``device`` / ``dtype``: as for BatchNorm.
+    ``like`` / ``device`` / ``dtype`` / ``activation``: as for BatchNorm.
     """
 
     _spread = "running_std"
 
     def __init__(self, num_features, *, rmax=3.0, dmax=5.0, momentum=0.01, eps=1e-5, affine=True,
                  center=True, scale=True, axis=1, dtype=np.float32, backend=None, like=None,
-                 device=None, comm=None):
+                 device=None, comm=None, activation=None):
         self.rmax = _scheduled(rmax, "rmax", 1.0)
         self.dmax = _scheduled(dmax, "dmax", 0.0)
         super().__init__(num_features, eps=eps, momentum=momentum, affine=affine, center=center,
                          scale=scale, track_running_stats=True, axis=axis, dtype=dtype,
-                         backend=backend, like=like, device=device, comm=comm)
+                         backend=backend, like=like, device=device, comm=comm,
+                         activation=activation)
 
     def clips(self, step=None):
         """``(rmax, dmax)`` at ``step`` (default: the next training step)."""
         step = self.num_batches_tracked if step is None else step
         return tuple(v(step) if callable(v) else v for v in (self.rmax, self.dmax))
 
-    def _op_forward(self, x, *, training, momentum, running):
+    def _op_forward(self, x, *, training, momentum, running, **fused):
         if running is None:
             # collecting population statistics: normalize with the batch's own statistics
             # (rmax = 1, dmax = 0 is BN) and leave the running statistics alone
@@ -662,10 +683,10 @@ class BatchRenorm(_Norm):
             rmax, dmax = 1.0, 0.0   # unused in eval mode
         return batch_renorm(x, self.gamma, self.beta, *running, training=training, rmax=rmax,
                             dmax=dmax, momentum=momentum, eps=self.eps, axis=self.axis,
-                            comm=self._synced(), backend=self.backend)
+                            comm=self._synced(), backend=self.backend, **fused)
 
-    def _op_backward(self, dy, x, saved):
-        return batch_renorm_backward(dy, x, saved, self.gamma, backend=self.backend)
+    def _op_backward(self, dy, x, saved, y):
+        return batch_renorm_backward(dy, x, saved, self.gamma, y=y, backend=self.backend)
 
     def _eval_invstd(self, xp, wide):
         return 1.0 / arrays.astype(xp, self.running_std, wide)

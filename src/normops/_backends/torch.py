@@ -82,6 +82,7 @@ class CpuTensors:
         written = written and first is not None and second is not None
         if written:
             self._writable(first, second, names, x, gamma, beta, resolved)
+        options["residual"] = self._view(options.get("residual"), "residual", x)
         y, saved = op(*args, training=training, backend=self.backend, **options)
         from_numpy = self._tensor
         for tensor, array in copies:   # running statistics updated in a copy
@@ -92,11 +93,12 @@ class CpuTensors:
             self._torch.autograd.graph.increment_version(through_views)
         return from_numpy(y), _map_saved(saved, lambda a, _: from_numpy(a))
 
-    def backward(self, op, dy, x, saved, gamma, **options):
+    def backward(self, op, dy, x, saved, gamma, *, y=None, **options):
         if isinstance(saved, (BatchNormSaved, BatchRenormSaved)):
             saved = _map_saved(saved, lambda t, field: self._saved_view(t, field, x))
         result = op(self._view(dy, "dy", x), self._view(x, "x", x), saved,
-                    self._view(gamma, "gamma", x), backend=self.backend, **options)
+                    self._view(gamma, "gamma", x), y=self._view(y, "y", x), backend=self.backend,
+                    **options)
         return tuple(self._tensor(a) for a in result)
 
     def _tensor(self, array):
