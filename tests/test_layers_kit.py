@@ -9,7 +9,7 @@ import normops
 from normops import testing
 
 
-def _layer(cls, x, gamma, beta, running, *, training, axis, **options):
+def _layer(cls, x, gamma, beta, running, *, training, axis, residual=None, **options):
     """A layer holding the case's own arrays, so that running statistics are updated in
     the caller's arrays as the functional ops do; an absent gamma or beta is a layer
     built with scale=False or center=False."""
@@ -25,7 +25,7 @@ def _layer(cls, x, gamma, beta, running, *, training, axis, **options):
     else:
         layer.running_mean = running[0]
         setattr(layer, layer._spread, running[1])
-    return layer, layer(x)
+    return layer, layer(x, residual=residual)
 
 
 class _Forward:
@@ -35,40 +35,45 @@ class _Forward:
         self.layer, self.y = layer, y
 
 
-def _backward(dy, x, saved, gamma, *, axis=None):
+def _backward(dy, x, saved, gamma, *, y=None, axis=None):
     layer = saved.layer
     if array_api_compat.is_numpy_array(x):   # the library adapters convert them anew
         assert x is layer._x and gamma is layer.gamma
-    dx = layer.backward(dy)
+        assert y is None or y is saved.y   # the layer masks with the y it kept itself
+    out = layer.backward(dy)   # dx, or (dx, dz) after a forward with a residual
+    dx, *dz = out if isinstance(out, tuple) else (out,)
     grads = layer.grads()
     # the kit wants dgamma and dbeta at gamma = 1, beta = 0 when they are absent; a layer
     # keeps no gradient for a parameter it lacks, so they come from the op the layer
     # differentiates with, on the layer's own saved forward (computed from x, not from
     # the rounded y: in float16 that would be ulps off, and its dtype is float32 then)
     if "beta" not in grads or "gamma" not in grads:
-        _, dgamma, dbeta = layer._op_backward(dy, layer._x, layer._saved)
+        _, dgamma, dbeta, *_ = layer._op_backward(dy, layer._x, layer._saved, layer._y)
         grads.setdefault("gamma", dgamma)
         grads.setdefault("beta", dbeta)
-    return dx, grads["gamma"], grads["beta"]
+    return (dx, grads["gamma"], grads["beta"], *dz)
 
 
 def bn_via_layer(x, gamma, beta, running_mean, running_var, *, training, momentum, eps, axis,
-                 convention):
+                 convention, residual=None, activation=None):
     layer, y = _layer(normops.BatchNorm, x, gamma, beta, (running_mean, running_var),
-                      training=training, axis=axis, momentum=momentum, eps=eps, convention=convention)
+                      training=training, axis=axis, momentum=momentum, eps=eps, convention=convention,
+                      residual=residual, activation=activation)
     return y, _Forward(layer, y)
 
 
 def brn_via_layer(x, gamma, beta, running_mean, running_std, *, training, rmax, dmax, momentum,
-                  eps, axis):
+                  eps, axis, residual=None, activation=None):
     layer, y = _layer(normops.BatchRenorm, x, gamma, beta, (running_mean, running_std),
-                      training=training, axis=axis, rmax=rmax, dmax=dmax, momentum=momentum, eps=eps)
+                      training=training, axis=axis, rmax=rmax, dmax=dmax, momentum=momentum, eps=eps,
+                      residual=residual, activation=activation)
     return y, _Forward(layer, y)
 
 
-# layers take every dtype normops takes: float16 and bfloat16 too (float32 or half gamma)
+# layers take every dtype normops takes: float16 and bfloat16 too (float32 or half gamma),
+# and the fused epilogue (activation=, forward(x, residual=z))
 LAYERS = testing.Implementation("layers", bn_via_layer, _backward, brn_via_layer, _backward,
-                                dtypes=testing.strategies.ALL_DTYPES)
+                                dtypes=testing.strategies.ALL_DTYPES, fused=True)
 
 
 @pytest.mark.parametrize("prop", testing.properties(), ids=str)

@@ -617,7 +617,7 @@ class BatchNorm(_Norm):
                           eps=self.eps, axis=self.axis, convention=self.convention,
                           comm=self._synced(), backend=self.backend, **fused)
 
-    def _op_backward(self, dy, x, saved, y):
+    def _op_backward(self, dy, x, saved, y=None):
         return batch_norm_backward(dy, x, saved, self.gamma, y=y, backend=self.backend)
 
     def _eval_invstd(self, xp, wide):
@@ -685,7 +685,7 @@ class BatchRenorm(_Norm):
                             dmax=dmax, momentum=momentum, eps=self.eps, axis=self.axis,
                             comm=self._synced(), backend=self.backend, **fused)
 
-    def _op_backward(self, dy, x, saved, y):
+    def _op_backward(self, dy, x, saved, y=None):
         return batch_renorm_backward(dy, x, saved, self.gamma, y=y, backend=self.backend)
 
     def _eval_invstd(self, xp, wide):

@@ -18,6 +18,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from . import _api_properties, _bn_properties, _gradient_properties, _renorm_properties  # noqa: F401 (they register the properties)
 from . import _half_properties  # noqa: F401 (registers the half-precision rounding property)
+from . import _fused_properties  # noqa: F401 (registers the fused epilogue's properties)
 from . import strategies
 from ._cases import ALL_REGIMES, EXTREME_REGIMES, MEMORY, REGIMES, Case, as_memory, make_case
 from ._compare import TOL, assert_close, tolerance

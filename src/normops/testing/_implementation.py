@@ -36,7 +36,10 @@ class Implementation:
     unbiased, "keras": biased); ``dtypes``: the dtypes of x the kit draws (float32 and
     float64 by default; ``strategies.ALL_DTYPES`` adds float16, and bfloat16 where
     ml_dtypes imports); ``regimes``: the value regimes it draws (``REGIMES`` by
-    default; ``EXTREME_REGIMES`` are asked for).
+    default; ``EXTREME_REGIMES`` are asked for). ``fused``: the ops take normops's fused
+    epilogue, ``residual=`` and ``activation=`` ("relu") on the forward ops, ``y=`` on
+    the backward ops, which then return dz after a residual (the fused properties are
+    "n/a" without it).
     """
 
     name: str
@@ -47,6 +50,7 @@ class Implementation:
     conventions: tuple = ("pytorch", "keras")
     dtypes: tuple = FULL
     regimes: tuple = REGIMES
+    fused: bool = False
 
     @property
     def renorm(self):
@@ -70,7 +74,7 @@ def backend_implementation(name, library=None, device=None):
         name, partial(normops.batch_norm, backend=name),
         partial(normops.batch_norm_backward, backend=name),
         partial(normops.batch_renorm, backend=name),
-        partial(normops.batch_renorm_backward, backend=name), dtypes=ALL)
+        partial(normops.batch_renorm_backward, backend=name), dtypes=ALL, fused=True)
     return on_library(impl, array_library(library, device))
 
 

@@ -145,6 +145,8 @@ def on_library(impl, library):
     def forward(op, x, gamma, beta, running_mean, running_second, **options):
         given = (running_mean, running_second)
         inputs = [None if a is None else library.to_library(a) for a in (x, gamma, beta) + given]
+        if options.get("residual") is not None:
+            options["residual"] = library.to_library(options["residual"])
         y, saved = op(*inputs, **options)
         library.check(y, x.dtype, "y")
         for kept, used, name in zip(given, inputs[3:], ("running_mean", "running_second")):
@@ -155,12 +157,15 @@ def on_library(impl, library):
 
     def backward(op, dy, x, saved, gamma, **options):
         inputs = [None if a is None else library.to_library(a) for a in (dy, x, gamma)]
-        dx, dgamma, dbeta = op(inputs[0], inputs[1], saved, inputs[2], **options)
+        if options.get("y") is not None:   # the fused forward's output, the mask source
+            options["y"] = library.to_library(options["y"])
+        grads = op(inputs[0], inputs[1], saved, inputs[2], **options)
         wanted = grad_dtype(x.dtype, gamma)
-        for arr, name, dtype in ((dx, "dx", x.dtype), (dgamma, "dgamma", wanted),
-                                 (dbeta, "dbeta", wanted)):
+        # dz (after a fused forward with a residual) has x's dtype
+        for arr, name, dtype in zip(grads, ("dx", "dgamma", "dbeta", "dz"),
+                                    (x.dtype, wanted, wanted, x.dtype)):
             library.check(arr, dtype, name)
-        return library.to_numpy(dx), library.to_numpy(dgamma), library.to_numpy(dbeta)
+        return tuple(library.to_numpy(arr) for arr in grads)
 
     def wrap(op, adapter):
         return None if op is None else functools.partial(adapter, op)

@@ -11,7 +11,9 @@ PROPERTIES = {}
 class Property:
     """``check(impl, **drawn)`` raises AssertionError when ``impl`` violates the property
     on ``drawn``, which ``draws(impl)`` (a dict of Hypothesis strategies) generates.
-    ``needs``: "batch_norm", or "batch_renorm" for a property that is "n/a" without BRN;
+    ``needs``: "batch_norm", or "batch_renorm" for a property that is "n/a" without BRN,
+    or "fused" for one that is "n/a" without the fused epilogue (Implementation.fused),
+    or a tuple of those;
     ``halves``: the property is about float16/bfloat16 x only, "n/a" for an
     implementation whose ``dtypes`` hold neither."""
 
@@ -30,8 +32,12 @@ class Property:
 
     def why_not(self, impl):
         """Why the property does not apply to ``impl`` (None when it does)."""
-        if self.needs == "batch_renorm" and not impl.renorm:
+        needs = (self.needs,) if isinstance(self.needs, str) else self.needs
+        if "batch_renorm" in needs and not impl.renorm:
             return f"{impl.name} has no batch_renorm"
+        if "fused" in needs and not impl.fused:
+            return (f"{impl.name} has no fused epilogue (residual=, activation=; see "
+                    f"Implementation.fused)")
         if self.halves and not any(is_half(d) for d in impl.dtypes):
             return f"{impl.name} takes no float16 or bfloat16 x (see Implementation.dtypes)"
         return None
