@@ -67,3 +67,16 @@ def test_torch_layer_block():
     torch.testing.assert_close(names["torch_bn"].running_mean, bn.running_mean)
     with pytest.raises(TypeError, match="like=x"):
         bn(x.numpy())
+
+
+def test_fused_block():
+    names = run_readme_block("test: fused example")
+    x, z, y, dy = names["x"], names["z"], names["y"], names["dy"]
+    # as the comments say: y = relu(BN(x) + z), the layer's too; dz is dy masked by y
+    bn, _ = normops.batch_norm(x, names["gamma"], names["beta"])
+    np.testing.assert_array_equal(y, np.maximum(bn + z, np.float32(0)))
+    np.testing.assert_array_equal(names["y_layer"], y)
+    np.testing.assert_array_equal(names["dz"], np.where(y > 0, dy, 0))
+    np.testing.assert_array_equal(names["dz_layer"], names["dz"])
+    np.testing.assert_allclose(names["dx_layer"], names["dx"], rtol=0, atol=1e-6)
+    assert np.all(names["running_mean"] != 0)   # updated in place
