@@ -134,9 +134,11 @@ def pytorch_ops(torch, inp):
     batch_norm = torch.nn.functional.batch_norm
     backward = native_backward(torch, t)
     return {
-        "forward-train": no_grad(torch, lambda: batch_norm(x, rm, rv, w, b, training=True, momentum=MOMENTUM, eps=EPS)),
+        "forward-train": no_grad(torch, lambda: batch_norm(
+            x, rm, rv, w, b, training=True, momentum=MOMENTUM, eps=EPS)),
         "backward": no_grad(torch, lambda: backward(dy)),
-        "inference": no_grad(torch, lambda: batch_norm(x, rm_eval, rv_eval, w, b, training=False, eps=EPS)),
+        "inference": no_grad(torch, lambda: batch_norm(
+            x, rm_eval, rv_eval, w, b, training=False, eps=EPS)),
     }
 
 
