@@ -5,6 +5,8 @@
 * grid: ``--grid``, the cpu backend against PyTorch on a grid of layouts, channel counts,
   sizes, dtypes, thread counts and ops (grid_report prints it, plot draws its heatmap);
 * overhead: ``--overhead``, the fixed cost of a call on tiny arrays;
+* fused: ``--fused``, the fused epilogue relu(BN(x) + z) against plain BN, the epilogue in
+  NumPy and PyTorch's composition;
 * ranks: ``--ranks N``, which launches sync, the rank program, under mpiexec.
 
 The pieces they share: timing (repeat policies, alternating blocks, quartiles), noise
@@ -16,7 +18,7 @@ tests use.
 import argparse
 import sys
 
-from . import grid, half, overhead, ranks, standard
+from . import fused, grid, half, overhead, ranks, standard
 from .backends import DEFAULT_BACKEND, BenchError, usable_cpus
 from .columns import OPS, as_arrays, copy_calls, copy_kernels, pytorch_ops
 from .shapes import SHAPES, SHAPES_BY_NAME, make_inputs
@@ -117,7 +119,9 @@ def flatten(args):
 
 # the options of one mode alone, by the mode's flag
 MODE_OPTIONS = {"--grid": [flag for flag, _, _ in GRID_OPTIONS] + ["--png", "--no-png"],
-                "--overhead": ["--calls"]}
+                "--overhead": ["--calls"], "--fused": []}
+# the default bench's options that a mode takes too
+SHARED_OPTIONS = {"--fused": ("--shapes", "--dtype")}
 
 
 def _given(args, flag):
@@ -126,14 +130,15 @@ def _given(args, flag):
 
 def misplaced(args):
     """The options of a mode given without it, or the default bench's (those that tell)
-    given with --grid or --overhead, as a message (None: there are none)."""
+    given with a mode that does not take them, as a message (None: there are none)."""
     for mode, flags in MODE_OPTIONS.items():
         given = [flag for flag in flags if _given(args, flag)]
         if given and not _given(args, mode):
             return f"{', '.join(given)}: only with {mode}"
         standard_only = {"--shapes": args.shapes, "--backend": args.backend != DEFAULT_BACKEND,
                          "--dtype": args.dtype != "float32"}
-        given = [flag for flag, set_ in standard_only.items() if set_]
+        given = [flag for flag, set_ in standard_only.items()
+                 if set_ and flag not in SHARED_OPTIONS.get(mode, ())]
         if given and _given(args, mode):
             return f"{', '.join(given)}: not with {mode}" + (" (--dtypes picks the grid's)"
                                                              if mode == "--grid" else "")
@@ -154,9 +159,9 @@ def add_arguments(parser):
                         help="x's and dy's dtype (default: float32); with float16 or bfloat16 "
                              "(ml_dtypes), gamma, beta and the running statistics stay float32, "
                              "for normops and PyTorch alike")
-    parser.add_argument("--threads", type=positive_int, default=usable_cpus(),
+    parser.add_argument("--threads", type=positive_int,
                         help="threads for normops and PyTorch (default: the CPUs this "
-                             "process may run on)")
+                             f"process may run on, {usable_cpus()} here; --fused: 1 and those)")
     parser.add_argument("--shapes", type=shape_list, nargs="+", metavar="NAME",
                         help=f"a subset of the shapes: {', '.join(SHAPES_BY_NAME)}")
     parser.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
@@ -173,6 +178,13 @@ def add_arguments(parser):
                             "normops on the cpu backend against PyTorch's F.batch_norm and aten "
                             f"ops, in microseconds per call (target: {overhead.TARGET_US:g} us); "
                             "--quick, --repeats (rounds) and --json apply")
+    modes.add_argument("--fused", action="store_true",
+                       help="instead: the fused epilogue relu(BN(x) + z) on the cpu backend "
+                            "(residual=, activation='relu') against plain BN, plain BN with the "
+                            "epilogue in NumPy, PyTorch's F.batch_norm + add_ + relu_ and "
+                            "reading z, per shape, op and thread count, with its targets; "
+                            "--quick, --repeats, --shapes, --dtype float32|float64, --threads "
+                            "and --json apply")
     parser.add_argument("--calls", type=positive_int, metavar="N",
                         help=f"--overhead: calls per timed loop (default {overhead.CALLS}, "
                              f"--quick {overhead.QUICK_CALLS})")
@@ -208,6 +220,10 @@ def main(args=None):
             return grid.main(flatten(args))
         if getattr(args, "overhead", False):
             return overhead.main(args)
+        if getattr(args, "fused", False):
+            return fused.main(args)
+        if args.threads is None:
+            args.threads = usable_cpus()
         return standard.main(args)
     except BenchError as exc:
         print(f"python -m normops bench: {exc}", file=sys.stderr)

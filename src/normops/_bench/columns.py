@@ -87,6 +87,17 @@ def normops_ops(backend, inp):
 TorchArgs = namedtuple("TorchArgs", "x dy w b rm rv rm_eval rv_eval save_mean save_invstd")
 
 
+def torch_view(torch, shape, a):
+    """The array ``a`` of ``shape``'s dims (x, dy, or any array like them) as PyTorch holds
+    it: a tensor on its memory, and for channels-last data the NCHW (NCDHW) view of it in
+    channels_last (channels_last_3d) memory format."""
+    t = half.as_tensor(torch, a)
+    if shape.layout not in CHANNELS_LAST:
+        return t
+    ndim = len(shape.dims)
+    return t.permute(0, ndim - 1, *range(1, ndim - 1))
+
+
 def torch_tensors(torch, inp):
     """PyTorch's arguments for ``inp``: tensors sharing the NumPy buffers (or ``inp``'s
     tensors as they are, on their device, as benchmarks/gpu_check.py gives them), with
@@ -101,12 +112,7 @@ def torch_tensors(torch, inp):
 
     channels_last = inp.shape.layout in CHANNELS_LAST
     ndim = len(inp.shape.dims)
-
-    def tensor(a):
-        t = as_tensor(a)
-        return t.permute(0, ndim - 1, *range(1, ndim - 1)) if channels_last else t
-
-    x, dy = tensor(inp.x), tensor(inp.dy)
+    x, dy = torch_view(torch, inp.shape, inp.x), torch_view(torch, inp.shape, inp.dy)
     w, b = as_tensor(inp.gamma), as_tensor(inp.beta)
     if channels_last:
         fmt = torch.channels_last if ndim == 4 else torch.channels_last_3d
@@ -123,21 +129,35 @@ def pytorch_ops(torch, inp):
     torch.no_grad(), on torch_tensors(inp): torch.nn.functional.batch_norm forward, and
     for the backward what autograd runs for it, native_batch_norm_backward with the batch
     mean and inverse std saved by native_batch_norm."""
-    x, dy, w, b, rm, rv, rm_eval, rv_eval, save_mean, save_invstd = torch_tensors(torch, inp)
+    t = torch_tensors(torch, inp)
+    x, dy, w, b, rm, rv, rm_eval, rv_eval = t[:8]
     batch_norm = torch.nn.functional.batch_norm
-
-    def no_grad(fn):
-        def run():
-            with torch.no_grad():
-                return fn()
-        return run
-
+    backward = native_backward(torch, t)
     return {
-        "forward-train": no_grad(lambda: batch_norm(x, rm, rv, w, b, training=True, momentum=MOMENTUM, eps=EPS)),
-        "backward": no_grad(lambda: torch.ops.aten.native_batch_norm_backward(
-            dy, x, w, rm, rv, save_mean, save_invstd, True, EPS, [True, True, True])),
-        "inference": no_grad(lambda: batch_norm(x, rm_eval, rv_eval, w, b, training=False, eps=EPS)),
+        "forward-train": no_grad(torch, lambda: batch_norm(
+            x, rm, rv, w, b, training=True, momentum=MOMENTUM, eps=EPS)),
+        "backward": no_grad(torch, lambda: backward(dy)),
+        "inference": no_grad(torch, lambda: batch_norm(
+            x, rm_eval, rv_eval, w, b, training=False, eps=EPS)),
     }
+
+
+def no_grad(torch, fn):
+    """``fn`` run under torch.no_grad()."""
+    def run():
+        with torch.no_grad():
+            return fn()
+    return run
+
+
+def native_backward(torch, t):
+    """PyTorch's batch norm backward as autograd runs it, for ``t`` (TorchArgs): a function
+    of the upstream gradient that returns (dx, dweight, dbias) from
+    native_batch_norm_backward, given x, the weight, the running statistics and the batch
+    mean and inverse std saved by native_batch_norm."""
+    native = torch.ops.aten.native_batch_norm_backward
+    x, w, rm, rv, save_mean, save_invstd = t.x, t.w, t.rm, t.rv, t.save_mean, t.save_invstd
+    return lambda dy: native(dy, x, w, rm, rv, save_mean, save_invstd, True, EPS, [True, True, True])
 
 
 def aten_ops(torch, inp):

@@ -6,6 +6,7 @@ import numpy
 from . import half
 
 SEED = 20240601
+RESIDUAL_STREAM = 1   # make_residual's seed: [SEED, the shape's place, RESIDUAL_STREAM]
 
 
 # the layouts whose channels come last (axis=-1); in the others they follow N (axis=1)
@@ -61,6 +62,14 @@ def make_inputs(shape, dtype):
     x, dy = (rng.standard_normal(shape.dims, dtype=half.data_dtype(dtype)).astype(dtype, copy=False)
              for _ in range(2))
     return Inputs(shape=shape, x=x, dy=dy, **parameters(rng, shape.channels, dtype))
+
+
+def make_residual(shape, dtype):
+    """z, the residual of the fused epilogue (bench --fused): random normal data of x's
+    shape and dtype, the same on every run, from a generator seeded apart from
+    make_inputs' (so x, dy and the parameters stay the default bench's)."""
+    rng = numpy.random.default_rng([SEED, SHAPES.index(shape), RESIDUAL_STREAM])
+    return rng.standard_normal(shape.dims, dtype=half.data_dtype(dtype)).astype(dtype, copy=False)
 
 
 def parameters(rng, c, dtype):

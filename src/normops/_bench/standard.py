@@ -32,7 +32,8 @@ from .timing import (FULL, QUICK, block_ratios, fixed, geomean, pooled, time_cal
 WITHIN = 1.10
 
 
-def bench_shape(inp, calls, policy, alone=("reference",), groups=tuple((op,) for op in OPS)):
+def bench_shape(inp, calls, policy, alone=("reference",), groups=tuple((op,) for op in OPS),
+                copied=None):
     """Timings of one shape, given ``calls`` {column: {op: fn}}: {op: {column: Timing}},
     ("blocks", op): {column: per-block samples}, ("copy", op): {kernel: Timing}, "copy":
     {kernel: Timing}. For each group of ops (by default each op on its own), the copies and
@@ -40,8 +41,10 @@ def bench_shape(inp, calls, policy, alone=("reference",), groups=tuple((op,) for
     so the ops' times are set against each other and against the copies timed in the same
     spells of the machine, which are the baseline of every op of the group; "copy" pools
     the groups' copy samples (the shape's copy bandwidth in the header). The columns in
-    ``alone`` (the slow reference, unless it is the chosen backend) are timed on their own."""
-    copies = {("copy", name): fn for name, fn in copy_calls(inp.x, copy_kernels()).items()}
+    ``alone`` (the slow reference, unless it is the chosen backend) are timed on their own.
+    ``copied``: the array the copies copy (default: x)."""
+    source = inp.x if copied is None else copied
+    copies = {("copy", name): fn for name, fn in copy_calls(source, copy_kernels()).items()}
     copy_samples = {key: [] for key in copies}
     alone = set(alone) & calls.keys()
     result = {}

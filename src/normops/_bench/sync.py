@@ -126,8 +126,8 @@ def calls(shape, comm, data):
     # what the forward's collective sends, made as the op makes it: no error, its
     # metadata, (count, the bytes of mean and m2 as float64)
     c = shape.channels
-    meta = _composed._meta(x, shape.axis, True, EPS, running(), momentum=MOMENTUM,
-                           convention="pytorch")
+    meta = _composed._meta(x, shape.axis, True, EPS, running(), None, None, momentum=MOMENTUM,
+                           convention="pytorch")   # no residual, no activation
     x3 = _composed.canonical_view(np, x, shape.axis)
     meta = {"op": "batch_norm", **distributed._described(meta, x3)}
     record = (None, meta, (x.size // c, distributed._pack(np.zeros(c), np.ones(c))))
