@@ -125,7 +125,7 @@ def _batch_moments(backend, xp, x3, eps, sync, meta):
     return count, mean, m2, 1.0 / xp.sqrt(m2 / count + eps)
 
 
-def _meta(x, axis, training, eps, running, residual, activation, **training_options):
+def _meta(x, axis, training, eps, running, residual=None, activation=None, **training_options):
     """What the ranks of a synchronized forward must agree on (besides channels and
     dtype): the options of the training step only in training, where they matter, the
     epilogue, and the running statistics (through a fingerprint; None when not given),
