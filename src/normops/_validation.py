@@ -441,7 +441,7 @@ def forward_output(xp, y, x, saved):
         if saved.activation is not None:
             raise ValueError(f"y is required: the forward had activation={saved.activation!r}, "
                              f"whose gradient masks dy where y <= 0; pass the y the forward "
-                             f"returned (batch_norm_backward(dy, x, saved, gamma, y=y))")
+                             f"returned, as y=y")
         return None
     return like_x(xp, y, x, "y", hint=" (pass the y the forward returned)")
 
