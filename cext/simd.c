@@ -377,6 +377,14 @@ NM_AVX2 void nm_epilogue_f32_stream(const float *t, const float *z, float *y, pt
 #undef NM_RUN
 }
 
+NM_AVX2 void nm_relu_mask_stream_f32(const float *dy, const float *y, float *out, ptrdiff_t n)
+{
+    /* (cmpleps is false for NaN: dy passes) */
+    NM_STREAM_RUN(out, n, _mm256_andnot_ps(_mm256_cmp_ps(NM_LD(y + i), _mm256_setzero_ps(),
+                                                         _CMP_LE_OQ),
+                                           NM_LD(dy + i)));
+}
+
 NM_AVX2 void nm_plane_apply_f32_stream(const float *x, float *y, ptrdiff_t n, float hi,
                                        float lo, float a, float b)
 {

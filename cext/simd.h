@@ -199,6 +199,12 @@ void nm_plane_grad_sums_apply_f32(const float *dy, const float *x, double centre
  * NaN and -0 stay); and the pipelined forward's sums and map with it,
  * y = act(map(xm) + z), streamed or not */
 void nm_epilogue_f32_stream(const float *t, const float *z, float *y, ptrdiff_t n, int relu);
+/* The backward of the epilogue's ReLU (nm_relu_mask_*), streamed: out = (y <= 0) ? +0 : dy
+ * over n values, whole cache lines from one on (the halves by their bits, as
+ * half_instance.inc NM_NOT_POSITIVE) */
+void nm_relu_mask_stream_f32(const float *dy, const float *y, float *out, ptrdiff_t n);
+void nm_relu_mask_stream_f16(const nm_half *dy, const nm_half *y, nm_half *out, ptrdiff_t n);
+void nm_relu_mask_stream_bf16(const nm_half *dy, const nm_half *y, nm_half *out, ptrdiff_t n);
 void nm_plane_sums_epilogue_f32(const float *x, double centre, double *su, double *sv,
                                 const float *xm, const float *z, float *y, ptrdiff_t n,
                                 const float *coef, int relu, int stream);

@@ -498,26 +498,33 @@ def special_values(dtype):
 
 
 @given(n=st.integers(0, 40000), dtype=st.sampled_from(DTYPES), threads=st.sampled_from([1, 2]),
-       seed=st.integers(0, 2**32 - 1))
-def test_the_mask_gives_numpys_bits(n, dtype, threads, seed):
+       simd=st.sampled_from(SIMD), stream=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_the_mask_gives_numpys_bits(n, dtype, threads, simd, stream, seed):
+    """Pieces of 16384 values shared by the threads, the last one partial; streamed (float32
+    and the halves, with the AVX2 loops) in whole lines, the last partial line not."""
     rng = np.random.default_rng(seed)
     pool = np.concatenate([special_values(dtype), rng.normal(size=16).astype(dtype)])
     y = pool[rng.integers(0, pool.size, n)]
     dy = pool[rng.integers(0, pool.size, n)]
     out, intact = guarded((n,), dtype)
-    with Settings(threads):
+    with Settings(threads, simd, stream):
+        before = _cpu.streamed_ops()
         _cpu.relu_mask(dy, y, out)
+        assert _cpu.streamed_ops() - before == (stream and simd and dtype.itemsize <= 4)
     assert intact()
     assert out.tobytes() == mask_expected(dy, y).tobytes()
 
 
 @pytest.mark.parametrize("dtype", HALVES, ids=str)
-def test_the_mask_on_every_half_value(dtype):
+@pytest.mark.parametrize("simd", SIMD)
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_mask_on_every_half_value(dtype, simd, stream):
     y = np.arange(1 << 16, dtype=np.uint16).view(dtype)
     dy = np.random.default_rng(10).permutation(y)
-    out = np.empty_like(y)
-    with Settings(2):
+    out, intact = guarded(y.shape, dtype)
+    with Settings(2, simd, stream):
         _cpu.relu_mask(dy, y, out)
+    assert intact()
     assert out.tobytes() == mask_expected(dy, y).tobytes()
 
 
