@@ -420,6 +420,35 @@ NM_AVX2 void nm_rows_grad_apply_f32_stream(const float *dy, const float *x, floa
                                    NM_LD(p + i), NM_LD(q + i), NM_LD(s + i)));
 }
 
+/* the forward's streamed maps with the epilogue (simd.h) */
+NM_AVX2 void nm_plane_apply_epilogue_f32_stream(const float *x, const float *z, float *y,
+                                                ptrdiff_t n, float hi, float lo, float a,
+                                                float b, int relu)
+{
+#define NM_RUN(zz, rr)                                                                     \
+    NM_STREAM_RUN(y, n, epilogue8(affine8(NM_LD(x + i), NM_SET(hi), NM_SET(lo), NM_SET(a),  \
+                                          NM_SET(b)),                                      \
+                                  (zz) ? (zz) + i : NULL, rr))
+    NM_EPILOGUES(float, z, relu, NM_RUN);
+#undef NM_RUN
+}
+
+NM_AVX2 void nm_rows_apply_epilogue_f32_stream(const float *x, const float *z, float *y,
+                                               ptrdiff_t C, ptrdiff_t ld, ptrdiff_t nrows,
+                                               const float *hi, const float *lo,
+                                               const float *a, const float *b, int relu)
+{
+    ptrdiff_t r;
+#define NM_RUN(zz, rr)                                                                     \
+    for (r = 0; r < nrows; r++)                                                            \
+        NM_STREAM_RUN(y + r * ld, C,                                                       \
+                      epilogue8(affine8(NM_LD(x + r * ld + i), NM_LD(hi + i), NM_LD(lo + i), \
+                                        NM_LD(a + i), NM_LD(b + i)),                       \
+                                (zz) ? (zz) + r * ld + i : NULL, rr))
+    NM_EPILOGUES(float, z, relu, NM_RUN);
+#undef NM_RUN
+}
+
 /* The pipelined passes (simd.h): one plane's sums and another plane's map in one loop */
 
 NM_AVX2 static inline __attribute__((always_inline)) void store8(float *out, __m256 v, int stream)

@@ -196,9 +196,16 @@ void nm_plane_grad_sums_apply_f32(const float *dy, const float *x, double centre
 /* The forward's epilogue (normops.h: residual, relu) in float32: y = act(t + z) over n
  * values (z NULL: act(t)), streamed (y starts on a cache line and n is whole lines), as
  * channel.inc's portable loop computes it (act(v) = max(0, v), which is 0 > v ? 0 : v:
- * NaN and -0 stay); and the pipelined forward's sums and map with it,
- * y = act(map(xm) + z), streamed or not */
+ * NaN and -0 stay); the streamed maps above with it, y = act(map(x) + z), in one loop
+ * (rows.inc, planes.inc: no scratch between them); and the pipelined forward's sums and
+ * map with it, streamed or not */
 void nm_epilogue_f32_stream(const float *t, const float *z, float *y, ptrdiff_t n, int relu);
+void nm_plane_apply_epilogue_f32_stream(const float *x, const float *z, float *y, ptrdiff_t n,
+                                        float hi, float lo, float a, float b, int relu);
+void nm_rows_apply_epilogue_f32_stream(const float *x, const float *z, float *y, ptrdiff_t C,
+                                       ptrdiff_t ld, ptrdiff_t nrows, const float *hi,
+                                       const float *lo, const float *a, const float *b,
+                                       int relu);
 /* The backward of the epilogue's ReLU (nm_relu_mask_*), streamed: out = (y <= 0) ? +0 : dy
  * over n values, whole cache lines from one on (the halves by their bits, as
  * half_instance.inc NM_NOT_POSITIVE) */
