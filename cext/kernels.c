@@ -21,6 +21,28 @@
 /* Channels whose per-channel math (and, on the rows path, whose merge of the chunk
  * partials) runs as one loop: enough for the vector units, few enough for the stack. */
 #define NM_CHANNEL_BLOCK 64
+/* Values of a piece of the forward's epilogue (channel.inc): the map's scratch, on each
+ * thread's stack, 4 KB of float32 that stay in L1 beside the lines of x, z and y in
+ * flight. A multiple of 16, so that the pieces of a streamed run start on cache lines. */
+#define NM_PIECE 1024
+/* Values of a work item of nm_relu_mask_*: the pieces the team shares out in order */
+#define NM_MASK_PIECE 16384
+#if defined(__GNUC__)
+#define NM_ALIGNED __attribute__((aligned(64)))
+#else
+#define NM_ALIGNED
+#endif
+/* CALL(z, relu) for the three epilogues (z and relu, z alone, relu alone), each with its
+ * arguments known (calls of always-inline loops: a loop of its own each); z of NM_T */
+#define NM_EPILOGUE_CASES(z, relu, CALL)                                                   \
+    do {                                                                                   \
+        if ((z) && (relu))                                                                 \
+            CALL(z, 1);                                                                    \
+        else if (z)                                                                        \
+            CALL(z, 0);                                                                    \
+        else                                                                               \
+            CALL((const NM_T *)NULL, 1);                                                   \
+    } while (0)
 /* The lane loops vectorize across the lanes (no reassociation), so the summation order
  * is the same in every build. */
 #define NM_VECTOR NM_PRAGMA(omp simd)
@@ -382,6 +404,8 @@ static void fast_grad_coef(float *out, ptrdiff_t stride, double hi, double p, do
  * float32 holds (wide_map) */
 #define NM_MAP_RANGE 0x1p100
 #define NM_MAP_TINY 0x1p-120
+#define NM_NEGATIVE(v) ((v) < 0.0f)
+#define NM_NOT_POSITIVE(v) ((v) <= 0.0f)
 #include "channel.inc"
 #include "planes.inc"
 #include "rows.inc"
@@ -403,6 +427,8 @@ static void fast_grad_coef(float *out, ptrdiff_t stride, double hi, double p, do
 #define NM_SIMD_F32 0
 #define NM_MAP_RANGE 0x1p900
 #define NM_MAP_TINY 0x1p-1000
+#define NM_NEGATIVE(v) ((v) < 0.0)
+#define NM_NOT_POSITIVE(v) ((v) <= 0.0)
 #include "channel.inc"
 #include "planes.inc"
 #include "rows.inc"

@@ -75,6 +75,13 @@ typedef struct {
     /* outputs, per channel: mean (all modes but AFFINE), m2 (STATS), invstd (BN/BRN
      * modes; 1 / sigma for BRN eval), r and d (BRN train) */
     double *mean, *m2, *invstd, *r, *d;
+    /* The epilogue of the modes that write y: y = act(t + residual), t the value written
+     * without it, the sum in the maps' precision (the halves: in double) rounded once to
+     * x's dtype; act(v) = (v < 0) ? +0 : v when relu (NaN and -0 stay), else v. So y is
+     * bitwise NumPy's relu(add(t, residual)) in x's dtype. residual: NULL (none), or a
+     * C-contiguous array of x's shape and dtype that y does not overlap. */
+    const void *residual;
+    int relu;
 } nm_forward_args;
 
 typedef enum {
@@ -107,6 +114,13 @@ int nm_backward_f16(nm_shape shape, const nm_half *dy, const nm_half *x, nm_half
                     const nm_backward_args *args);
 int nm_backward_bf16(nm_shape shape, const nm_half *dy, const nm_half *x, nm_half *dx,
                      const nm_backward_args *args);
+
+/* The backward of the epilogue's ReLU over n contiguous values: out = (y <= 0) ? +0 : dy
+ * (a NaN y passes dy, as PyTorch's threshold_backward); out does not overlap dy or y */
+void nm_relu_mask_f32(ptrdiff_t n, const float *dy, const float *y, float *out);
+void nm_relu_mask_f64(ptrdiff_t n, const double *dy, const double *y, double *out);
+void nm_relu_mask_f16(ptrdiff_t n, const nm_half *dy, const nm_half *y, nm_half *out);
+void nm_relu_mask_bf16(ptrdiff_t n, const nm_half *dy, const nm_half *y, nm_half *out);
 
 /* Threads: OpenMP when built with it, else everything runs serially. */
 int nm_openmp_enabled(void);

@@ -226,6 +226,17 @@ NM_AVX2 static inline __m256 load8_bf16(const nm_half *p)
     return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
 }
 
+/* eight halves in a register into float32, exactly */
+NM_AVX2 static inline __m256 widen8_f16(__m128i h)
+{
+    return _mm256_cvtph_ps(h);
+}
+
+NM_AVX2 static inline __m256 widen8_bf16(__m128i h)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
 /* eight float32 to the half dtype, to nearest even (half.h: nm_f32_to_f16, nm_f32_to_bf16) */
 NM_AVX2 static inline __m128i pack8_f16(__m256 v)
 {
@@ -279,6 +290,18 @@ NM_AVX2 static inline __m128 f32_odd(__m256d d)
     return f;
 }
 
+/* the three epilogues (with z and relu, z alone, relu alone) of CALL(z, relu), z of
+ * elements T */
+#define NM_EPILOGUES(T, z, relu, CALL)                                                     \
+    do {                                                                                   \
+        if ((z) && (relu))                                                                 \
+            CALL(z, 1);                                                                    \
+        else if (z)                                                                        \
+            CALL(z, 0);                                                                    \
+        else                                                                               \
+            CALL((const T *)NULL, 1);                                                      \
+    } while (0)
+
 #define nm_to_f32_f16 nm_f16_to_f32
 #define nm_to_f32_bf16 nm_bf16_to_f32
 #define nm_from_f64_f16 nm_f64_to_f16
@@ -329,6 +352,39 @@ NM_AVX2 static __m256 grad8(__m256 dy, __m256 x, __m256 hi, __m256 lo, __m256 p,
 #define NM_LD(p) _mm256_loadu_ps(p)
 #define NM_SET(v) _mm256_set1_ps(v)
 
+/* The epilogue of 8 values, and of one, as channel.inc's portable loop: act(t + z) (z NULL:
+ * act(t)), act(v) = max(0, v) with relu (maxps gives its second operand unless the first
+ * is greater: NaN and -0 stay), v otherwise. Always inlined with z and relu known, so
+ * each combination is a loop of its own. */
+NM_AVX2 static inline __attribute__((always_inline)) __m256 epilogue8(__m256 t, const float *z,
+                                                                      int relu)
+{
+    const __m256 v = z ? _mm256_add_ps(t, _mm256_loadu_ps(z)) : t;
+    return relu ? _mm256_max_ps(_mm256_setzero_ps(), v) : v;
+}
+
+static inline __attribute__((always_inline)) float epilogue1(float t, const float *z, int relu)
+{
+    const float v = z ? t + *z : t;
+    return relu && v < 0.0f ? 0.0f : v;
+}
+
+NM_AVX2 void nm_epilogue_f32_stream(const float *t, const float *z, float *y, ptrdiff_t n,
+                                    int relu)
+{
+#define NM_RUN(zz, rr) NM_STREAM_RUN(y, n, epilogue8(NM_LD(t + i), (zz) ? (zz) + i : NULL, rr))
+    NM_EPILOGUES(float, z, relu, NM_RUN);
+#undef NM_RUN
+}
+
+NM_AVX2 void nm_relu_mask_stream_f32(const float *dy, const float *y, float *out, ptrdiff_t n)
+{
+    /* (cmpleps is false for NaN: dy passes) */
+    NM_STREAM_RUN(out, n, _mm256_andnot_ps(_mm256_cmp_ps(NM_LD(y + i), _mm256_setzero_ps(),
+                                                         _CMP_LE_OQ),
+                                           NM_LD(dy + i)));
+}
+
 NM_AVX2 void nm_plane_apply_f32_stream(const float *x, float *y, ptrdiff_t n, float hi,
                                        float lo, float a, float b)
 {
@@ -364,6 +420,35 @@ NM_AVX2 void nm_rows_grad_apply_f32_stream(const float *dy, const float *x, floa
                                    NM_LD(p + i), NM_LD(q + i), NM_LD(s + i)));
 }
 
+/* the forward's streamed maps with the epilogue (simd.h) */
+NM_AVX2 void nm_plane_apply_epilogue_f32_stream(const float *x, const float *z, float *y,
+                                                ptrdiff_t n, float hi, float lo, float a,
+                                                float b, int relu)
+{
+#define NM_RUN(zz, rr)                                                                     \
+    NM_STREAM_RUN(y, n, epilogue8(affine8(NM_LD(x + i), NM_SET(hi), NM_SET(lo), NM_SET(a),  \
+                                          NM_SET(b)),                                      \
+                                  (zz) ? (zz) + i : NULL, rr))
+    NM_EPILOGUES(float, z, relu, NM_RUN);
+#undef NM_RUN
+}
+
+NM_AVX2 void nm_rows_apply_epilogue_f32_stream(const float *x, const float *z, float *y,
+                                               ptrdiff_t C, ptrdiff_t ld, ptrdiff_t nrows,
+                                               const float *hi, const float *lo,
+                                               const float *a, const float *b, int relu)
+{
+    ptrdiff_t r;
+#define NM_RUN(zz, rr)                                                                     \
+    for (r = 0; r < nrows; r++)                                                            \
+        NM_STREAM_RUN(y + r * ld, C,                                                       \
+                      epilogue8(affine8(NM_LD(x + r * ld + i), NM_LD(hi + i), NM_LD(lo + i), \
+                                        NM_LD(a + i), NM_LD(b + i)),                       \
+                                (zz) ? (zz) + r * ld + i : NULL, rr))
+    NM_EPILOGUES(float, z, relu, NM_RUN);
+#undef NM_RUN
+}
+
 /* The pipelined passes (simd.h): one plane's sums and another plane's map in one loop */
 
 NM_AVX2 static inline __attribute__((always_inline)) void store8(float *out, __m256 v, int stream)
@@ -392,9 +477,12 @@ static inline __attribute__((always_inline)) float map1(const float *dym, const 
                : ((*xm - k[0]) - k[1]) * k[2] + k[3];
 }
 
+/* (the forward's map with the epilogue act(map + z) where z or relu is given, see
+ * epilogue8) */
 NM_AVX2 static inline __attribute__((always_inline)) void sums_and_map(
     const float *dy, const float *x, double centre, double *su, double *sv, const float *dym,
-    const float *xm, float *out, ptrdiff_t n, const float *coef, int stream)
+    const float *xm, float *out, ptrdiff_t n, const float *coef, int stream, const float *z,
+    int relu)
 {
     const __m256d one = opaque_one(), c = _mm256_set1_pd(centre);
     __m256 k[5];
@@ -406,15 +494,18 @@ NM_AVX2 static inline __attribute__((always_inline)) void sums_and_map(
     acc_zero(&s);
     for (i = 0; i + NM_LANES <= n; i += NM_LANES) {
         acc_add16_f32(&s, dy ? dy + i : NULL, x + i, c, one);
-        store8(out + i, map8(dym ? dym + i : NULL, xm + i, k), stream);
-        store8(out + i + 8, map8(dym ? dym + i + 8 : NULL, xm + i + 8, k), stream);
+        store8(out + i, epilogue8(map8(dym ? dym + i : NULL, xm + i, k), z ? z + i : NULL, relu),
+               stream);
+        store8(out + i + 8, epilogue8(map8(dym ? dym + i + 8 : NULL, xm + i + 8, k),
+                                      z ? z + i + 8 : NULL, relu), stream);
     }
     acc_tail_f32(&s, dy ? dy + i : NULL, x + i, n - i, c);
     acc_totals(&s, su, sv);
     for (; i + 8 <= n; i += 8)   /* (a streamed plane is whole lines: no tail) */
-        _mm256_storeu_ps(out + i, map8(dym ? dym + i : NULL, xm + i, k));
+        _mm256_storeu_ps(out + i, epilogue8(map8(dym ? dym + i : NULL, xm + i, k),
+                                            z ? z + i : NULL, relu));
     for (; i < n; i++)
-        out[i] = map1(dym ? dym + i : NULL, xm + i, coef);
+        out[i] = epilogue1(map1(dym ? dym + i : NULL, xm + i, coef), z ? z + i : NULL, relu);
 }
 
 NM_AVX2 void nm_plane_sums_apply_f32(const float *x, double centre, double *su, double *sv,
@@ -422,9 +513,24 @@ NM_AVX2 void nm_plane_sums_apply_f32(const float *x, double centre, double *su, 
                                      int stream)
 {
     if (stream)
-        sums_and_map(NULL, x, centre, su, sv, NULL, xm, y, n, coef, 1);
+        sums_and_map(NULL, x, centre, su, sv, NULL, xm, y, n, coef, 1, NULL, 0);
     else
-        sums_and_map(NULL, x, centre, su, sv, NULL, xm, y, n, coef, 0);
+        sums_and_map(NULL, x, centre, su, sv, NULL, xm, y, n, coef, 0, NULL, 0);
+}
+
+NM_AVX2 void nm_plane_sums_epilogue_f32(const float *x, double centre, double *su, double *sv,
+                                        const float *xm, const float *z, float *y, ptrdiff_t n,
+                                        const float *coef, int relu, int stream)
+{
+#define NM_RUN(zz, rr)                                                                     \
+    do {                                                                                   \
+        if (stream)                                                                        \
+            sums_and_map(NULL, x, centre, su, sv, NULL, xm, y, n, coef, 1, zz, rr);        \
+        else                                                                               \
+            sums_and_map(NULL, x, centre, su, sv, NULL, xm, y, n, coef, 0, zz, rr);        \
+    } while (0)
+    NM_EPILOGUES(float, z, relu, NM_RUN);
+#undef NM_RUN
 }
 
 NM_AVX2 void nm_plane_grad_sums_apply_f32(const float *dy, const float *x, double centre,
@@ -433,14 +539,15 @@ NM_AVX2 void nm_plane_grad_sums_apply_f32(const float *dy, const float *x, doubl
                                           const float *coef, int stream)
 {
     if (stream)
-        sums_and_map(dy, x, centre, su, sv, dym, xm, dx, n, coef, 1);
+        sums_and_map(dy, x, centre, su, sv, dym, xm, dx, n, coef, 1, NULL, 0);
     else
-        sums_and_map(dy, x, centre, su, sv, dym, xm, dx, n, coef, 0);
+        sums_and_map(dy, x, centre, su, sv, dym, xm, dx, n, coef, 0, NULL, 0);
 }
 
 #undef NM_LD
 #undef NM_SET
 #undef NM_STREAM_RUN
+#undef NM_EPILOGUES
 
 #else /* no AVX2 build: the portable loops do everything */
 
@@ -502,6 +609,14 @@ void nm_plane_grad_sums_apply_f32(const float *dy, const float *x, double centre
 {
     (void)dy, (void)x, (void)centre, (void)su, (void)sv, (void)dym, (void)xm, (void)dx, (void)n,
         (void)coef, (void)stream;
+}
+
+void nm_plane_sums_epilogue_f32(const float *x, double centre, double *su, double *sv,
+                                const float *xm, const float *z, float *y, ptrdiff_t n,
+                                const float *coef, int relu, int stream)
+{
+    (void)x, (void)centre, (void)su, (void)sv, (void)xm, (void)z, (void)y, (void)n, (void)coef,
+        (void)relu, (void)stream;
 }
 
 #endif

@@ -107,7 +107,25 @@ NM_SIMD_SUMS(bf16, nm_half)
                                                 double centre, double *su, double *sv,       \
                                                 const nm_half *dym, const nm_half *xm,       \
                                                 nm_half *dx, ptrdiff_t n, const double *coef, \
-                                                const float *fast, int stream);
+                                                const float *fast, int stream);              \
+    void nm_epilogue_simd_##suffix(const nm_half *t, const nm_half *z, nm_half *y,           \
+                                   ptrdiff_t n, int relu, int stream);                      \
+    void nm_plane_sums_epilogue_simd_##suffix(const nm_half *x, double centre, double *su,  \
+                                              double *sv, const nm_half *xm,                \
+                                              const nm_half *z, nm_half *y, ptrdiff_t n,    \
+                                              const double *coef, const float *fast,        \
+                                              int relu, int stream);
+/* The forward's epilogue (normops.h: residual, relu; channel.inc NM_SUF(epilogue)) on
+ * the halves: y = act(t + z) over n values (z NULL: act(t)), and the pipelined forward's
+ * sums and map with it (y = act(map(xm) + z)). The sum is taken in float32 and rounded to
+ * the half dtype to nearest even: float32's 24 bits are at least twice the half dtype's
+ * 11 (8) plus 2, so rounding the sum of two halves first to float32 and then to the half
+ * dtype gives the one rounding of the exact sum (as the portable loop's double sum does,
+ * and NumPy's half add, which takes the same float32 steps). act works on the bits: below
+ * zero is a sign bit with a magnitude from 1 up to infinity's (NM_HALF_NEG_INF). */
+#define NM_HALF_NEG_INF_f16 0xfc00
+#define NM_HALF_NEG_INF_bf16 0xff80
+
 /* The halves' rounding in float32 terms (simd_half.inc, kernels.c fast_coef): the
  * dropped bits of a float32 at a tie between two half values, the ratio R of the error
  * bound, and the smallest result the float32 map gives (below it, float16's subnormals,
@@ -174,5 +192,28 @@ void nm_plane_sums_apply_f32(const float *x, double centre, double *su, double *
 void nm_plane_grad_sums_apply_f32(const float *dy, const float *x, double centre, double *su,
                                   double *sv, const float *dym, const float *xm, float *dx,
                                   ptrdiff_t n, const float *coef, int stream);
+
+/* The forward's epilogue (normops.h: residual, relu) in float32: y = act(t + z) over n
+ * values (z NULL: act(t)), streamed (y starts on a cache line and n is whole lines), as
+ * channel.inc's portable loop computes it (act(v) = max(0, v), which is 0 > v ? 0 : v:
+ * NaN and -0 stay); the streamed maps above with it, y = act(map(x) + z), in one loop
+ * (rows.inc, planes.inc: no scratch between them); and the pipelined forward's sums and
+ * map with it, streamed or not */
+void nm_epilogue_f32_stream(const float *t, const float *z, float *y, ptrdiff_t n, int relu);
+void nm_plane_apply_epilogue_f32_stream(const float *x, const float *z, float *y, ptrdiff_t n,
+                                        float hi, float lo, float a, float b, int relu);
+void nm_rows_apply_epilogue_f32_stream(const float *x, const float *z, float *y, ptrdiff_t C,
+                                       ptrdiff_t ld, ptrdiff_t nrows, const float *hi,
+                                       const float *lo, const float *a, const float *b,
+                                       int relu);
+/* The backward of the epilogue's ReLU (nm_relu_mask_*), streamed: out = (y <= 0) ? +0 : dy
+ * over n values, whole cache lines from one on (the halves by their bits, as
+ * half_instance.inc NM_NOT_POSITIVE) */
+void nm_relu_mask_stream_f32(const float *dy, const float *y, float *out, ptrdiff_t n);
+void nm_relu_mask_stream_f16(const nm_half *dy, const nm_half *y, nm_half *out, ptrdiff_t n);
+void nm_relu_mask_stream_bf16(const nm_half *dy, const nm_half *y, nm_half *out, ptrdiff_t n);
+void nm_plane_sums_epilogue_f32(const float *x, double centre, double *su, double *sv,
+                                const float *xm, const float *z, float *y, ptrdiff_t n,
+                                const float *coef, int relu, int stream);
 
 #endif

@@ -37,6 +37,8 @@ cdef extern from "normops.h" nogil:
         double *invstd
         double *r
         double *d
+        const void *residual
+        int relu
     ctypedef enum nm_backward_mode:
         NM_BWD_GRAD_STATS, NM_BWD_GRAD_INPUT, NM_BWD_FUSED
     ctypedef struct nm_backward_args:
@@ -63,6 +65,10 @@ cdef extern from "normops.h" nogil:
     int nm_forward_bf16(nm_shape, const nm_half *, nm_half *, const nm_forward_args *)
     int nm_backward_f16(nm_shape, const nm_half *, const nm_half *, nm_half *, const nm_backward_args *)
     int nm_backward_bf16(nm_shape, const nm_half *, const nm_half *, nm_half *, const nm_backward_args *)
+    void nm_relu_mask_f32(Py_ssize_t, const float *, const float *, float *)
+    void nm_relu_mask_f64(Py_ssize_t, const double *, const double *, double *)
+    void nm_relu_mask_f16(Py_ssize_t, const nm_half *, const nm_half *, nm_half *)
+    void nm_relu_mask_bf16(Py_ssize_t, const nm_half *, const nm_half *, nm_half *)
     int nm_openmp_enabled()
     int nm_get_num_threads()
     void nm_set_num_threads(int)
@@ -268,13 +274,15 @@ def forward(cnp.ndarray x not None, object y, str mode, object gamma=None, objec
             object running_mean=None, object running_spread=None, *, double eps=0.0,
             double momentum=0.0, double rmax=1.0, double dmax=0.0, bint unbiased=True,
             object a=None, object b=None, object mean=None, object m2=None,
-            object invstd=None, object r=None, object d=None):
+            object invstd=None, object r=None, object d=None, object residual=None,
+            bint relu=False):
     """Runs nm_forward on x, a C-contiguous (outer, C, inner) float32, float64, float16 or
     bfloat16 array: y (None for mode "stats") has x's shape and dtype; gamma, beta and the
     running statistics have x's dtype (or float32 for half x, each on its own); a, b and the outputs mean, m2, invstd, r, d are contiguous
     float64 arrays. Every array is checked for type, shape, layout and (where written)
     writeability, and each mode for the arrays it uses; the Python layer has checked the
-    values."""
+    values. The modes that write y take the epilogue y = relu(y + residual) (normops.h):
+    residual None or an array like y (that y does not overlap), relu or not."""
     cdef nm_forward_args A
     cdef nm_dtype kind = _kind(x)
     cdef nm_shape sh = _shape(x)
@@ -297,7 +305,15 @@ def forward(cnp.ndarray x not None, object y, str mode, object gamma=None, objec
     A.mean, A.m2 = _f64(mean, C, True, "mean", keep), _f64(m2, C, True, "m2", keep)
     A.invstd = _f64(invstd, C, True, "invstd", keep)
     A.r, A.d = _f64(r, C, True, "r", keep), _f64(d, C, True, "d", keep)
+    A.residual = NULL if residual is None else _block(residual, x, False, "residual")
+    A.relu = relu
+    if A.residual != NULL and out_ptr != NULL and not _apart(_extent(<cnp.ndarray>residual),
+                                                             _extent(<cnp.ndarray>y)):
+        raise ValueError("normops._cpu: residual must not overlap y")
     if A.mode == NM_FWD_STATS:
+        if A.residual != NULL or relu:
+            raise ValueError("normops._cpu: mode 'stats' writes no y, so it takes no "
+                             "residual or relu")
         _need(A.mean != NULL and A.m2 != NULL, "mean and m2", mode)
     elif A.mode == NM_FWD_AFFINE:
         _need(A.a_in != NULL and A.b_in != NULL, "a and b", mode)
@@ -360,6 +376,41 @@ def backward(cnp.ndarray dy not None, cnp.ndarray x not None, object dx, str mod
         _need(A.mean != NULL and A.invstd != NULL and A.dgamma != NULL and A.dbeta != NULL,
               "mean, invstd, dgamma and dbeta", mode)
     _run_backward(kind, sh, dy_ptr, cnp.PyArray_DATA(x), out_ptr, &A)
+
+
+def relu_mask(cnp.ndarray dy not None, cnp.ndarray y not None, cnp.ndarray out not None):
+    """The backward of the forward's ReLU: out = 0 where y <= 0 (+0), else dy; a NaN y
+    passes dy (PyTorch's threshold_backward). dy, y and out: C-contiguous, aligned arrays
+    of one shape and dtype (float32, float64, float16 or bfloat16), out writeable and apart
+    from the others."""
+    cdef nm_dtype kind = _kind(dy)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(dy)
+    cdef const void *g
+    cdef const void *v
+    cdef void *o
+    cdef cnp.ndarray a
+    for name, a in (("y", y), ("out", out)):
+        if (cnp.PyArray_TYPE(a) != cnp.PyArray_TYPE(dy) or not cnp.PyArray_ISNOTSWAPPED(a)
+                or not cnp.PyArray_SAMESHAPE(a, dy)):
+            raise ValueError(f"normops._cpu: {name} must be a {dy.dtype} array of dy's shape "
+                             f"{(<object>dy).shape}, got {a.dtype} {(<object>a).shape}")
+    for name, a in (("dy", dy), ("y", y), ("out", out)):
+        if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a):
+            raise ValueError(f"normops._cpu: {name} must be aligned and C-contiguous")
+    if not cnp.PyArray_ISWRITEABLE(out):
+        raise ValueError("normops._cpu: out is read-only")
+    if n > 0 and not (_apart(_extent(out), _extent(dy)) and _apart(_extent(out), _extent(y))):
+        raise ValueError("normops._cpu: out must not overlap dy or y")
+    g, v, o = cnp.PyArray_DATA(dy), cnp.PyArray_DATA(y), cnp.PyArray_DATA(out)
+    with nogil:
+        if kind == NM_F32:
+            nm_relu_mask_f32(n, <const float *>g, <const float *>v, <float *>o)
+        elif kind == NM_F64:
+            nm_relu_mask_f64(n, <const double *>g, <const double *>v, <double *>o)
+        elif kind == NM_F16:
+            nm_relu_mask_f16(n, <const nm_half *>g, <const nm_half *>v, <nm_half *>o)
+        else:
+            nm_relu_mask_bf16(n, <const nm_half *>g, <const nm_half *>v, <nm_half *>o)
 
 
 # --- outputs ----------------------------------------------------------------------------
@@ -648,6 +699,7 @@ cdef object _plain_forward(object x, object gamma, object beta, object first, ob
     A.running_spread = _vec(second, xa, C, train, "running_spread", keep)
     A.eps, A.momentum, A.rmax, A.dmax, A.unbiased = eps, momentum, rmax, dmax, unbiased
     A.a_in = A.b_in = A.m2 = A.r = A.d = NULL
+    A.residual, A.relu = NULL, 0   # no epilogue
     A.mean = _f64(stats[0], C, True, "mean", keep)
     A.invstd = _f64(stats[1], C, True, "invstd", keep)
     if len(stats) == 4:

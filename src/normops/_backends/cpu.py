@@ -107,9 +107,12 @@ class CpuBackend:
         return self._backward(dy, x, saved, gamma, saved.r, saved.d)
 
     def _forward(self, mode, x, gamma, beta, running_mean, running_spread, axis, eps,
-                 momentum, unbiased=True, rmax=1.0, dmax=0.0):
+                 momentum, unbiased=True, rmax=1.0, dmax=0.0, residual=None, relu=False):
+        """The op; with the epilogue y = relu(y + residual) in the same pass (residual: None
+        or an array of x's shape and dtype, in any layout; relu or not)."""
         arrangement = _Arrangement(x, axis)
         x3 = arrangement.view(x)
+        z3 = None if residual is None else arrangement.view(residual)
         y3 = _empty_like(x3)
         renorm = mode.startswith("brn")
         training = mode.endswith("_train")
@@ -119,7 +122,7 @@ class CpuBackend:
         r, d = (stats[2], stats[3]) if len(stats) == 4 else (None, None)
         _cpu.forward(x3, y3, mode, gamma, beta, running_mean, running_spread, eps=eps,
                      momentum=momentum, rmax=rmax, dmax=dmax, unbiased=unbiased,
-                     mean=mean, invstd=invstd, r=r, d=d)
+                     mean=mean, invstd=invstd, r=r, d=d, residual=z3, relu=bool(relu))
         y = arrangement.restore(y3)
         if renorm:
             return y, BatchRenormSaved(mean, invstd, r, d, training, axis, x.shape)
@@ -134,6 +137,18 @@ class CpuBackend:
         _cpu.backward(dy3, x3, dx3, "fused", training=saved.training, mean=saved.mean,
                       invstd=saved.invstd, r=r, d=d, gamma=gamma, dgamma=dgamma, dbeta=dbeta)
         return arrangement.restore(dx3), dgamma, dbeta
+
+    def relu_mask(self, dy, y):
+        """The backward of the forward's relu at its output y: dy where y > 0 or is NaN, +0
+        elsewhere (PyTorch's threshold_backward); a new array of dy's shape, dtype and
+        layout (y: dy's shape and dtype, any layout)."""
+        if dy.ndim == 0:
+            return self.relu_mask(dy.reshape(1), y.reshape(1)).reshape(())
+        arrangement = _Arrangement(dy, 1 if dy.ndim > 1 else 0)   # any axis: elementwise
+        dy3, y3 = arrangement.view(dy), arrangement.view(y)
+        out3 = _empty_like(dy3)
+        _cpu.relu_mask(dy3, y3, out3)
+        return arrangement.restore(out3)
 
     # --- plain ops (see _interface): the common case in one call of the bindings -----
 
@@ -150,10 +165,15 @@ class CpuBackend:
         _cpu.forward(x, None, "stats", mean=mean, m2=m2)
         return x.shape[0] * x.shape[2], mean, m2
 
-    def scale_shift(self, x, a, b):
+    def scale_shift(self, x, a, b, residual=None, activation=None):
+        """y = a x + b per channel; then y + residual (an array like x) and relu
+        (activation "relu"), in the same pass."""
+        if not (activation is None or (type(activation) is str and activation == "relu")):
+            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
         x, a, b = _kernel_args(x, a=a, b=b)
+        z = None if residual is None else _like_x(residual, x, "residual")
         y = _empty_like(x)
-        _cpu.forward(x, y, "affine", a=a, b=b)
+        _cpu.forward(x, y, "affine", a=a, b=b, residual=z, relu=activation == "relu")
         return y
 
     def grad_stats(self, dy, x, mean):
@@ -177,6 +197,18 @@ def _kernel_args(x, dy=None, **per_channel):
     arrays = [_c_array(x)] if dy is None else [_c_array(x), _c_array(check.gradient(np, dy, x))]
     return arrays + [_per_channel(check.kernel_vector(np, v, name, x.shape[1]))
                      for name, v in per_channel.items()]
+
+
+def _like_x(z, x, name):
+    """z, an array of x's shape and dtype (checked, naming it), aligned C-contiguous."""
+    if not (type(z) is np.ndarray and z.dtype == x.dtype and z.shape == x.shape):
+        check.not_foreign(np, z, name)
+        z = check.as_input(np, z, name)
+        if z.shape != x.shape:
+            raise ValueError(f"{name} must have the shape of x {x.shape}, got {z.shape}")
+        if z.dtype != x.dtype:
+            raise TypeError(f"{name} has dtype {z.dtype} but x has dtype {x.dtype}")
+    return _c_array(z)
 
 
 def _c_array(a, dtype=None):
