@@ -207,21 +207,22 @@ def batch_renorm(backend, x, gamma, beta, running_mean, running_std, *, training
                                **_saved_extra(sync, count, residual, activation))
 
 
-def _epilogue_gradient(backend, xp, dy, saved, y):
-    """(dy through the epilogue, dz or None, y for the kernels' mask or None): the kernels
-    mask dy with y themselves (a backend with ``epilogue``, in training, without a
-    residual), else dy is masked here once, and dz is that masked dy."""
+def through_epilogue(backend, xp, dy, saved, y):
+    """(dL/d(BN(x) + z), dz or None) from dy: dy masked by y after a relu, and dz, that
+    masked dy (a copy of dy without an activation), after a forward with a residual."""
     if saved.activation is None:
-        return dy, (xp.asarray(dy, copy=True) if saved.residual else None), None
-    if _with_epilogue(backend) and saved.training and not saved.residual:
-        return dy, None, y
+        return dy, (xp.asarray(dy, copy=True) if saved.residual else None)
     masked = relu_mask(backend, xp, dy, y)
-    return masked, (masked if saved.residual else None), None
+    return masked, (masked if saved.residual else None)
 
 
 def _backward(backend, dy, x, gamma, saved, sync, r=None, d=None, y=None):
     xp = array_namespace(backend, x)
-    dy, dz, mask = _epilogue_gradient(backend, xp, dy, saved, y)
+    if _with_epilogue(backend) and saved.activation is not None and saved.training \
+            and not saved.residual:
+        dz, mask = None, y   # the kernels mask dy with y as they read it
+    else:
+        (dy, dz), mask = through_epilogue(backend, xp, dy, saved, y), None
     x3, dy3 = canonical_view(xp, x, saved.axis), canonical_view(xp, dy, saved.axis)
     masked = {} if mask is None else {"y": canonical_view(xp, mask, saved.axis)}
     mean, invstd = saved.mean, saved.invstd

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from .. import _composed
 from .. import _validation as check
 from .._halves import grad_dtype
 from .._saved import BatchNormSaved, BatchRenormSaved
@@ -86,30 +87,35 @@ class _Arrangement:
 class CpuBackend:
     xp = np
     device = "cpu"
+    # the fused epilogue: in the pass that writes y; the backward masks dy with y in a
+    # pass of its own, which writes dz (see _interface)
+    epilogue = True
 
     # --- whole ops --------------------------------------------------------------------
 
     def batch_norm(self, x, gamma, beta, running_mean, running_var, *, training, momentum,
-                   eps, axis, convention):
+                   eps, axis, convention, residual=None, activation=None):
         return self._forward("bn_train" if training else "bn_eval", x, gamma, beta,
                              running_mean, running_var, axis, eps, momentum,
-                             unbiased=convention == "pytorch")
+                             unbiased=convention == "pytorch", residual=residual,
+                             activation=activation)
 
     def batch_renorm(self, x, gamma, beta, running_mean, running_std, *, training, rmax,
-                     dmax, momentum, eps, axis):
+                     dmax, momentum, eps, axis, residual=None, activation=None):
         return self._forward("brn_train" if training else "brn_eval", x, gamma, beta,
-                             running_mean, running_std, axis, eps, momentum, rmax=rmax, dmax=dmax)
+                             running_mean, running_std, axis, eps, momentum, rmax=rmax, dmax=dmax,
+                             residual=residual, activation=activation)
 
-    def batch_norm_backward(self, dy, x, saved, gamma):
-        return self._backward(dy, x, saved, gamma, None, None)
+    def batch_norm_backward(self, dy, x, saved, gamma, y=None):
+        return self._backward(dy, x, saved, gamma, None, None, y)
 
-    def batch_renorm_backward(self, dy, x, saved, gamma):
-        return self._backward(dy, x, saved, gamma, saved.r, saved.d)
+    def batch_renorm_backward(self, dy, x, saved, gamma, y=None):
+        return self._backward(dy, x, saved, gamma, saved.r, saved.d, y)
 
     def _forward(self, mode, x, gamma, beta, running_mean, running_spread, axis, eps,
-                 momentum, unbiased=True, rmax=1.0, dmax=0.0, residual=None, relu=False):
-        """The op; with the epilogue y = relu(y + residual) in the same pass (residual: None
-        or an array of x's shape and dtype, in any layout; relu or not)."""
+                 momentum, unbiased=True, rmax=1.0, dmax=0.0, residual=None, activation=None):
+        """The op; with the epilogue y = act(y + residual) in the same pass (residual: None
+        or an array of x's shape and dtype, in any layout)."""
         arrangement = _Arrangement(x, axis)
         x3 = arrangement.view(x)
         z3 = None if residual is None else arrangement.view(residual)
@@ -122,13 +128,21 @@ class CpuBackend:
         r, d = (stats[2], stats[3]) if len(stats) == 4 else (None, None)
         _cpu.forward(x3, y3, mode, gamma, beta, running_mean, running_spread, eps=eps,
                      momentum=momentum, rmax=rmax, dmax=dmax, unbiased=unbiased,
-                     mean=mean, invstd=invstd, r=r, d=d, residual=z3, relu=bool(relu))
+                     mean=mean, invstd=invstd, r=r, d=d, residual=z3,
+                     relu=activation == "relu")
         y = arrangement.restore(y3)
+        fused = {} if residual is None and activation is None else dict(
+            activation=activation, residual=residual is not None)
         if renorm:
-            return y, BatchRenormSaved(mean, invstd, r, d, training, axis, x.shape)
-        return y, BatchNormSaved(mean, invstd, training, axis, x.shape)
+            return y, BatchRenormSaved(mean, invstd, r, d, training, axis, x.shape, **fused)
+        return y, BatchNormSaved(mean, invstd, training, axis, x.shape, **fused)
 
-    def _backward(self, dy, x, saved, gamma, r, d):
+    def _backward(self, dy, x, saved, gamma, r, d, y=None):
+        dy, dz = _composed.through_epilogue(self, np, dy, saved, y)
+        grads = self._backward_plain(dy, x, saved, gamma, r, d)
+        return grads if dz is None else grads + (dz,)
+
+    def _backward_plain(self, dy, x, saved, gamma, r, d):
         arrangement = _Arrangement(x, saved.axis)
         x3, dy3 = arrangement.view(x), arrangement.view(dy)
         dx3 = _empty_like(x3)
@@ -168,25 +182,31 @@ class CpuBackend:
     def scale_shift(self, x, a, b, residual=None, activation=None):
         """y = a x + b per channel; then y + residual (an array like x) and relu
         (activation "relu"), in the same pass."""
-        if not (activation is None or (type(activation) is str and activation == "relu")):
-            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+        activation = check.activation(activation)
         x, a, b = _kernel_args(x, a=a, b=b)
-        z = None if residual is None else _like_x(residual, x, "residual")
+        z = None if residual is None else _c_array(check.like_x(np, residual, x, "residual"))
         y = _empty_like(x)
         _cpu.forward(x, y, "affine", a=a, b=b, residual=z, relu=activation == "relu")
         return y
 
-    def grad_stats(self, dy, x, mean):
+    def grad_stats(self, dy, x, mean, y=None):
         x, dy, mean = _kernel_args(x, dy, mean=mean)
+        dy = self._masked(dy, x, y)
         sum_dy, sum_dy_xmu = np.empty(x.shape[1]), np.empty(x.shape[1])
         _cpu.backward(dy, x, None, "grad_stats", mean=mean, sum_dy=sum_dy, sum_dy_xmu=sum_dy_xmu)
         return sum_dy, sum_dy_xmu
 
-    def grad_input(self, dy, x, p, q, s):
+    def grad_input(self, dy, x, p, q, s, y=None):
         x, dy, p, q, s = _kernel_args(x, dy, p=p, q=q, s=s)
+        dy = self._masked(dy, x, y)
         dx = _empty_like(x)
         _cpu.backward(dy, x, dx, "grad_input", p=p, q=q, s=s)
         return dx
+
+
+    def _masked(self, dy, x, y):
+        """A kernel's dy through relu at the forward's output y (None: dy as it is)."""
+        return dy if y is None else self.relu_mask(dy, _c_array(check.like_x(np, y, x, "y")))
 
 
 def _kernel_args(x, dy=None, **per_channel):
@@ -197,18 +217,6 @@ def _kernel_args(x, dy=None, **per_channel):
     arrays = [_c_array(x)] if dy is None else [_c_array(x), _c_array(check.gradient(np, dy, x))]
     return arrays + [_per_channel(check.kernel_vector(np, v, name, x.shape[1]))
                      for name, v in per_channel.items()]
-
-
-def _like_x(z, x, name):
-    """z, an array of x's shape and dtype (checked, naming it), aligned C-contiguous."""
-    if not (type(z) is np.ndarray and z.dtype == x.dtype and z.shape == x.shape):
-        check.not_foreign(np, z, name)
-        z = check.as_input(np, z, name)
-        if z.shape != x.shape:
-            raise ValueError(f"{name} must have the shape of x {x.shape}, got {z.shape}")
-        if z.dtype != x.dtype:
-            raise TypeError(f"{name} has dtype {z.dtype} but x has dtype {x.dtype}")
-    return _c_array(z)
 
 
 def _c_array(a, dtype=None):
