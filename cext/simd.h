@@ -110,14 +110,22 @@ NM_SIMD_SUMS(bf16, nm_half)
                                                 const float *fast, int stream);              \
     void nm_epilogue_simd_##suffix(const nm_half *t, const nm_half *z, nm_half *y,           \
                                    ptrdiff_t n, int relu, int stream);                      \
+    void nm_plane_apply_epilogue_simd_##suffix(const nm_half *x, const nm_half *z, nm_half *y, \
+                                               ptrdiff_t n, double hi, double a, double b,  \
+                                               const float *fast, int relu, int stream);    \
+    void nm_rows_apply_epilogue_simd_##suffix(const nm_half *x, const nm_half *z, nm_half *y, \
+                                              ptrdiff_t C, ptrdiff_t ld, ptrdiff_t nrows,    \
+                                              const double *hi, const double *a,            \
+                                              const double *b, const float *fast,           \
+                                              ptrdiff_t stride, int relu, int stream);      \
     void nm_plane_sums_epilogue_simd_##suffix(const nm_half *x, double centre, double *su,  \
                                               double *sv, const nm_half *xm,                \
                                               const nm_half *z, nm_half *y, ptrdiff_t n,    \
                                               const double *coef, const float *fast,        \
                                               int relu, int stream);
 /* The forward's epilogue (normops.h: residual, relu; channel.inc NM_SUF(epilogue)) on
- * the halves: y = act(t + z) over n values (z NULL: act(t)), and the pipelined forward's
- * sums and map with it (y = act(map(xm) + z)). The sum is taken in float32 and rounded to
+ * the halves: y = act(t + z) over n values (z NULL: act(t)), and the maps above and the
+ * pipelined forward's sums and map with it (y = act(map(x) + z)). The sum is taken in float32 and rounded to
  * the half dtype to nearest even: float32's 24 bits are at least twice the half dtype's
  * 11 (8) plus 2, so rounding the sum of two halves first to float32 and then to the half
  * dtype gives the one rounding of the exact sum (as the portable loop's double sum does,
