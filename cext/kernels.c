@@ -21,9 +21,13 @@
 /* Channels whose per-channel math (and, on the rows path, whose merge of the chunk
  * partials) runs as one loop: enough for the vector units, few enough for the stack. */
 #define NM_CHANNEL_BLOCK 64
-/* Values of a piece of the forward's epilogue (channel.inc): the map's scratch, on each
- * thread's stack, 4 KB of float32 that stay in L1 beside the lines of x, z and y in
- * flight. A multiple of 16, so that the pieces of a streamed run start on cache lines. */
+/* Values of a piece of the forward's epilogue where it goes through a scratch (rows.inc
+ * chunk_apply_epilogue): on each thread's stack, in L1 beside the lines of x, z and y in
+ * flight. Fewer pay more calls per value, more gained nothing (bfloat16 eval forward
+ * with a residual and relu, 1 thread, ms on NC-8192x2048 / NHWC-32x56x56x64 /
+ * NCHW-32x64x56x56: pieces of 256 values 15.0 / 5.6 / 5.7, of 1024 14.1 / 5.5 / 5.3, of
+ * 4096 13.8 / 5.9 / 5.0). A multiple of 16, so that the pieces of a streamed run start
+ * on cache lines. */
 #define NM_PIECE 1024
 /* Values of a work item of nm_relu_mask_*: the pieces the team shares out in order */
 #define NM_MASK_PIECE 16384
@@ -397,6 +401,7 @@ static void fast_grad_coef(float *out, ptrdiff_t stride, double hi, double p, do
 #define NM_SIMD NM_SIMD_BUILD
 #define NM_SIMD_HALF 0
 #define NM_SIMD_F32 1
+#define NM_EPILOGUE_SCRATCH 0
 /* float32: 2^100 leaves 2^27 of headroom below FLT_MAX for a map's products with values of
  * the channel's spread and for their sums (dy near FLT_MAX and correlated with x can still
  * overflow p dy and q (x - m) on their own: left alone); from 2^-120 a coefficient has all its digits (denormals start at 2^-126), and a
@@ -425,6 +430,7 @@ static void fast_grad_coef(float *out, ptrdiff_t stride, double hi, double p, do
 #define NM_SIMD 0
 #define NM_SIMD_HALF 0
 #define NM_SIMD_F32 0
+#define NM_EPILOGUE_SCRATCH 0
 #define NM_MAP_RANGE 0x1p900
 #define NM_MAP_TINY 0x1p-1000
 #define NM_NEGATIVE(v) ((v) < 0.0)
@@ -442,9 +448,20 @@ static void fast_grad_coef(float *out, ptrdiff_t stride, double hi, double p, do
 #define NM_SUF(name) name##_f16
 #define NM_LD(v) ((double)nm_f16_to_f32(v))
 #define NM_ST(v) nm_f64_to_f16(v)
+#define NM_EPILOGUE_SCRATCH 0
 #include "half_instance.inc"
 
 #define NM_SUF(name) name##_bf16
 #define NM_LD(v) ((double)nm_bf16_to_f32(v))
 #define NM_ST(v) nm_f64_to_bf16(v)
+/* bfloat16's AVX2 maps take the forward's epilogue through the scratch (rows.inc
+ * chunk_apply_epilogue), and its training forward with one leaves the pipelined planes
+ * path (planes.inc pipeline_ranges) for the other schedule, which has it so: its rounding
+ * by integer operations, twice in one loop with the map, ran out of registers (1 thread,
+ * 16.8M values, eval forward in ms: the map alone 8.9; with a residual 13.8 through the
+ * scratch, 16.1 in one loop; float16, whose roundings are single instructions, 7.7 in
+ * one loop against 8.8; training forward on NCHW-32x64x56x56 with a residual and relu,
+ * in times the plain one and a read of z: pipelined 1.32 to 1.38, the other schedule
+ * 1.09 to 1.20) */
+#define NM_EPILOGUE_SCRATCH 1
 #include "half_instance.inc"

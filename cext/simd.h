@@ -110,19 +110,29 @@ NM_SIMD_SUMS(bf16, nm_half)
                                                 const float *fast, int stream);              \
     void nm_epilogue_simd_##suffix(const nm_half *t, const nm_half *z, nm_half *y,           \
                                    ptrdiff_t n, int relu, int stream);                      \
+    void nm_plane_apply_epilogue_simd_##suffix(const nm_half *x, const nm_half *z, nm_half *y, \
+                                               ptrdiff_t n, double hi, double a, double b,  \
+                                               const float *fast, int relu, int stream);    \
+    void nm_rows_apply_epilogue_simd_##suffix(const nm_half *x, const nm_half *z, nm_half *y, \
+                                              ptrdiff_t C, ptrdiff_t ld, ptrdiff_t nrows,    \
+                                              const double *hi, const double *a,            \
+                                              const double *b, const float *fast,           \
+                                              ptrdiff_t stride, int relu, int stream);      \
     void nm_plane_sums_epilogue_simd_##suffix(const nm_half *x, double centre, double *su,  \
                                               double *sv, const nm_half *xm,                \
                                               const nm_half *z, nm_half *y, ptrdiff_t n,    \
                                               const double *coef, const float *fast,        \
                                               int relu, int stream);
 /* The forward's epilogue (normops.h: residual, relu; channel.inc NM_SUF(epilogue)) on
- * the halves: y = act(t + z) over n values (z NULL: act(t)), and the pipelined forward's
- * sums and map with it (y = act(map(xm) + z)). The sum is taken in float32 and rounded to
- * the half dtype to nearest even: float32's 24 bits are at least twice the half dtype's
- * 11 (8) plus 2, so rounding the sum of two halves first to float32 and then to the half
- * dtype gives the one rounding of the exact sum (as the portable loop's double sum does,
- * and NumPy's half add, which takes the same float32 steps). act works on the bits: below
- * zero is a sign bit with a magnitude from 1 up to infinity's (NM_HALF_NEG_INF). */
+ * the halves: y = act(t + z) over n values (z NULL: act(t)), and the maps above and the
+ * pipelined forward's sums and map with it (y = act(map(x) + z)). The sum is taken in
+ * float32 and rounded to the half dtype to nearest even: float32's 24 bits are at least
+ * twice the half dtype's 11 (8) plus 2, so rounding the sum of two halves first to
+ * float32 and then to the half dtype gives the one rounding of the exact sum (as the
+ * portable loop's double sum does, and NumPy's half add, which takes the same float32
+ * steps). act on t alone works on the bits, below zero being a sign bit with a magnitude
+ * from 1 up to infinity's (NM_HALF_NEG_INF); on a sum, on the float32 sum
+ * (simd_half.inc epilogue8). */
 #define NM_HALF_NEG_INF_f16 0xfc00
 #define NM_HALF_NEG_INF_bf16 0xff80
 
@@ -206,14 +216,15 @@ void nm_rows_apply_epilogue_f32_stream(const float *x, const float *z, float *y,
                                        ptrdiff_t ld, ptrdiff_t nrows, const float *hi,
                                        const float *lo, const float *a, const float *b,
                                        int relu);
+void nm_plane_sums_epilogue_f32(const float *x, double centre, double *su, double *sv,
+                                const float *xm, const float *z, float *y, ptrdiff_t n,
+                                const float *coef, int relu, int stream);
+
 /* The backward of the epilogue's ReLU (nm_relu_mask_*), streamed: out = (y <= 0) ? +0 : dy
  * over n values, whole cache lines from one on (the halves by their bits, as
  * half_instance.inc NM_NOT_POSITIVE) */
 void nm_relu_mask_stream_f32(const float *dy, const float *y, float *out, ptrdiff_t n);
 void nm_relu_mask_stream_f16(const nm_half *dy, const nm_half *y, nm_half *out, ptrdiff_t n);
 void nm_relu_mask_stream_bf16(const nm_half *dy, const nm_half *y, nm_half *out, ptrdiff_t n);
-void nm_plane_sums_epilogue_f32(const float *x, double centre, double *su, double *sv,
-                                const float *xm, const float *z, float *y, ptrdiff_t n,
-                                const float *coef, int relu, int stream);
 
 #endif
