@@ -36,17 +36,6 @@
 #else
 #define NM_ALIGNED
 #endif
-/* CALL(z, relu) for the three epilogues (z and relu, z alone, relu alone), each with its
- * arguments known (calls of always-inline loops: a loop of its own each); z of NM_T */
-#define NM_EPILOGUE_CASES(z, relu, CALL)                                                   \
-    do {                                                                                   \
-        if ((z) && (relu))                                                                 \
-            CALL(z, 1);                                                                    \
-        else if (z)                                                                        \
-            CALL(z, 0);                                                                    \
-        else                                                                               \
-            CALL((const NM_T *)NULL, 1);                                                   \
-    } while (0)
 /* The lane loops vectorize across the lanes (no reassociation), so the summation order
  * is the same in every build. */
 #define NM_VECTOR NM_PRAGMA(omp simd)

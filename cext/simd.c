@@ -290,18 +290,6 @@ NM_AVX2 static inline __m128 f32_odd(__m256d d)
     return f;
 }
 
-/* the three epilogues (with z and relu, z alone, relu alone) of CALL(z, relu), z of
- * elements T */
-#define NM_EPILOGUES(T, z, relu, CALL)                                                     \
-    do {                                                                                   \
-        if ((z) && (relu))                                                                 \
-            CALL(z, 1);                                                                    \
-        else if (z)                                                                        \
-            CALL(z, 0);                                                                    \
-        else                                                                               \
-            CALL((const T *)NULL, 1);                                                      \
-    } while (0)
-
 #define nm_to_f32_f16 nm_f16_to_f32
 #define nm_to_f32_bf16 nm_bf16_to_f32
 #define nm_from_f64_f16 nm_f64_to_f16
@@ -547,7 +535,6 @@ NM_AVX2 void nm_plane_grad_sums_apply_f32(const float *dy, const float *x, doubl
 #undef NM_LD
 #undef NM_SET
 #undef NM_STREAM_RUN
-#undef NM_EPILOGUES
 
 #else /* no AVX2 build: the portable loops do everything */
 

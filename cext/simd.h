@@ -227,4 +227,17 @@ void nm_relu_mask_stream_f32(const float *dy, const float *y, float *out, ptrdif
 void nm_relu_mask_stream_f16(const nm_half *dy, const nm_half *y, nm_half *out, ptrdiff_t n);
 void nm_relu_mask_stream_bf16(const nm_half *dy, const nm_half *y, nm_half *out, ptrdiff_t n);
 
+/* CALL(z, relu) for the three epilogues (with z and relu, z alone, relu alone), each
+ * with its arguments known (calls of always-inline loops: a loop of its own each); z
+ * of elements T */
+#define NM_EPILOGUES(T, z, relu, CALL)                                                     \
+    do {                                                                                   \
+        if ((z) && (relu))                                                                 \
+            CALL(z, 1);                                                                    \
+        else if (z)                                                                        \
+            CALL(z, 0);                                                                    \
+        else                                                                               \
+            CALL((const T *)NULL, 1);                                                      \
+    } while (0)
+
 #endif

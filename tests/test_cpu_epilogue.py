@@ -366,7 +366,7 @@ def test_large_ops_stream_and_keep_the_bits():
             y0, saved0 = CPU._forward(mode, x3, None, None, *map(np.copy, stats), 1, 1e-5, 0.1)
             before = _cpu.streamed_ops()
             y, saved = CPU._forward(mode, x3, None, None, *map(np.copy, stats), 1, 1e-5, 0.1,
-                                    residual=z, relu=True)
+                                    residual=z, activation="relu")
             assert _cpu.streamed_ops() == before + 1
             assert_same(y, unfused(y0, z, True), y0, z, f"{shape} {mode}")
             assert saved.mean.tobytes() == saved0.mean.tobytes()
@@ -393,12 +393,12 @@ def test_the_backend_forward_takes_the_residual_in_any_layout(dtype, layouts):
         z = np.repeat(z, 2, axis=0)[::2]
     for relu in (False, True):
         y, saved = CPU._forward("bn_train", x, None, None, None, None, 1, 1e-5, 0.1,
-                                residual=z, relu=relu)
+                                residual=z, activation="relu" if relu else None)
         assert y.shape == x.shape and y.strides == y_plain.strides
         assert_same(y, unfused(y_plain, z, relu), y_plain, z, layouts)
     stats_dtype = np.float32 if dtype.itemsize == 2 else dtype
     y, _ = CPU._forward("brn_eval", x, None, None, np.zeros(x.shape[1], stats_dtype),
-                        np.ones(x.shape[1], stats_dtype), 1, 1e-5, 0.1, relu=True)
+                        np.ones(x.shape[1], stats_dtype), 1, 1e-5, 0.1, activation="relu")
     assert y.strides == y_plain.strides
 
 
@@ -442,7 +442,7 @@ def test_plain_ops_after_fused_ones_have_no_epilogue():
                                np.ones(4, np.float32), 1, 1e-5, 0.1)
     for _ in range(3):
         CPU._forward("bn_eval", x, None, None, np.zeros(4, np.float32),
-                     np.ones(4, np.float32), 1, 1e-5, 0.1, residual=z, relu=True)
+                     np.ones(4, np.float32), 1, 1e-5, 0.1, residual=z, activation="relu")
         y, _ = normops.batch_norm(x, None, None, np.zeros(4, np.float32), np.ones(4, np.float32),
                                   training=False, backend="cpu")
         assert y.tobytes() == expected.tobytes()
