@@ -31,8 +31,8 @@ class Spy(CpuBackend):
 
 
 def _spying(name):
-    def plain(self, *args):
-        result = getattr(super(Spy, self), name)(*args)
+    def plain(self, *args, **epilogue):
+        result = getattr(super(Spy, self), name)(*args, **epilogue)
         self.took.append(result is not None)
         return result
     return plain
@@ -490,12 +490,12 @@ def forward_then(make, training=True, brn_options=None, **change):
     return made
 
 
-def bn_backward(backend, dy, x, saved, gamma, axis=None):
-    return normops.batch_norm_backward(dy, x, saved, gamma, axis=axis, backend=backend)
+def bn_backward(backend, dy, x, saved, gamma, axis=None, **y):
+    return normops.batch_norm_backward(dy, x, saved, gamma, axis=axis, backend=backend, **y)
 
 
-def brn_backward(backend, dy, x, saved, gamma, axis=None):
-    return normops.batch_renorm_backward(dy, x, saved, gamma, axis=axis, backend=backend)
+def brn_backward(backend, dy, x, saved, gamma, axis=None, **y):
+    return normops.batch_renorm_backward(dy, x, saved, gamma, axis=axis, backend=backend, **y)
 
 
 @pytest.mark.parametrize("training", TRAINING)
@@ -656,3 +656,112 @@ def test_layer_steps_agree():
         for i, (a, b) in enumerate(zip(*outputs)):
             _same_array(a, b, f"step output {i}")
     assert SPY.took and all(SPY.took)
+
+
+# --- the fused epilogue (residual, relu) ------------------------------------------------
+
+def like_x(args, seed=2):
+    """An array of x's values' shape and dtype laid out as x (C order or channels-last)."""
+    x = args["x"]
+    z = values(x.shape, x.dtype, seed)
+    return np.moveaxis(np.ascontiguousarray(np.moveaxis(z, 1, -1)), -1, 1) \
+        if not x.flags.c_contiguous else z
+
+
+EPILOGUES = {"residual and relu": (True, "relu"), "relu alone": (False, "relu"),
+             "residual alone": (True, None)}
+
+
+def fused(make, with_residual, residual=like_x):
+    """``make``'s BN arguments with a residual (made by ``residual`` from them)."""
+    return case(x=lambda: make()["x"], **{k: v for k, v in make().items() if k != "x"},
+                **({"residual": residual} if with_residual else {}))
+
+
+@pytest.mark.parametrize("training", TRAINING)
+@pytest.mark.parametrize("epilogue", EPILOGUES)
+@pytest.mark.parametrize("name", ["NC float32", "NC float64", "NCHW, rows", "NCHW, planes",
+                                  "NCHW channels-last", "NHWC (last axis)", "no gamma, beta",
+                                  "strided running statistics"])
+def test_plain_fused_ops_are_the_general_ones(name, epilogue, training):
+    with_residual, activation = EPILOGUES[epilogue]
+    make = fused(PLAIN_FORWARD[name], with_residual)
+    both_paths(make, lambda be, **a: bn(be, training=training, activation=activation, **a),
+               plain=True)
+    both_paths(renorm(make), lambda be, **a: brn(be, training=training, rmax=1.5, dmax=0.5,
+                                                 activation=activation, **a), plain=True)
+
+    def backward_args():
+        args = make()
+        y, saved = bn("plain-off", training=training, activation=activation, **args)
+        x = args["x"]
+        return dict(dy=like_x(args, seed=3), x=x, saved=saved, gamma=args.get("gamma"), y=y)
+    result = both_paths(backward_args, bn_backward, plain=True)
+    assert len(result) == (4 if with_residual else 3)
+
+
+FUSED_MISSES = {
+    "residual in another layout than x": case((2, 3, 5, 5), residual=lambda a: np.asfortranarray(
+        values((2, 3, 5, 5), seed=2))),
+    "residual reversed": case(residual=lambda a: values((4, 8), seed=2)[::-1]),
+    "residual a list": case(residual=lambda a: values((4, 8), seed=2).tolist()),
+    "residual float64 with float32 x": case(residual=lambda a: values((4, 8), np.float64)),
+    "residual of another shape": case(residual=lambda a: values((4, 9))),
+    "residual byte-swapped": case(residual=lambda a: byte_swapped(values((4, 8), seed=2))),
+    "residual unaligned": case(residual=lambda a: unaligned(values((4, 8), seed=2))),
+    "residual sharing memory with running_mean": case(
+        residual=lambda a: np.zeros(40, np.float32)[:32].reshape(4, 8),
+        running_mean=lambda a: a["residual"].base[28:36]),
+    "residual holding running_var": case(
+        running_var=lambda a: np.ones(32, np.float32)[8:16],
+        residual=lambda a: a["running_var"].base.reshape(4, 8)),
+}
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "ReLU", 1, np.str_("relu")])
+@pytest.mark.parametrize("training", TRAINING)
+@pytest.mark.parametrize("name", FUSED_MISSES)
+def test_fused_near_misses_take_the_general_path(name, training, activation):
+    # a residual that overlaps a running statistic is an error only where they are written
+    overlaps = name in ("residual sharing memory with running_mean", "residual holding running_var")
+    plain = overlaps and not training and (activation is None or type(activation) is str
+                                           and activation == "relu")
+    both_paths(FUSED_MISSES[name], lambda be, **a: bn(be, training=training,
+                                                      activation=activation, **a), plain=plain)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "ReLU", 0, np.str_("relu")])
+def test_activations_other_than_none_and_relu_take_the_general_path(activation):
+    both_paths(case(), lambda be, **a: bn(be, activation=activation, **a), plain=False)
+
+
+def _fused_backward(activation, with_residual, **change):
+    def made():
+        args = case((2, 3, 4, 4))()
+        if with_residual:
+            args["residual"] = values((2, 3, 4, 4), seed=2)
+        y, saved = bn("plain-off", training=True, activation=activation, **args)
+        out = dict(dy=values((2, 3, 4, 4), seed=3), x=args["x"], saved=saved,
+                   gamma=args["gamma"], y=y)
+        for key, value in change.items():
+            out[key] = value(out)
+        return out
+    return made
+
+
+@pytest.mark.parametrize("name, activation, with_residual, change", [
+    ("no y after relu", "relu", True, dict(y=lambda a: None)),
+    ("y in Fortran order", "relu", False, dict(y=lambda a: np.asfortranarray(a["y"]))),
+    ("y a list", "relu", True, dict(y=lambda a: a["y"].tolist())),
+    ("y of another dtype", "relu", True, dict(y=lambda a: a["y"].astype(np.float64))),
+    ("y of another shape", "relu", False, dict(y=lambda a: a["y"][:1])),
+    ("y without an activation, in another layout", None, True,
+     dict(y=lambda a: np.asfortranarray(a["y"]))),
+    ("dy reversed", "relu", True, dict(dy=lambda a: a["dy"][::-1])),
+    ("saved.activation unknown", "relu", True,
+     dict(saved=lambda a: _saved_with(activation="gelu")(a))),
+    ("saved.residual not a bool", "relu", True,
+     dict(saved=lambda a: _saved_with(residual=1)(a))),
+])
+def test_fused_backward_near_misses_take_the_general_path(name, activation, with_residual, change):
+    both_paths(_fused_backward(activation, with_residual, **change), bn_backward, plain=False)

@@ -19,11 +19,14 @@ def _bridge(backend, x):
     return None if bridge is None else bridge(x)
 
 
-def _plain(backend, name, *args):
+def _plain(backend, name, *args, **epilogue):
     """The result of the backend's plain op ``name`` on a call's arguments, or None (the
-    backend has no such op, or the arguments are not plain)."""
+    backend has no such op, or the arguments are not plain, or they ask for the fused
+    ``epilogue`` of a backend whose ops do not take it)."""
     plain = getattr(backend, name, None)
-    return None if plain is None else plain(*args)
+    if plain is None or (epilogue and not getattr(backend, "epilogue", False)):
+        return None
+    return plain(*args, **epilogue)
 
 
 def _op(backend, name, sync, epilogue=False):
@@ -70,9 +73,10 @@ def batch_norm(x, gamma=None, beta=None, running_mean=None, running_var=None, *,
 
     Returns ``(y, saved)``: y has x's shape and dtype; saved feeds batch_norm_backward.
     """
-    if comm is None and residual is None and activation is None:
+    if comm is None:
         result = _plain(backend_for(x, backend), "plain_batch_norm", x, gamma, beta,
-                        running_mean, running_var, training, momentum, eps, axis, convention)
+                        running_mean, running_var, training, momentum, eps, axis, convention,
+                        **_epilogue(residual, activation))
         if result is not None:
             return result
     with distributed.step(comm, "batch_norm") as sync:
@@ -114,9 +118,10 @@ def batch_renorm(x, gamma, beta, running_mean, running_std, *, training=True, rm
     ``comm``: as for batch_norm; r and d then come from the global statistics.
     ``residual`` and ``activation``: the fused epilogue, as for batch_norm.
     """
-    if comm is None and residual is None and activation is None:
+    if comm is None:
         result = _plain(backend_for(x, backend), "plain_batch_renorm", x, gamma, beta,
-                        running_mean, running_std, training, rmax, dmax, momentum, eps, axis)
+                        running_mean, running_std, training, rmax, dmax, momentum, eps, axis,
+                        **_epilogue(residual, activation))
         if result is not None:
             return result
     with distributed.step(comm, "batch_renorm") as sync:
@@ -167,16 +172,19 @@ def _backward(op, saved_type, forward_name, dy, x, saved, gamma, axis, y, backen
                             backend)
 
 
-def _fused(saved):
-    """Whether ``saved`` (not checked yet) may come from a fused forward: then the plain
-    op, which knows no epilogue, must not take the call."""
-    return getattr(saved, "activation", None) is not None or getattr(saved, "residual", False) is not False
+def _fused(saved, y):
+    """The plain backward's epilogue argument: none for a call that gives no y after a
+    forward (``saved``, not checked yet) without a fused epilogue."""
+    if y is None and getattr(saved, "activation", None) is None \
+            and getattr(saved, "residual", False) is False:
+        return {}
+    return {"y": y}
 
 
 def _backward_on(sync, op, saved_type, forward_name, dy, x, saved, gamma, axis, y, backend):
     be = backend_for(x, backend)
-    if sync is None and y is None and not _fused(saved):
-        result = _plain(be, f"plain_{op.__name__}", dy, x, saved, gamma, axis)
+    if sync is None:
+        result = _plain(be, f"plain_{op.__name__}", dy, x, saved, gamma, axis, **_fused(saved, y))
         if result is not None:
             return result
     bridge = _bridge(be, x)

@@ -7,6 +7,7 @@ the per-channel arrays of half data may be float32 or the data's dtype."""
 cimport numpy as cnp
 from libc.float cimport DBL_MAX
 from libc.math cimport INFINITY
+from libc.string cimport memcpy
 
 from normops._saved import BatchNormSaved, BatchRenormSaved
 
@@ -401,7 +402,16 @@ def relu_mask(cnp.ndarray dy not None, cnp.ndarray y not None, cnp.ndarray out n
         raise ValueError("normops._cpu: out is read-only")
     if n > 0 and not (_apart(_extent(out), _extent(dy)) and _apart(_extent(out), _extent(y))):
         raise ValueError("normops._cpu: out must not overlap dy or y")
-    g, v, o = cnp.PyArray_DATA(dy), cnp.PyArray_DATA(y), cnp.PyArray_DATA(out)
+    _mask(kind, n, cnp.PyArray_DATA(dy), cnp.PyArray_DATA(y), cnp.PyArray_DATA(out))
+
+
+cdef void _copy(void *to, const void *source, size_t nbytes):
+    with nogil:
+        memcpy(to, source, nbytes)
+
+
+cdef void _mask(nm_dtype kind, Py_ssize_t n, const void *g, const void *v, void *o):
+    """relu_mask's kernel on n contiguous values, without the GIL."""
     with nogil:
         if kind == NM_F32:
             nm_relu_mask_f32(n, <const float *>g, <const float *>v, <float *>o)
@@ -573,17 +583,42 @@ cdef bint _apart(_span a, _span b):
     return a.hi <= b.lo or b.hi <= a.lo
 
 
-cdef bint _written_apart(object first, object second, object x, object gamma, object beta):
+cdef bint _written_apart(object first, object second, object x, object gamma, object beta,
+                         object residual):
     """no_overlap: the running statistics ``first`` and ``second`` (arrays, written)
-    each lie apart in memory from the other and from x, gamma and beta."""
+    each lie apart in memory from the other and from x, gamma, beta and the residual."""
     cdef _span one = _extent(<cnp.ndarray>first), two = _extent(<cnp.ndarray>second), other
     if not _apart(one, two):
         return False
-    for arr in (x, gamma, beta):
+    for arr in (x, gamma, beta, residual):
         if arr is not None:
             other = _extent(<cnp.ndarray>arr)
             if not (_apart(one, other) and _apart(two, other)):
                 return False
+    return True
+
+
+cdef bint _laid_out_as_x(object v, cnp.ndarray x, _plain_x *p):
+    """like_x, and x's memory layout (so that the kernels take both views alike): an exact
+    numpy.ndarray of x's dtype and shape in native byte order, aligned, C-contiguous or
+    channels-last as x is (dy; the residual z; the forward's y)."""
+    cdef cnp.ndarray a
+    if type(v) is not cnp.ndarray:
+        return False
+    a = <cnp.ndarray>v
+    return (cnp.PyArray_TYPE(a) == p.typenum and cnp.PyArray_ISNOTSWAPPED(a)
+            and cnp.PyArray_ISALIGNED(a) and cnp.PyArray_SAMESHAPE(a, x)
+            and (_channels_last(a, p.axis) if p.moved else cnp.PyArray_IS_C_CONTIGUOUS(a)))
+
+
+cdef bint _relu(object activation, bint *out):
+    """activation: None, or the exact str "relu"."""
+    if activation is None:
+        out[0] = False
+    elif type(activation) is str and activation == "relu":
+        out[0] = True
+    else:
+        return False
     return True
 
 
@@ -655,11 +690,13 @@ cdef object _rows(Py_ssize_t count, Py_ssize_t n, int typenum):
 
 cdef object _plain_forward(object x, object gamma, object beta, object first, object second,
                            object training, object momentum, object eps, object axis,
-                           bint renorm, bint unbiased, double rmax, double dmax):
-    """forward_args (and positive_stats) on BN's or BRN's arguments, then the op."""
+                           bint renorm, bint unbiased, double rmax, double dmax,
+                           object residual, object activation):
+    """forward_args (and positive_stats) on BN's or BRN's arguments, then the op (with the
+    epilogue, for a residual laid out as x)."""
     cdef _plain_x p
     cdef nm_forward_args A
-    cdef bint train
+    cdef bint train, relu = False
     cdef Py_ssize_t C, itemsize
     cdef cnp.ndarray xa
     cdef list keep = []
@@ -667,8 +704,10 @@ cdef object _plain_forward(object x, object gamma, object beta, object first, ob
         train = training is True
     else:
         return None
-    if not (_plain_input(x, axis, &p) and _float_in(momentum, 0.0, 1.0, False)
-            and _float_in(eps, 0.0, DBL_MAX, True)):
+    if not (_relu(activation, &relu) and _plain_input(x, axis, &p)
+            and _float_in(momentum, 0.0, 1.0, False) and _float_in(eps, 0.0, DBL_MAX, True)):
+        return None
+    if residual is not None and not _laid_out_as_x(residual, <cnp.ndarray>x, &p):
         return None
     C = p.sh.channels
     if not (_optional_vector(gamma, p.typenum, C) and _optional_vector(beta, p.typenum, C)):
@@ -678,7 +717,7 @@ cdef object _plain_forward(object x, object gamma, object beta, object first, ob
             return None
     elif not (_plain_vector(first, p.typenum, C, train)
               and _plain_vector(second, p.typenum, C, train)
-              and (not train or _written_apart(first, second, x, gamma, beta))
+              and (not train or _written_apart(first, second, x, gamma, beta, residual))
               and (train and not renorm or _none_below(second, not renorm))):
         return None
     if train and p.sh.outer * p.sh.inner == 1:   # training_batch
@@ -699,20 +738,24 @@ cdef object _plain_forward(object x, object gamma, object beta, object first, ob
     A.running_spread = _vec(second, xa, C, train, "running_spread", keep)
     A.eps, A.momentum, A.rmax, A.dmax, A.unbiased = eps, momentum, rmax, dmax, unbiased
     A.a_in = A.b_in = A.m2 = A.r = A.d = NULL
-    A.residual, A.relu = NULL, 0   # no epilogue
+    A.residual = NULL if residual is None else cnp.PyArray_DATA(<cnp.ndarray>residual)
+    A.relu = relu
     A.mean = _f64(stats[0], C, True, "mean", keep)
     A.invstd = _f64(stats[1], C, True, "invstd", keep)
     if len(stats) == 4:
         A.r, A.d = _f64(stats[2], C, True, "r", keep), _f64(stats[3], C, True, "d", keep)
     _run_forward(_kind(xa), p.sh, cnp.PyArray_DATA(xa), cnp.PyArray_DATA(<cnp.ndarray>y), &A)
+    with_residual = residual is not None
     if not renorm:
-        return y, BatchNormSaved(stats[0], stats[1], train, p.axis, x.shape)
+        return y, BatchNormSaved(stats[0], stats[1], train, p.axis, x.shape,
+                                 activation=activation, residual=with_residual)
     r, d = (stats[2], stats[3]) if train else (None, None)
-    return y, BatchRenormSaved(stats[0], stats[1], r, d, train, p.axis, x.shape)
+    return y, BatchRenormSaved(stats[0], stats[1], r, d, train, p.axis, x.shape,
+                               activation=activation, residual=with_residual)
 
 
 def plain_batch_norm(x, gamma, beta, running_mean, running_var, training, momentum, eps, axis,
-                     convention):
+                     convention, residual=None, activation=None):
     """normops.batch_norm on plain arguments: None, or ``(y, saved)``, the running
     statistics updated when training."""
     cdef bint unbiased
@@ -725,16 +768,16 @@ def plain_batch_norm(x, gamma, beta, running_mean, running_var, training, moment
     else:
         return None
     return _plain_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
-                          axis, False, unbiased, 1.0, 0.0)
+                          axis, False, unbiased, 1.0, 0.0, residual, activation)
 
 
 def plain_batch_renorm(x, gamma, beta, running_mean, running_std, training, rmax, dmax,
-                       momentum, eps, axis):
+                       momentum, eps, axis, residual=None, activation=None):
     """normops.batch_renorm on plain arguments: None, or ``(y, saved)``."""
     if not (_float_in(rmax, 1.0, INFINITY, False) and _float_in(dmax, 0.0, INFINITY, False)):
         return None
     return _plain_forward(x, gamma, beta, running_mean, running_std, training, momentum, eps,
-                          axis, True, True, rmax, dmax)
+                          axis, True, True, rmax, dmax, residual, activation)
 
 
 cdef bint _plain_saved_array(object v, Py_ssize_t channels):
@@ -761,36 +804,45 @@ cdef bint _same_shape(object shape, cnp.ndarray x):
     return True
 
 
-def plain_batch_norm_backward(dy, x, saved, gamma, axis):
-    """normops.batch_norm_backward on plain arguments: None, or ``(dx, dgamma, dbeta)``."""
+def plain_batch_norm_backward(dy, x, saved, gamma, axis, y=None):
+    """normops.batch_norm_backward on plain arguments: None, or ``(dx, dgamma, dbeta)``
+    (and dz after a forward with a residual)."""
     if type(saved) is not BatchNormSaved:
         return None
-    return _plain_backward(dy, x, saved, gamma, axis, False)
+    return _plain_backward(dy, x, saved, gamma, axis, False, y)
 
 
-def plain_batch_renorm_backward(dy, x, saved, gamma, axis):
-    """normops.batch_renorm_backward on plain arguments: None, or ``(dx, dgamma, dbeta)``."""
+def plain_batch_renorm_backward(dy, x, saved, gamma, axis, y=None):
+    """normops.batch_renorm_backward on plain arguments: None, or ``(dx, dgamma, dbeta)``
+    (and dz after a forward with a residual)."""
     if type(saved) is not BatchRenormSaved:
         return None
-    return _plain_backward(dy, x, saved, gamma, axis, True)
+    return _plain_backward(dy, x, saved, gamma, axis, True, y)
 
 
 cdef object _plain_backward(object dy, object x, object saved, object gamma, object axis,
-                            bint renorm):
+                            bint renorm, object y):
     """saved_state (``saved`` a BatchNormSaved, or a BatchRenormSaved with ``renorm``:
     the forward's, without a communicator; a BatchRenormSaved holds r and d in training
-    and neither in eval mode), gradient and per_channel, then the op."""
+    and neither in eval mode), gradient, forward_output and per_channel, then the op:
+    after a forward with relu, dy masked by y (laid out as x) first; dz, that masked dy
+    (a copy of dy without relu), after a forward with a residual."""
     cdef _plain_x p
     cdef nm_backward_args A
     cdef Py_ssize_t C, itemsize, given
     cdef cnp.ndarray xa, dya
     cdef nm_dtype kind
+    cdef bint relu = False
     cdef list keep = []
     try:
         training, saved_axis, shape, comm = saved.training, saved.axis, saved.shape, saved.comm
         mean, invstd = saved.mean, saved.invstd
         r, d = (saved.r, saved.d) if renorm else (None, None)
+        activation, with_residual = saved.activation, saved.residual
     except AttributeError:   # a state without its fields: the general path says so
+        return None
+    if not (_relu(activation, &relu) and (with_residual is True or with_residual is False)
+            and (y is not None or not relu)):
         return None
     if (comm is not None or not (training is True or training is False)
             or type(saved_axis) is not int or saved_axis < 0
@@ -809,13 +861,23 @@ cdef object _plain_backward(object dy, object x, object saved, object gamma, obj
     if type(dy) is not cnp.ndarray:   # gradient: x's shape and dtype, and here its layout
         return None
     dya = <cnp.ndarray>dy
-    if (cnp.PyArray_TYPE(dya) != p.typenum or not cnp.PyArray_ISNOTSWAPPED(dya)
-            or not cnp.PyArray_ISALIGNED(dya) or not cnp.PyArray_SAMESHAPE(dya, xa)
-            or not (_channels_last(dya, p.axis) if p.moved else cnp.PyArray_IS_C_CONTIGUOUS(dya))):
+    # (y is checked where given, as the general path does, and read only after relu)
+    if not (_laid_out_as_x(dya, xa, &p) and (y is None or _laid_out_as_x(y, xa, &p))):
         return None
     itemsize = cnp.PyArray_ITEMSIZE(xa)
     if not _fresh(cnp.PyArray_SIZE(xa) * itemsize, itemsize):
         return None
+    kind = _kind(xa)
+    dz = None
+    if relu or with_residual:   # dz: dy masked by y, or copied; the backward then reads it
+        dz = _output_like(xa, &p)
+        if relu:
+            _mask(kind, cnp.PyArray_SIZE(xa), cnp.PyArray_DATA(dya),
+                  cnp.PyArray_DATA(<cnp.ndarray>y), cnp.PyArray_DATA(<cnp.ndarray>dz))
+        else:
+            _copy(cnp.PyArray_DATA(<cnp.ndarray>dz), cnp.PyArray_DATA(dya),
+                  cnp.PyArray_SIZE(xa) * itemsize)
+        dya = <cnp.ndarray>dz
     dx = _output_like(xa, &p)
     grads = _rows(2, C, p.typenum)
     A.mode = NM_BWD_FUSED
@@ -825,11 +887,13 @@ cdef object _plain_backward(object dy, object x, object saved, object gamma, obj
     A.gamma = _vec(gamma, xa, C, False, "gamma", keep)
     A.dgamma = _contiguous(grads[0], xa, C, True, "dgamma", keep)
     A.dbeta = _contiguous(grads[1], xa, C, True, "dbeta", keep)
-    A.grad_dtype = kind = _kind(xa)   # dgamma's and dbeta's: x's, as gamma's
+    A.grad_dtype = kind   # dgamma's and dbeta's: x's, as gamma's
     A.sum_dy = A.sum_dy_xmu = NULL
     A.p = A.q = A.s = NULL
     _run_backward(kind, p.sh, cnp.PyArray_DATA(dya), cnp.PyArray_DATA(xa),
                   cnp.PyArray_DATA(<cnp.ndarray>dx), &A)
+    if with_residual:
+        return dx, grads[0], grads[1], dz
     return dx, grads[0], grads[1]
 
 
