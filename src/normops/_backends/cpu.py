@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 
-from .. import _composed
 from .. import _validation as check
 from .._halves import grad_dtype
 from .._saved import BatchNormSaved, BatchRenormSaved
@@ -34,18 +33,20 @@ STREAMED_ITEMSIZE = 4   # float32 and the halves: every dtype but float64
 _cpu.set_output_rule(POOLED_BYTES, MOST_ARRAYS, STREAMED_ITEMSIZE)
 
 
-def _empty_like(a):
-    """An uninitialized C-contiguous array of a's shape and dtype."""
-    nbytes = a.nbytes
+def _empty_like(a, count=None):
+    """An uninitialized C-contiguous array of a's shape and dtype (``count`` of them,
+    stacked on a first axis, as one block)."""
+    shape = a.shape if count is None else (count,) + a.shape
+    nbytes = a.nbytes * (1 if count is None else count)
     if _cpu.fresh_output(nbytes, a.itemsize):
-        return np.empty_like(a)
+        return np.empty(shape, a.dtype)
     if nbytes >= POOLED_BYTES:
         raw = np.frombuffer(_buffers.Block(nbytes), dtype=np.uint8)
     else:   # streamed: on a cache line
         raw = np.empty(nbytes + LINE, np.uint8)
         start = -raw.__array_interface__["data"][0] % LINE
         raw = raw[start:start + nbytes]
-    return raw.view(a.dtype).reshape(a.shape)
+    return raw.view(a.dtype).reshape(shape)
 
 
 class _Arrangement:
@@ -138,16 +139,24 @@ class CpuBackend:
         return y, BatchNormSaved(mean, invstd, training, axis, x.shape, **fused)
 
     def _backward(self, dy, x, saved, gamma, r, d, y=None):
-        dy, dz = _composed.through_epilogue(self, np, dy, saved, y)
-        grads = self._backward_plain(dy, x, saved, gamma, r, d)
-        return grads if dz is None else grads + (dz,)
-
-    def _backward_plain(self, dy, x, saved, gamma, r, d):
         arrangement = _Arrangement(x, saved.axis)
         x3, dy3 = arrangement.view(x), arrangement.view(dy)
-        dx3 = _empty_like(x3)
+        if saved.activation is None and not saved.residual:
+            return self._gradients(arrangement, dy3, x3, _empty_like(x3), saved, gamma, r, d)
+        # dz (dy masked by y, or copied), then dx from it: one block (see
+        # _cpu._outputs_like: as two, they cost fresh pages in every call)
+        dz3, dx3 = _empty_like(x3, 2)
+        if saved.activation is None:
+            np.copyto(dz3, dy3)
+        else:
+            _cpu.relu_mask(dy3, arrangement.view(y), dz3)
+        grads = self._gradients(arrangement, dz3, x3, dx3, saved, gamma, r, d)
+        return grads + (arrangement.restore(dz3),) if saved.residual else grads
+
+    def _gradients(self, arrangement, dy3, x3, dx3, saved, gamma, r, d):
+        """(dx, dgamma, dbeta) from the kernels' views, dx into dx3."""
         # one block, two rows: gamma's dtype (float32 for half x without gamma)
-        dgamma, dbeta = np.empty((2, arrangement.channels), grad_dtype(x.dtype, gamma))
+        dgamma, dbeta = np.empty((2, arrangement.channels), grad_dtype(x3.dtype, gamma))
         _cpu.backward(dy3, x3, dx3, "fused", training=saved.training, mean=saved.mean,
                       invstd=saved.invstd, r=r, d=d, gamma=gamma, dgamma=dgamma, dbeta=dbeta)
         return arrangement.restore(dx3), dgamma, dbeta
