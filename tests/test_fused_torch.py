@@ -39,10 +39,12 @@ terms the output is made of (as test_half_torch.py measures them; |z| added for 
 import numpy as np
 import pytest
 
+import half_inputs
 import normops
 from normops import testing
 from normops._backends.torch import TorchBackend
 from optional_torch import import_torch
+from torch_arrays import to_numpy, to_torch
 
 torch = import_torch("the fused-epilogue cross-check")
 import torch.nn.functional as F  # noqa: E402
@@ -108,38 +110,17 @@ def one_torch_thread():
 
 # -- arrays ------------------------------------------------------------------------------
 
-def to_torch(a):
-    """A tensor on a's memory (bfloat16 through an int16 view)."""
-    if a.dtype == BF16:
-        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(a)
-
-
-def to_numpy(t):
-    t = t.detach()
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(BF16)
-    return t.numpy()
-
 
 def wide(a):
     return np.asarray(a).astype(np.float64)
 
 
 def draw(shape, axis, dtype, params, seed=0):
-    """x (per-channel spreads and offsets), dy, and a residual z about as large as BN(x),
-    so that relu cuts a good share of BN(x) + z; gamma of either sign."""
-    rng = np.random.default_rng(seed)
-    channels = shape[axis]
-    bshape = [1] * len(shape)
-    bshape[axis] = channels
-    x = rng.normal(size=shape) * rng.uniform(0.5, 3.0, bshape) + rng.normal(0, 3, bshape)
-    gamma = rng.uniform(0.5, 2.0, channels) * rng.choice([-1, 1], channels)
-    return dict(x=x.astype(dtype), dy=rng.normal(size=shape).astype(dtype),
-                z=(1.5 * rng.normal(size=shape)).astype(dtype),
-                gamma=gamma.astype(params), beta=rng.normal(size=channels).astype(params),
-                running_mean=rng.normal(size=channels).astype(params),
-                running_var=rng.uniform(0.5, 2.0, channels).astype(params))
+    """half_inputs.draw's arrays, and a residual z about as large as BN(x), so that relu
+    cuts a good share of BN(x) + z."""
+    arrays = half_inputs.draw(shape, axis, dtype, params, seed)
+    arrays["z"] = (1.5 * np.random.default_rng(seed + 100).normal(size=shape)).astype(dtype)
+    return arrays
 
 
 class Path:

@@ -27,6 +27,7 @@ import normops
 import half_inputs
 from half_inputs import draw
 from optional_torch import import_torch
+from torch_arrays import to_numpy, to_torch
 
 torch = import_torch("this cross-check")
 import torch.nn.functional as F  # noqa: E402
@@ -45,20 +46,6 @@ LAYOUTS = [
     ("NHWC", (8, 5, 7, 6), -1, (0, 3, 1, 2)),  # torch sees a channels_last NCHW tensor
 ]
 
-
-def to_torch(a):
-    """A torch tensor sharing a's memory (bfloat16 through an int16 view: NumPy knows no
-    bfloat16 to torch)."""
-    if a.dtype == BF16:
-        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(a)
-
-
-def to_numpy(t):
-    t = t.detach()
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(BF16)
-    return t.numpy()
 
 
 def torch_step(a, perm, training):

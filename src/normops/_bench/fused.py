@@ -38,7 +38,6 @@ Targets, each judged per row (shape, threads, op), per shape and over the run:
 Thread counts: 1 and the CPUs this process may run on (the default bench's count), or
 --threads N alone; normops and PyTorch get the same count (backends.thread_count).
 """
-import json
 import time
 from collections import namedtuple
 from dataclasses import asdict, replace
@@ -389,16 +388,9 @@ def format_report(result):
     lines += ["", format_times(rows, meta["columns"]), "", format_ratios(rows), "",
               "targets by shape (worst ratio):", format_by_shape(summary), ""]
     lines += [summary_line(t, summary["targets"][t.name], meta["notes"]) for t in TARGETS]
-    if summary["noise"]["warning"]:
-        lines.append(summary["noise"]["warning"])
-    lines.append(f"({meta['elapsed_s']:.1f} s)")
-    return "\n".join(lines)
+    return "\n".join(lines + report.ending(summary, meta))
 
 
 def main(args):
     result = run(args)
-    print(format_report(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0
+    return report.print_and_save(result, format_report(result), args.json)

@@ -10,8 +10,6 @@ rounds (timing.time_in_rounds, one loop per round after a warm-up loop); a cell 
 median over the rounds, per call, and its spread. The target: a normops call within
 TARGET_US microseconds.
 """
-import json
-import sys
 import time
 from dataclasses import asdict
 
@@ -105,17 +103,9 @@ def format_report(result):
              "", table(header, body), "",
              f"slowest normops call: {summary['max_cpu_us']:.2f} us ({summary['max_at']})",
              f"every normops call within {summary['target_us']:g} us: {verdict}"]
-    if summary["noise"]["warning"]:
-        lines.append(summary["noise"]["warning"])
-    lines.append(f"({meta['elapsed_s']:.1f} s)")
-    return "\n".join(lines)
+    return "\n".join(lines + report.ending(summary, meta))
 
 
 def main(args):
     result = run(args)
-    print(format_report(result))
-    sys.stdout.flush()
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0
+    return report.print_and_save(result, format_report(result), args.json)

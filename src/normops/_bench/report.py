@@ -1,8 +1,10 @@
 """The default bench's printed report: the header (versions, settings, copy bandwidth),
 the table of rows and the footer (ratios and targets); and the versions and machine that
 every mode records."""
+import json
 import os
 import platform
+import sys
 
 import numpy
 
@@ -135,3 +137,19 @@ def format_footer(summary, notes, meta=None):
         + (f" (beyond: {', '.join(beyond)})" if beyond else ""),
     ]
     return "\n".join(lines)
+
+
+def print_and_save(result, text, path):
+    """A mode's report: ``text`` printed, ``result`` written as JSON to ``path`` (if any)."""
+    print(text)
+    sys.stdout.flush()
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+def ending(summary, meta):
+    """A mode's last lines: the noise warning (if any) and its run time."""
+    warning = summary["noise"]["warning"]
+    return ([warning] if warning else []) + [f"({meta['elapsed_s']:.1f} s)"]
