@@ -511,7 +511,7 @@ def test_the_mask_gives_numpys_bits(n, dtype, threads, simd, stream, seed):
     with Settings(threads, simd, stream):
         before = _cpu.streamed_ops()
         _cpu.relu_mask(dy, y, out)
-        assert _cpu.streamed_ops() - before == (stream and simd and dtype.itemsize <= 4)
+        assert _cpu.streamed_ops() - before == (stream and simd and dtype.itemsize <= 4 and n > 0)
     assert intact()
     assert out.tobytes() == mask_expected(dy, y).tobytes()
 
