@@ -150,9 +150,7 @@ def _backward_meta(x, saved):
 def _saved_extra(sync, count, residual, activation):
     """The saved fields that make the backward synchronized too, and its epilogue's."""
     extra = {} if sync is None else {"comm": sync.comm, "count": count}
-    if residual is not None or activation is not None:
-        extra.update(activation=activation, residual=residual is not None)
-    return extra
+    return dict(extra, activation=activation, residual=residual is not None)
 
 
 def batch_norm(backend, x, gamma, beta, running_mean, running_var, *, training, momentum,

@@ -132,8 +132,7 @@ class CpuBackend:
                      mean=mean, invstd=invstd, r=r, d=d, residual=z3,
                      relu=activation == "relu")
         y = arrangement.restore(y3)
-        fused = {} if residual is None and activation is None else dict(
-            activation=activation, residual=residual is not None)
+        fused = dict(activation=activation, residual=residual is not None)
         if renorm:
             return y, BatchRenormSaved(mean, invstd, r, d, training, axis, x.shape, **fused)
         return y, BatchNormSaved(mean, invstd, training, axis, x.shape, **fused)
