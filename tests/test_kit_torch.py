@@ -7,7 +7,7 @@ import pytest
 
 from normops import testing
 from optional_torch import import_torch
-from readme_blocks import run_readme_block
+from doc_blocks import run_doc_block
 
 import_torch("this check")
 
@@ -15,7 +15,7 @@ import_torch("this check")
 @pytest.fixture(scope="module")
 def adapter():
     """The README's block, run: it prints the report and checks the float64 adapter."""
-    return run_readme_block("kit: torch adapter")   # raises if float64 fails
+    return run_doc_block("kit: torch adapter")   # raises if float64 fails
 
 
 BN_PROPERTIES = [p.name for p in testing.properties() if p.needs == "batch_norm"]

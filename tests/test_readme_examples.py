@@ -4,17 +4,17 @@ import pytest
 
 import normops
 from optional_torch import import_torch
-from readme_blocks import run_readme_block
+from doc_blocks import run_doc_block
 
 
 def test_example_block():
-    names = run_readme_block("test: example")
+    names = run_doc_block("test: example")
     assert names["y"].shape == names["x"].shape and names["dx"].dtype == np.float32
     assert np.all(names["running_mean"] != 0)       # updated in place by the training calls
 
 
 def test_layers_block():
-    names = run_readme_block("test: layers")
+    names = run_doc_block("test: layers")
     bn, brn = names["bn"], names["brn"]
     assert bn.num_batches_tracked == 1 and not bn.training
     # dy = 1 gives dbeta = m = 32 * 8 * 8 per channel, and the SGD step moved beta by 0.1 of it
@@ -24,7 +24,7 @@ def test_layers_block():
 
 def test_bfloat16_block():
     ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 NumPy arrays need ml_dtypes")
-    names = run_readme_block("test: bfloat16 example")
+    names = run_doc_block("test: bfloat16 example")
     bf16 = np.dtype(ml_dtypes.bfloat16)
     assert names["y"].dtype == bf16 and names["dx"].dtype == bf16 and names["y_layer"].dtype == bf16
     assert names["dgamma"].dtype == np.float32 and names["running_var"].dtype == np.float32
@@ -40,7 +40,7 @@ def test_bfloat16_block():
 
 def test_torch_block():
     torch = import_torch("the PyTorch example")
-    names = run_readme_block("test: torch example")
+    names = run_doc_block("test: torch example")
     x, y, dx = names["x"], names["y"], names["dx"]
     for result in (y, dx, names["dgamma"], names["saved"].mean):
         assert isinstance(result, torch.Tensor)
@@ -53,7 +53,7 @@ def test_cupy_block():
     cupy = pytest.importorskip("cupy", reason="the CuPy example needs CuPy and an NVIDIA GPU")
     if not normops.backends()[[i.name for i in normops.backends()].index("cupy")].available:
         pytest.skip("the CuPy example needs an NVIDIA GPU")
-    names = run_readme_block("test: cupy example")
+    names = run_doc_block("test: cupy example")
     for result in (names["y"], names["dx"], names["dgamma"], names["saved"].mean):
         assert isinstance(result, cupy.ndarray)
     assert float(cupy.abs(names["y"].mean(axis=(0, 2, 3))).max()) < 1e-5
@@ -61,7 +61,7 @@ def test_cupy_block():
 
 def test_torch_layer_block():
     torch = import_torch("the PyTorch layer example")
-    names = run_readme_block("test: torch layer")
+    names = run_doc_block("test: torch layer")
     bn, x = names["bn"], names["x"]
     assert isinstance(names["y"], torch.Tensor) and isinstance(names["dx"], torch.Tensor)
     torch.testing.assert_close(names["torch_bn"].running_mean, bn.running_mean)
@@ -70,7 +70,7 @@ def test_torch_layer_block():
 
 
 def test_fused_block():
-    names = run_readme_block("test: fused example")
+    names = run_doc_block("test: fused example")
     x, z, y, dy = names["x"], names["z"], names["y"], names["dy"]
     # as the comments say: y = relu(BN(x) + z), the layer's too; dz is dy masked by y
     bn, _ = normops.batch_norm(x, names["gamma"], names["beta"])
