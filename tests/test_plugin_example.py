@@ -7,6 +7,7 @@ venv), and every check runs in a subprocess whose PYTHONPATH holds that director
 that importlib.metadata sees the plugin's entry points.
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plugin_backend"
+BACKENDS_DOC = Path(__file__).resolve().parents[1] / "docs" / "backends.md"
 TIMEOUT = 600
 RESULTS = {"passed", "FAILED", "n/a"}
 
@@ -165,3 +167,9 @@ def test_check_catches_the_broken_backend(plugin):
     # the bug is in the training-mode gradient only: forward properties still hold
     for name in ("bn_zero_mean_unit_variance", "bn_identity_recovery"):
         assert results.get(name) == "passed", f"{name}: {results.get(name)}\n" + _report(proc)
+    # the figures docs/backends.md gives for it are these
+    said = re.search(r"(\d+) of its (\d+) properties\s+fail with the ci profile", BACKENDS_DOC.read_text())
+    assert said, "docs/backends.md no longer gives the broken variant's figures"
+    failed = sum(result == "FAILED" for result in results.values())
+    assert (int(said[1]), int(said[2])) == (failed, len(results)), \
+        f"docs/backends.md says {said[1]} of {said[2]}; the check gives {failed} of {len(results)}"
