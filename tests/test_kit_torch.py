@@ -1,5 +1,5 @@
-"""The README's adapter for torch.nn.functional.batch_norm, run through the conformance
-kit as the README's own code block stands: torch passes every BN property in float64,
+"""The adapter of docs/testing-kit.md for torch.nn.functional.batch_norm, run through the conformance
+kit as the page's own code block stands: torch passes every BN property in float64,
 and in float32 fails only the large-batch one, whose sums it does not keep in double.
 Skipped without PyTorch, unless NORMOPS_REQUIRE_TORCH is set (CI sets it)."""
 import numpy as np
@@ -14,7 +14,7 @@ import_torch("this check")
 
 @pytest.fixture(scope="module")
 def adapter():
-    """The README's block, run: it prints the report and checks the float64 adapter."""
+    """The page's block, run: it prints the report and checks the float64 adapter."""
     return run_doc_block("kit: torch adapter")   # raises if float64 fails
 
 
@@ -37,7 +37,7 @@ def test_torch_float32_fails_only_on_large_batches_as_the_readme_says(adapter):
     assert failed == ["bn_large_batch_matches_reference"], str(report)
     assert "dtype=dtype('float32')" in report.results[BN_PROPERTIES.index(failed[0])].message
     assert all(status[p.name] == "n/a" for p in testing.properties() if p.needs == "batch_renorm")
-    # the README's figures, on the case it names; the cpu backend passes the same check
+    # the page's figures, on the case it names; the cpu backend passes the same check
     case = testing.make_case((16384, 1, 1), 1, "float32", regime="large_offset", seed=0)
     y, saved = impl.batch_norm(case.x, None, None, None, None, training=True, momentum=0.1,
                                eps=1e-5, axis=1, convention="pytorch")

@@ -1,4 +1,4 @@
-"""The README's examples run as written and do what their comments say."""
+"""The examples of the README and docs/ run as written and do what their comments say."""
 import numpy as np
 import pytest
 

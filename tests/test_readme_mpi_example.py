@@ -1,4 +1,4 @@
-"""The README's synchronized-BN example, as it stands, under mpiexec on 1, 2 and 3 ranks
+"""The synchronized-BN example of docs/distributed.md, as it stands, under mpiexec on 1, 2 and 3 ranks
 (its asserts compare every rank's part with one process on the whole batch)."""
 import pytest
 

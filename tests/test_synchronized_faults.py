@@ -102,7 +102,7 @@ FAULTS = [
     Fault("comm_null", 2, "TypeError", "local", detail=LOCAL_TYPE_ERROR),   # MPI.COMM_NULL is no Intracomm
     Fault("layer_comm_object", 2, "TypeError", "local", detail=LOCAL_TYPE_ERROR),
     Fault("population_comm_null", 2, "TypeError", "local", detail=LOCAL_TYPE_ERROR),
-    # an intracommunicator that was freed: the README's "null one", a ValueError
+    # an intracommunicator that was freed: docs/distributed.md's "freed one", a ValueError
     Fault("comm_freed", 2, "ValueError", "local", detail="comm is a null communicator"),
 ]
 
