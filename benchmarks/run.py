@@ -1,6 +1,6 @@
 """Full benchmark run: ``python benchmarks/run.py [--threads N] [--dtype float64] [--json PATH]``.
 
-The same as ``python -m normops bench``; see benchmarks/README.md for what is measured.
+The same as ``python -m normops bench``; see docs/benchmarks.md for what is measured.
 """
 import sys
 

@@ -75,7 +75,7 @@ def test_python_block_runs(block, tmp_path):
 
 def _commands(block):
     """The commands of a shell block: comments dropped, ``&&`` chains split."""
-    for line in block.body.splitlines():
+    for line in block.body.replace("\\\n", " ").splitlines():
         words = shlex.split(line, comments=True)
         while words:
             cut = words.index("&&") if "&&" in words else len(words)
@@ -104,6 +104,8 @@ def _normops_args(words):
         return words[1:]
     if exe.startswith("python") and words[1:3] == ["-m", "normops"]:
         return words[3:]
+    if exe.startswith("python") and words[1:2] == ["benchmarks/run.py"]:
+        return ["bench", *words[2:]]                   # the same command as a script
     return None
 
 
@@ -134,6 +136,9 @@ def test_shell_block_commands(block, tmp_path):
             _check_normops(args, where, tmp_path)
         elif pathlib.PurePath(words[0]).name.startswith("python") and words[1:3] == ["-m", "pytest"]:
             continue                                   # the test command: this run
+        elif words[0] == "bash" and words[1:2] == ["benchmarks/gpu_check.sh"]:
+            # needs an NVIDIA GPU; tests/test_gpu_check_script.py runs its checks on the CPU
+            assert (ROOT / words[1]).is_file() and "gpu_check" in (TESTS / "test_gpu_check_script.py").read_text()
         else:
             pytest.fail(f"{where}: a command of no known kind; teach tests/test_doc_blocks.py to check it")
 

@@ -59,7 +59,7 @@ def _seconds(fn):
 
 # Blocks per callable in time_in_rounds: a slow spell of this shared machine (seconds)
 # then lands on every backend's calls alike instead of on one backend's block (with 3
-# blocks, the sub-millisecond rows swung by 30 % between runs; see benchmarks/README.md).
+# blocks, the sub-millisecond rows swung by 30 % between runs; see docs/benchmarks.md).
 ROUNDS = 8
 
 
