@@ -46,4 +46,4 @@ suppress_warnings = ["myst.header"]   # pages may open on a second-level heading
 html_theme = "alabaster"
 html_title = f"normops {release}"
 html_theme_options = {"description": "Batch Normalization and Batch Renormalization ops",
-                      "page_width": "1100px"}
+                      "page_width": "1240px", "body_max_width": "none"}
