@@ -79,19 +79,76 @@ def cmd_demo(args):
     return demo.main(args)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m normops", description=normops.__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("backends", help="list the backends and the build configuration").set_defaults(run=cmd_backends)
-    bench = commands.add_parser("bench", help="time the ops on each backend against PyTorch and a memory copy",
-                                description=_bench.DESCRIPTION)
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's help layout, with descriptions filled to the terminal's width and the
+    epilog's indented lines (the examples) kept as written."""
+
+    def _fill_text(self, text, width, indent):
+        return "\n\n".join(
+            "\n".join(indent + line for line in paragraph.splitlines())
+            if paragraph.startswith(" ") or "\n " in paragraph
+            else argparse.HelpFormatter._fill_text(self, paragraph, width, indent)
+            for paragraph in text.split("\n\n"))
+
+
+def examples(*lines):
+    """An epilog of example command lines (the arguments after the command's name, with a
+    comment where one fits); ``%(prog)s`` becomes the command as it was invoked."""
+    return "examples:\n" + "\n".join(f"  %(prog)s {line}" for line in lines)
+
+
+EPILOG = examples(
+    "backends              # which backends run here",
+    "check --backend cpu   # the conformance kit on the cpu backend",
+    "bench --quick         # time the ops against PyTorch",
+    "demo --quick          # BN and BRN training a NumPy MLP",
+    "COMMAND --help        # a command's options and examples",
+)
+BACKENDS_EPILOG = examples("  # the backends, versions, build and MPI support")
+CHECK_EPILOG = examples(
+    "--list                 # the properties",
+    "--backend cpu          # every property on the cpu backend",
+    "--backend cpu --property bn_matches_reference",
+    "--backend reference --profile thorough",
+    "--backend cpu --regime extreme_scales",
+    "--backend array-api --library torch --device cuda",
+)
+
+
+def build_parser(prog="normops"):
+    """The command line's parser; ``prog`` names the command in usage lines and examples."""
+    parser = argparse.ArgumentParser(prog=prog, description=normops.__doc__, epilog=EPILOG,
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"normops {normops.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     title="commands")
+
+    backends = commands.add_parser(
+        "backends", help="list the backends and the build configuration",
+        description="List the registered backends (available or not, and why not), the "
+                    "versions, the cpu backend's build configuration, what synchronized BN "
+                    "(comm=) runs on and the backend NumPy arrays get now. Exits 1 if no "
+                    "backend takes NumPy arrays.",
+        epilog=BACKENDS_EPILOG, formatter_class=HelpFormatter)
+    backends.set_defaults(run=cmd_backends)
+    bench = commands.add_parser(
+        "bench", help="time the ops on each backend against PyTorch and a memory copy",
+        description=_bench.DESCRIPTION, epilog=_bench.EPILOG, formatter_class=HelpFormatter)
     _bench.add_arguments(bench).set_defaults(run=cmd_bench)
     check = commands.add_parser(
         "check", help="run the conformance kit (normops.testing) on a backend",
+        usage="%(prog)s --backend NAME [options]\n       %(prog)s --list",
         description="Run every property of normops.testing on a registered backend through the "
                     "public ops; print a table of properties, examples run and results. Exits 1 "
-                    "if a property fails.")
-    check.add_argument("--backend", help="registered backend name (python -m normops backends lists them)")
+                    "if a property fails.",
+        epilog=CHECK_EPILOG, formatter_class=HelpFormatter)
+    # --backend is required except with --list; argparse's required=True would refuse
+    # --list alone, so cmd_check checks it and names what is missing
+    required = check.add_argument_group("required arguments")
+    required.add_argument("--backend", metavar="NAME",
+                          help="registered backend name (required, except with --list; "
+                               "the backends command lists them)")
+    check.add_argument("--list", action="store_true", help="list the properties and exit")
     check.add_argument("--profile", choices=("ci", "dev", "thorough"),
                        help="ci: 60 derandomized examples per property (the default, unless "
                             "HYPOTHESIS_PROFILE names another); dev: 60 random ones; thorough: "
@@ -107,15 +164,21 @@ def main(argv=None):
     check.add_argument("--regime", action="append", metavar="NAME",
                        help="draw only this value regime (repeatable; default: every regime "
                             "but extreme_scales, which this asks for)")
-    check.add_argument("--list", action="store_true", help="list the properties and exit")
     check.set_defaults(run=cmd_check)
     demo_parser = commands.add_parser(
         "demo", help="train a NumPy MLP on the digits data: no BN vs BN, BN vs BRN (needs normops[demo])",
-        description=demo.DESCRIPTION)
+        description=demo.DESCRIPTION, epilog=demo.EPILOG, formatter_class=HelpFormatter)
     demo.add_arguments(demo_parser).set_defaults(run=cmd_demo)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None, prog="normops"):
+    """Run the command line: ``argv`` (default: sys.argv[1:]) under the name ``prog``, which
+    the usage lines show ("normops" for the console script, "python -m normops" when run
+    as a module). Returns the exit status."""
+    args = build_parser(prog).parse_args(argv)
     return args.run(args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m normops"))

@@ -25,12 +25,22 @@ from .shapes import SHAPES, SHAPES_BY_NAME, make_inputs
 from .standard import WITHIN
 
 # what the tests take from here, besides the command line
-__all__ = ["DESCRIPTION", "OPS", "SHAPES", "SHAPES_BY_NAME", "WITHIN", "add_arguments", "flatten",
+__all__ = ["DESCRIPTION", "EPILOG", "OPS", "SHAPES", "SHAPES_BY_NAME", "WITHIN", "add_arguments", "flatten",
            "as_arrays", "build_parser", "copy_calls", "copy_kernels", "main", "make_inputs",
            "pytorch_ops"]
 
 # the command's description: the default bench's docstring, first paragraph
 DESCRIPTION = " ".join(standard.__doc__.split("\n\n")[0].split())
+# the command's examples (%(prog)s: the command as invoked, "normops bench" say)
+EPILOG = """examples:
+  %(prog)s --quick                    # every shape, fewer repeats
+  %(prog)s --shapes NC-256x1024 --threads 1 --json bench.json
+  %(prog)s --backend torch --quick    # torch's CPU tensors against cpu
+  %(prog)s --dtype bfloat16 --quick
+  %(prog)s --grid --quick --layouts NCHW --dtypes float32
+  %(prog)s --overhead --quick         # the cost of a call
+  %(prog)s --fused --quick            # relu(BN(x) + z), fused and not
+  %(prog)s --ranks 2 --quick          # synchronized BN on 2 MPI ranks"""
 
 
 def shape_list(text):
@@ -198,8 +208,10 @@ def add_arguments(parser):
 
 
 def build_parser():
+    from ..__main__ import HelpFormatter   # the command line's: examples kept as written
     return add_arguments(argparse.ArgumentParser(
-        prog="python -m normops bench", description=DESCRIPTION))
+        prog="python -m normops bench", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=HelpFormatter))
 
 
 def main(args=None):

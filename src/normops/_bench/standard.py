@@ -31,8 +31,11 @@ from .timing import (FULL, QUICK, block_ratios, fixed, geomean, pooled, time_cal
 # multiple of cpu's
 WITHIN = 1.10
 
+# bench_shape's default grouping: each op timed in blocks of its own
+EACH_OP = tuple((op,) for op in OPS)
 
-def bench_shape(inp, calls, policy, alone=("reference",), groups=tuple((op,) for op in OPS),
+
+def bench_shape(inp, calls, policy, alone=("reference",), groups=EACH_OP,
                 copied=None):
     """Timings of one shape, given ``calls`` {column: {op: fn}}: {op: {column: Timing}},
     ("blocks", op): {column: per-block samples}, ("copy", op): {kernel: Timing}, "copy":

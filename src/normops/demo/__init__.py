@@ -31,6 +31,11 @@ DESCRIPTION = ("Train a small NumPy MLP (Linear -> BN -> ReLU) on scikit-learn's
                "and time to a validation-loss threshold and test accuracy, and (b) BN vs BRN with "
                "microbatches of 4 and with non-i.i.d. batches; write PNG plots of the loss curves. "
                'Needs: pip install "normops[demo]".')
+# the command's examples (%(prog)s: the command as invoked, "normops demo" say)
+EPILOG = """examples:
+  %(prog)s --quick                  # 3 seeds and shorter runs
+  %(prog)s --seeds 5 --out plots    # the PNGs in plots/
+  %(prog)s --ranks 2                # data parallel on 2 MPI ranks"""
 
 
 def add_arguments(parser):

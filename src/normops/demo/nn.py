@@ -11,7 +11,7 @@ class _Piece:
     """train/eval mode and the saved-gradients bookkeeping the pieces share."""
 
     training = True
-    _grads = None
+    _grads: dict[str, np.ndarray] | None = None
 
     def train(self, mode=True):
         self.training = bool(mode)
