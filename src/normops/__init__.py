@@ -1,4 +1,4 @@
-"""normops: Batch Normalization and Batch Renormalization, forward and backward, with
+"""Batch Normalization and Batch Renormalization, forward and backward, with
 running-statistics updates, behind one runtime backend registry."""
 from ._backends import register_builtins as _register_builtins
 from ._registry import (

@@ -8,14 +8,15 @@ shared memory) are read where the library offers them and skipped where it does 
 """
 import contextlib
 import math
+from typing import Any
 
 import numpy
 
 COMPAT_INSTALL = "pip install 'normops[array-api]' (or: pip install array-api-compat)"
 
-_namespace_by_type = {}   # array type -> its array-API namespace (the lookup costs us)
-_wide_by_device = {}      # (namespace, device) -> the dtype sums are kept in
-_writeable_by_type = {}   # array type without flags -> whether its arrays can be written
+_namespace_by_type: dict[type, Any] = {}   # array type -> its array-API namespace (the lookup costs us)
+_wide_by_device: dict[tuple[Any, Any], Any] = {}      # (namespace, device) -> the dtype sums are kept in
+_writeable_by_type: dict[type, bool] = {}   # array type without flags -> whether its arrays can be written
 
 
 def compat():

@@ -1,14 +1,23 @@
 """Fold an eval-mode BN/BRN layer into the linear or conv layer before it: with
 bn(z) = scale * z + shift per output channel and z = W x + b, the folded layer has
 W' = scale * W (along W's output axis) and b' = scale * b + shift."""
+from typing import Optional, TypeAlias, Union
+
 import numpy as np
 
 from . import _arrays as arrays
 from . import _validation as check
-from .layers import is_layer
+from ._typing import Array, ArrayLike
+from .layers import BatchNorm, BatchRenorm, is_layer
+
+#: A layer that folds into the layer before it.
+Layer: TypeAlias = Union[BatchNorm, BatchRenorm]
 
 
-def _fold(W, b, bn, out_axis, min_ndim, max_ndim, kind):
+def _fold(W: ArrayLike, b: Optional[ArrayLike], bn: Layer, out_axis: int, min_ndim: int,
+          max_ndim: int, kind: str) -> tuple[Array, Array]:
+    """fold_into_linear and fold_into_conv, for W of ``min_ndim`` to ``max_ndim``
+    dimensions (``kind``: what the messages call the layer)."""
     if not is_layer(bn):
         raise TypeError(f"bn must be a BatchNorm or BatchRenorm layer, got {type(bn).__name__}")
     xp = bn.xp
@@ -47,7 +56,7 @@ def _fold(W, b, bn, out_axis, min_ndim, max_ndim, kind):
     return W_folded, arrays.astype(xp, b_folded, W.dtype)
 
 
-def _layer_array(bn, value, name):
+def _layer_array(bn: Layer, value: object, name: str) -> Array:
     """W or b of a non-NumPy layer's folding: an array of its library on its device."""
     xp = bn.xp
     if not arrays.is_array(xp, value):
@@ -60,24 +69,101 @@ def _layer_array(bn, value, name):
     return value
 
 
-def fold_into_linear(W, b, bn, *, out_axis=0):
+def fold_into_linear(W: ArrayLike, b: Optional[ArrayLike], bn: Layer, *,
+                     out_axis: int = 0) -> tuple[Array, Array]:
     """``(W', b')`` of a linear layer followed by ``bn`` in eval mode, as one linear layer.
 
-    ``W``: 2-D weights; ``out_axis`` is the axis of W that indexes the outputs (the
-    channels bn normalizes): 0 for PyTorch's (out, in) with y = x @ W.T + b, 1 for
-    y = x @ W + b with W (in, out). ``b``: (out,) or None (no bias). Computed in float64,
-    returned in W's dtype; W and b are not modified. For a layer of another array
-    library than NumPy, W and b are arrays of that library on the layer's device, and so
-    are the results.
+    With bn(z) = scale * z + shift per output channel and z = W x + b, the folded layer
+    has W' = scale * W (along W's output axis) and b' = scale * b + shift.
+
+    Parameters
+    ----------
+    W : array_like
+        The 2-D weights. For a layer of another array library than NumPy, an array of
+        that library on the layer's device.
+    b : array_like or None
+        The bias, of shape (out,), or None (no bias); for a layer of another library,
+        as W.
+    bn : BatchNorm or BatchRenorm
+        The layer after it, which folds in its eval-mode map (its running statistics,
+        gamma and beta).
+    out_axis : int, default 0
+        The axis of W that indexes the outputs (the channels bn normalizes): 0 for
+        PyTorch's (out, in) with y = x @ W.T + b, 1 for y = x @ W + b with W (in, out).
+
+    Returns
+    -------
+    W_folded : Array
+        The folded weights W', of W's shape and dtype.
+    b_folded : Array
+        The folded bias b', of shape (out,), in W's dtype (also without b: then it is
+        bn's shift).
+
+    Raises
+    ------
+    TypeError
+        If ``bn`` is not a BatchNorm or BatchRenorm layer, W is not floating-point, b
+        does not hold real numbers, ``out_axis`` is not an int, or (for a layer of
+        another library than NumPy) W or b is not an array of the layer's library.
+    ValueError
+        If W has the wrong number of dimensions, ``out_axis`` is out of range, W's
+        outputs are not bn's channels, b's shape is not (out,), W or b is on another
+        device than the layer, or bn tracks no running statistics (in eval mode it
+        normalizes with each batch's, which no fixed affine map matches).
+
+    Notes
+    -----
+    Computed in float64 (float32 on a device without float64), returned in W's dtype;
+    W and b are not modified. For a layer of another array library than NumPy, W and b
+    are arrays of that library on the layer's device, and so are the results.
     """
     return _fold(W, b, bn, out_axis, 2, 2, "linear")
 
 
-def fold_into_conv(W, b, bn, *, out_axis=0):
+def fold_into_conv(W: ArrayLike, b: Optional[ArrayLike], bn: Layer, *,
+                   out_axis: int = 0) -> tuple[Array, Array]:
     """``(W', b')`` of a convolution followed by ``bn`` in eval mode, as one convolution.
 
-    ``W``: (out, in/groups, *kernel) weights (PyTorch's layout, ``out_axis=0``); pass the
-    axis of the output channels for other layouts (1 for the (in, out, *kernel) weights of
-    a transposed convolution without groups; grouped ones are not supported). ``b``: (out,) or None. As fold_into_linear otherwise.
+    Parameters
+    ----------
+    W : array_like
+        The ``(out, in/groups, *kernel)`` weights (PyTorch's layout, ``out_axis=0``), 3-D
+        or more. For a layer of another array library than NumPy, an array of that
+        library on the layer's device.
+    b : array_like or None
+        The bias, of shape (out,), or None (no bias); for a layer of another library,
+        as W.
+    bn : BatchNorm or BatchRenorm
+        The layer after it, which folds in its eval-mode map (its running statistics,
+        gamma and beta).
+    out_axis : int, default 0
+        The axis of W that indexes the output channels: 0 for PyTorch's layout, 1 for
+        the ``(in, out, *kernel)`` weights of a transposed convolution without groups
+        (grouped ones are not supported).
+
+    Returns
+    -------
+    W_folded : Array
+        The folded weights W', of W's shape and dtype.
+    b_folded : Array
+        The folded bias b', of shape (out,), in W's dtype (also without b: then it is
+        bn's shift).
+
+    Raises
+    ------
+    TypeError
+        If ``bn`` is not a BatchNorm or BatchRenorm layer, W is not floating-point, b
+        does not hold real numbers, ``out_axis`` is not an int, or (for a layer of
+        another library than NumPy) W or b is not an array of the layer's library.
+    ValueError
+        If W has the wrong number of dimensions, ``out_axis`` is out of range, W's
+        outputs are not bn's channels, b's shape is not (out,), W or b is on another
+        device than the layer, or bn tracks no running statistics (in eval mode it
+        normalizes with each batch's, which no fixed affine map matches).
+
+    Notes
+    -----
+    As fold_into_linear otherwise: computed in float64 (float32 on a device without
+    float64), returned in W's dtype; W and b are not modified.
     """
     return _fold(W, b, bn, out_axis, 3, 32, "convolution")

@@ -3,6 +3,8 @@ mean and M2 = sum((x - mean)^2) from the backend's batch_stats kernel, pooled ac
 batches with Chan's formula in float64 (the kernels' wide dtype: float32 on a device
 without float64), in the namespace of the batches' array library, on their device."""
 import sys
+from collections.abc import Callable, Iterable, Sized
+from typing import Any, Optional, TextIO, TypeAlias, Union, cast
 
 import numpy as np
 
@@ -11,22 +13,52 @@ from ._composed import canonical_view
 from ._interface import array_namespace
 from ._moments import combine
 from ._registry import backend_for
-from .layers import is_layer
+from ._typing import Array, Comm
+from .layers import BatchNorm, BatchRenorm, is_layer
+
+#: A layer whose running statistics recompute_population_stats sets.
+Layer: TypeAlias = Union[BatchNorm, BatchRenorm]
 
 
 class PooledMoments:
-    """Per-channel count, mean and M2 of every batch added so far; ``backend``: the one
-    whose batch_stats kernel measures each batch (None: the one the ops would pick).
-    ``mean`` and ``m2`` are arrays of the batches' library (NumPy zeros before the
-    first batch)."""
+    """Per-channel count, mean and M2 of every batch added so far.
 
-    def __init__(self, channels, backend=None):
+    Parameters
+    ----------
+    channels : int
+        The number of channels.
+    backend : str, optional
+        The backend whose batch_stats kernel measures each batch (None: the one the ops
+        would pick for the batch).
+
+    Attributes
+    ----------
+    count : int
+        The number of values per channel added so far.
+    mean : Array
+        The mean of each channel, an array of the batches' library (NumPy zeros before
+        the first batch).
+    m2 : Array
+        ``sum((x - mean) ** 2)`` of each channel, as ``mean``.
+    """
+
+    def __init__(self, channels: int, backend: Optional[str] = None) -> None:
         self.backend = backend
         self.count = 0
-        self.mean = np.zeros(channels)
-        self.m2 = np.zeros(channels)
+        self.mean: Array = np.zeros(channels)
+        self.m2: Array = np.zeros(channels)
 
-    def add(self, x, axis):
+    def add(self, x: Array, axis: int) -> None:
+        """Pool the statistics of one more batch, with Chan's formula.
+
+        Parameters
+        ----------
+        x : Array
+            The batch, an input of the layer (the first one sets the library, device and
+            dtype of ``mean`` and ``m2``).
+        axis : int
+            The channel axis of x, non-negative.
+        """
         be = backend_for(x, self.backend)
         xp = array_namespace(be, x)
         n, mean, m2 = be.batch_stats(canonical_view(xp, x, axis))
@@ -35,13 +67,15 @@ class PooledMoments:
         self.count, self.mean, self.m2 = combine(self.count, self.mean, self.m2, n, mean, m2)
 
 
-def _progress(done, total, stream):
+def _progress(done: int, total: Optional[int], stream: TextIO) -> None:
     of = f"/{total}" if total is not None else ""
     stream.write(f"\rpopulation statistics: batch {done}{of}")
     stream.flush()
 
 
-def recompute_population_stats(layer_or_layers, batches, *, forward=None, progress=False, comm=None):
+def recompute_population_stats(layer_or_layers: Union[Layer, Iterable[Layer]], batches: Iterable[Any],
+                               *, forward: Optional[Callable[[Any], object]] = None,
+                               progress: bool = False, comm: Optional[Comm] = None) -> int:
     """Set the running statistics of BN/BRN layers to the exact population statistics of
     the data in ``batches`` ("precise BN").
 
@@ -54,19 +88,58 @@ def recompute_population_stats(layer_or_layers, batches, *, forward=None, progre
     M2 / n for "keras", and sigma = sqrt(M2 / n + eps) for BatchRenorm. Not an average of
     per-batch variances: the spread between batch means counts too.
 
-    ``forward``: a function that runs the network on one batch (needed when several layers
-    are given). Every batch needs more than one value per channel, as in training: drop
-    a last batch of a single example. ``progress``: True to write a progress line to stderr.
+    Parameters
+    ----------
+    layer_or_layers : BatchNorm, BatchRenorm or iterable of them
+        The layers whose running statistics are set. They must track running
+        statistics.
+    batches : iterable
+        The data, one batch at a time: what ``forward`` takes (the layer's input by
+        default). Every batch needs more than one value per channel, as in training:
+        drop a last batch of a single example. With ``progress``, its ``len()``, when it
+        has one, is the total shown.
+    forward : callable, optional
+        A function that runs the network on one batch (needed when several layers are
+        given); what it returns is not used. Default: the single layer's own forward.
+    progress : bool, default False
+        True to write a progress line to stderr.
+    comm : mpi4py.MPI.Intracomm, optional
+        An mpi4py intracommunicator whose ranks each pass their own share of the data
+        (any number of batches, none too); the statistics are pooled over every rank's
+        batches (in rank order, bitwise the same on every rank) and every rank's layers
+        get them. Each batch is normalized with its own statistics, locally, as without
+        comm. Default: the layers' communicator when they were made with one.
 
-    ``comm``: an mpi4py intracommunicator whose ranks each pass their own share of the
-    data (any number of batches, none too); the statistics are pooled over every rank's
-    batches (in rank order, bitwise the same on every rank) and every rank's layers get
-    them. Each batch is normalized with its own statistics, locally, as without comm.
-    Default: the layers' communicator when they were made with one.
-    Returns the number of batches this rank saw.
+    Returns
+    -------
+    int
+        The number of batches this rank saw.
+
+    Raises
+    ------
+    TypeError
+        If ``layer_or_layers`` is not a BatchNorm/BatchRenorm layer or an iterable of
+        them (an empty one included), or ``comm`` is not an mpi4py intracommunicator.
+    ValueError
+        If a layer tracks no running statistics, several layers are given without
+        ``forward``, a layer saw no batch (``forward`` never called it; on any rank,
+        with ``comm``), the layers were made with different communicators (or some
+        without one) and no ``comm`` is given, or, with ``comm``, the ranks' layers
+        differ (kind, number of features, eps, convention) or ``comm`` is a null
+        communicator.
+    RuntimeError
+        If a layer is already collecting population statistics, or, with ``comm``, MPI
+        is not initialized or already finalized.
+
+    Notes
+    -----
+    An error of ``forward`` (or of the layers' ops on a batch) propagates, and the
+    layers' running statistics are left as they were. With a communicator, an error on
+    one rank is raised on every rank alike.
     """
     try:
-        layers = [layer_or_layers] if is_layer(layer_or_layers) else list(layer_or_layers)
+        layers: list[Layer] = ([cast(Layer, layer_or_layers)] if is_layer(layer_or_layers)
+                               else list(cast(Iterable[Layer], layer_or_layers)))
     except TypeError:
         layers = []
     # the communicator first, so that every check below fails on every rank alike
@@ -84,7 +157,8 @@ def recompute_population_stats(layer_or_layers, batches, *, forward=None, progre
         finally:   # what the layers kept of the collecting forwards is no step to differentiate
             for layer in layers:
                 layer._x = layer._saved = layer._grads = None
-        counts = [(pooled.count, pooled.mean, pooled.m2) for pooled in collected]
+        counts: list[tuple[int, Array, Array]] = [(pooled.count, pooled.mean, pooled.m2)
+                                                  for pooled in collected]
         if sync is not None:
             counts = sync.pooled(counts, {"layers": [_pooling_options(layer) for layer in layers]})
             counts = [(n, distributed.on_device(layer.xp, mean, layer.running_mean),
@@ -99,13 +173,14 @@ def recompute_population_stats(layer_or_layers, batches, *, forward=None, progre
     return seen
 
 
-def _pooling_options(layer):
+def _pooling_options(layer: Layer) -> tuple[str, int, float, Optional[str]]:
     """What a layer's population statistics depend on besides the data, which the ranks'
     replicas of it must agree on."""
     return type(layer).__name__, layer.num_features, layer.eps, getattr(layer, "convention", None)
 
 
-def _collect(layers, batches, forward, progress):
+def _collect(layers: list[Layer], batches: Iterable[Any], forward: Optional[Callable[[Any], object]],
+             progress: bool) -> tuple[list[PooledMoments], int]:
     """Every layer's PooledMoments over this rank's batches, and how many there were."""
     for layer in layers:
         if not layer.track_running_stats:
@@ -117,7 +192,7 @@ def _collect(layers, batches, forward, progress):
             raise ValueError("with several layers, pass forward=: the function that runs the "
                              "network on one batch")
         forward = layers[0].forward
-    total = len(batches) if hasattr(batches, "__len__") else None
+    total = len(cast(Sized, batches)) if hasattr(batches, "__len__") else None
     seen = 0
     for layer in layers:
         layer._collector = PooledMoments(layer.num_features, layer.backend)
@@ -127,7 +202,7 @@ def _collect(layers, batches, forward, progress):
             seen += 1
             if progress:
                 _progress(seen, total, sys.stderr)
-        return [layer._collector for layer in layers], seen
+        return [cast(PooledMoments, layer._collector) for layer in layers], seen   # set above
     finally:
         for layer in layers:
             layer._collector = None

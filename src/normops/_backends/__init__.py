@@ -1,11 +1,13 @@
 """Built-in backends, registered by name and imported only when first used. (The
 package is private: users reach backends through the registry, and the public name
 ``normops.backends`` is the listing function.)"""
+from typing import Optional
+
 from .._arrays import COMPAT_INSTALL
-from .._registry import ANY_LIBRARY, register_backend
+from .._registry import ANY_LIBRARY, _register
 
 # (name, "module:attr", array library it is picked for automatically, priority, install hint)
-BUILTINS = (
+BUILTINS: tuple[tuple[str, str, str, int, Optional[str]], ...] = (
     ("reference", "normops._backends.reference:ReferenceBackend", "numpy", 0, None),
     ("cpu", "normops._backends.cpu:CpuBackend", "numpy", 10,
      "the cpu backend's compiled extension is missing or failed to load: reinstall normops "
@@ -20,7 +22,8 @@ BUILTINS = (
 )
 
 
-def register_builtins():
+def register_builtins() -> None:
+    """Register normops' own backends (listed with the source "built-in")."""
     for name, target, array_module, priority, hint in BUILTINS:
-        register_backend(name, target, array_module=array_module, priority=priority,
-                         install_hint=hint, _source="built-in")
+        _register(name, target, array_module=array_module, priority=priority,
+                  install_hint=hint, source="built-in")

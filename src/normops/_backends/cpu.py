@@ -9,13 +9,19 @@ Reductions run in double in an order fixed by the shape, so results do not depen
 thread count.
 """
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import _validation as check
 from .._halves import grad_dtype
 from .._saved import BatchNormSaved, BatchRenormSaved
+
+if TYPE_CHECKING:   # the compiled bindings, by their full names: the untyped modules
+    import normops._backends._buffers    # that pyproject.toml names (mypy would look for
+    import normops._backends._cpu        # package attributes in ``from . import`` alone)
 from . import _buffers, _cpu
+from ._base import BuiltinBackend
 
 # Outputs at least this large take their memory from _buffers, which reuses the blocks
 # earlier outputs gave back (page-aligned). The C library often keeps freed blocks below
@@ -85,7 +91,7 @@ class _Arrangement:
         return np.moveaxis(arr3.reshape(moved_shape), -1, self.axis)
 
 
-class CpuBackend:
+class CpuBackend(BuiltinBackend):
     xp = np
     device = "cpu"
     # the fused epilogue: in the pass that writes y; the backward masks dy with y in a

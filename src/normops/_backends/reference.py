@@ -19,6 +19,7 @@ import numpy as np
 
 from .._halves import grad_dtype, round_to
 from .._saved import BatchNormSaved, BatchRenormSaved
+from ._base import BuiltinBackend
 
 F64 = np.float64
 
@@ -116,7 +117,7 @@ def _grads(dx, dgamma, dbeta, x_dtype, gamma):
     return round_to(dx, x_dtype), round_to(dgamma, g), round_to(dbeta, g)
 
 
-class ReferenceBackend:
+class ReferenceBackend(BuiltinBackend):
     xp = np
     device = "cpu"
     epilogue = True   # its ops and kernels take residual/activation, and y for the mask
