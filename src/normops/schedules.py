@@ -71,12 +71,13 @@ class Linear:
         return f"Linear(start={self.start}, end={self.end}, begin={self.begin}, finish={self.finish})"
 
 
-class RenormSchedule(NamedTuple):
+# (the lint of the source sees no __init__, and so no parameters, in a NamedTuple)
+class RenormSchedule(NamedTuple):  # numpydoc ignore=PR02
     """The rmax and dmax schedules of a BatchRenorm layer.
 
     Pass them as ``BatchRenorm(C, **schedule._asdict())``.
 
-    Attributes
+    Parameters
     ----------
     rmax : callable
         The schedule of ``rmax``: ``step -> value``.
@@ -86,6 +87,11 @@ class RenormSchedule(NamedTuple):
 
     rmax: Callable[[int], float]
     dmax: Callable[[int], float]
+
+
+# the fields' docstrings (NamedTuple's own say "Alias for field number 0")
+RenormSchedule.rmax.__doc__ = "The schedule of rmax: step -> value."
+RenormSchedule.dmax.__doc__ = "The schedule of dmax: step -> value."
 
 
 def renorm_paper(*, rmax: float = 3.0, dmax: float = 5.0, warmup_steps: int = 5000,
