@@ -147,11 +147,6 @@ BackendFactory: TypeAlias = Union[Backend, Callable[[], Backend], str]
 class BackendError(Exception):
     """Base class of the registry's errors.
 
-    Parameters
-    ----------
-    *args : object
-        The exception's arguments: the message, as for any exception.
-
     Notes
     -----
     Its subclasses are also the built-in exceptions that fit them: an unknown name is a
@@ -159,9 +154,6 @@ class BackendError(Exception):
     ``RuntimeError`` (``BackendUnavailableError``), an object that is not a backend a
     ``TypeError`` (``InvalidBackendError``).
     """
-
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)
 
 
 class UnknownBackendError(BackendError, ValueError):
@@ -197,11 +189,12 @@ class InvalidBackendError(BackendError, TypeError):
     """
 
 
+# (the lint of the source sees no __init__, and so no parameters, in a dataclass)
 @dataclass(frozen=True)
-class BackendInfo:
+class BackendInfo:  # numpydoc ignore=PR02
     """What ``backends()`` reports of one backend.
 
-    Attributes
+    Parameters
     ----------
     name : str
         The name it is registered under.
