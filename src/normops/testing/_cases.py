@@ -211,8 +211,7 @@ def make_case(shape: Sequence[int], axis: int = 1, dtype: DTypeLike = "float64",
     """Make a full argument set for batch_norm, or batch_renorm, from a short recipe.
 
     The values are drawn from a NumPy generator seeded with ``seed`` in the value
-    ``regime``, x and dy laid out in ``memory``. The same call gives the same values
-    under the same NumPy version (its generators' streams may change between versions).
+    ``regime``, x and dy laid out in ``memory``.
 
     Parameters
     ----------
@@ -258,6 +257,13 @@ def make_case(shape: Sequence[int], axis: int = 1, dtype: DTypeLike = "float64",
         If ``dtype``, ``params`` or ``running`` is not a dtype.
     ImportError
         If a dtype is "bfloat16" and ml_dtypes is not installed.
+
+    Notes
+    -----
+    The same call gives the same values under the same NumPy version (its generators'
+    streams may change between versions). The case's repr prints every argument as plain
+    Python (a dtype by its name, a NumPy scalar as the number it holds), so that a
+    failure message's ``make_case(...)`` call rebuilds its case.
     """
     shape, dtype = tuple(int(n) for n in shape), as_dtype(dtype)
     param_dtype = dtype if params is None else as_dtype(params)

@@ -62,12 +62,8 @@ def assert_close(actual: ArrayLike, expected: ArrayLike, dtype: DTypeLike = None
                  what: str = "") -> None:
     """Assert ``|actual - expected| <= tol * (|expected| + scale)`` elementwise.
 
-    NaNs must match; infinities must be equal. A result is only asked to be as exact as
-    ``dtype`` can hold it: an expected value beyond its largest finite value is its
-    infinity, and errors below its smallest normal number (where it has no relative
-    precision left) pass. The range is that of ``actual``'s dtype when it is a float
-    array (float32 dgamma or running statistics of half x), else ``dtype``'s; the
-    tolerance is ``dtype``'s (x's: the precision the op computes in).
+    ``scale`` is the size of the terms the result was computed from, so that a result
+    that cancels far below its terms is held to their precision, not to its own size.
 
     Parameters
     ----------
@@ -93,6 +89,15 @@ def assert_close(actual: ArrayLike, expected: ArrayLike, dtype: DTypeLike = None
         tolerance: the message names ``what``, the worst element (by its error over its
         bound) with its actual and expected values, its tolerance and the terms of it,
         and how many elements are beyond theirs, all as plain numbers.
+
+    Notes
+    -----
+    NaNs must match; infinities must be equal. A result is only asked to be as exact as
+    ``dtype`` can hold it: an expected value beyond its largest finite value is its
+    infinity, and errors below its smallest normal number (where it has no relative
+    precision left) pass. The range is that of ``actual``'s dtype when it is a float
+    array (float32 dgamma or running statistics of half x), else ``dtype``'s; the
+    tolerance is ``dtype``'s (x's: the precision the op computes in).
     """
     dtype = np.dtype(dtype or np.asarray(expected).dtype)
     if tol is None:

@@ -6,7 +6,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Optional, TypeAlias
+from typing import Any, Callable, TypeAlias
 
 import numpy as np
 from numpy.typing import NDArray
@@ -80,8 +80,8 @@ class Implementation:
     name: str
     batch_norm: Forward
     batch_norm_backward: Backward
-    batch_renorm: Optional[Forward] = None
-    batch_renorm_backward: Optional[Backward] = None
+    batch_renorm: Forward | None = None
+    batch_renorm_backward: Backward | None = None
     conventions: tuple[str, ...] = ("pytorch", "keras")
     dtypes: tuple[DTypeLike, ...] = FULL
     regimes: tuple[str, ...] = REGIMES
@@ -124,11 +124,9 @@ def on_library(impl: Implementation, library: ArrayLibrary) -> Implementation:
     if library.name == "numpy":
         return impl
 
-    def forward(op: Forward, x: NDArray[Any], gamma: Optional[NDArray[Any]],
-                beta: Optional[NDArray[Any]],
-                running_mean: Optional[NDArray[Any]],
-                running_second: Optional[NDArray[Any]],
-                **options: Any) -> tuple[NDArray[Any], Any]:
+    def forward(op: Forward, x: NDArray[Any], gamma: NDArray[Any] | None,
+                beta: NDArray[Any] | None, running_mean: NDArray[Any] | None,
+                running_second: NDArray[Any] | None, **options: Any) -> tuple[NDArray[Any], Any]:
         """Run a forward op on the library's arrays.
 
         Parameters
@@ -160,8 +158,7 @@ def on_library(impl: Implementation, library: ArrayLibrary) -> Implementation:
         return library.to_numpy(y), saved
 
     def backward(op: Backward, dy: NDArray[Any], x: NDArray[Any], saved: Any,
-                 gamma: Optional[NDArray[Any]],
-                 **options: Any) -> tuple[NDArray[Any], ...]:
+                 gamma: NDArray[Any] | None, **options: Any) -> tuple[NDArray[Any], ...]:
         """Run a backward op on the library's arrays.
 
         Parameters
@@ -193,7 +190,7 @@ def on_library(impl: Implementation, library: ArrayLibrary) -> Implementation:
             library.check(arr, dtype, name)
         return tuple(library.to_numpy(arr) for arr in grads)
 
-    def wrap(op: Optional[Callable[..., Any]], adapter: Callable[..., Any]) -> Any:
+    def wrap(op: Callable[..., Any] | None, adapter: Callable[..., Any]) -> Any:
         """Bind an op to its adapter.
 
         Parameters
@@ -220,11 +217,11 @@ def on_library(impl: Implementation, library: ArrayLibrary) -> Implementation:
 
 
 # the library the kit hands a backend's arrays in, by the library it is picked for
-DEFAULT_LIBRARY: dict[Optional[str], str] = {ANY_LIBRARY: "array_api_strict", "torch": "torch",
-                                             "cupy": "cupy"}
+DEFAULT_LIBRARY: dict[str | None, str] = {ANY_LIBRARY: "array_api_strict", "torch": "torch",
+                                          "cupy": "cupy"}
 
 
-def backend_implementation(name: str, library: Optional[str] = None,
+def backend_implementation(name: str, library: str | None = None,
                            device: Any = None) -> Implementation:
     """Make the Implementation of a registered normops backend.
 
@@ -277,7 +274,7 @@ REFERENCE = backend_implementation("reference")
 
 def bn_step(impl: Implementation, case: Case, *, training: bool = True,
             convention: str = "pytorch", with_running: bool = True,
-            running: Optional[Sequence[NDArray[Any]]] = None) -> Step:
+            running: Sequence[NDArray[Any]] | None = None) -> Step:
     """Run batch_norm, then batch_norm_backward, on a case.
 
     Parameters
@@ -314,7 +311,7 @@ def bn_step(impl: Implementation, case: Case, *, training: bool = True,
 
 def brn_step(impl: Implementation, case: Case, *, training: bool = True, rmax: float = 3.0,
              dmax: float = 5.0,
-             running: Optional[Sequence[NDArray[Any]]] = None) -> Step:
+             running: Sequence[NDArray[Any]] | None = None) -> Step:
     """Run batch_renorm, then batch_renorm_backward, on a case.
 
     Parameters
