@@ -61,13 +61,13 @@ def plain(value: Any) -> Any:
     -------
     object
         A NumPy scalar as the Python number (or bool, str) it holds, a NumPy dtype as its
-        name, the items of a tuple or list likewise; anything else as it is.
+        name, the items of a (plain) tuple or list likewise; anything else as it is.
     """
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.dtype):
         return value.name
-    if isinstance(value, (tuple, list)):
+    if type(value) in (tuple, list):   # not a named tuple, whose fields are its own
         return type(value)(plain(v) for v in value)
     return value
 

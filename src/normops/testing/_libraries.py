@@ -2,7 +2,8 @@
 adapter hands an implementation the same values as arrays of its library on a device,
 checks that every result is an array of that library, on that device, of its dtype
 (y and dx x's, dgamma and dbeta gamma's or float32 for half x without gamma, running
-statistics their own), and gives the kit NumPy copies to compare."""
+statistics their own), and gives the kit NumPy copies to compare (``on_library``, in
+_implementation, puts an Implementation on an adapter)."""
 import functools
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -198,4 +199,3 @@ def _cupy(device: Any) -> ArrayLibrary:
 
 _ADAPTERS: dict[str, Callable[[Any], ArrayLibrary]] = {
     "numpy": _numpy, "array_api_strict": _strict, "torch": _torch, "cupy": _cupy}
-
