@@ -1,5 +1,7 @@
-"""normops.testing: the properties normops is tested with, as a conformance kit for any
-BN/BRN implementation (a plugin backend, another framework's op, your own NumPy code).
+"""The properties normops is tested with, as a conformance kit for BN/BRN implementations.
+
+``normops.testing`` checks any BN/BRN implementation: a plugin backend, another
+framework's op, your own NumPy code::
 
     from normops import testing
     testing.check_backend("cpu")                   # a registered backend, by name
@@ -23,8 +25,8 @@ from . import strategies
 from ._cases import ALL_REGIMES, EXTREME_REGIMES, MEMORY, REGIMES, Case, as_memory, make_case
 from ._compare import TOL, assert_close, tolerance
 from ._implementation import (Implementation, assert_steps_close, backend_implementation, bn_step,
-                              brn_step)
-from ._libraries import LIBRARIES, ArrayLibrary, array_library, on_library
+                              brn_step, on_library)
+from ._libraries import LIBRARIES, ArrayLibrary, array_library
 from ._profiles import PROFILES, profile_name, profile_settings, register_profiles
 from ._property import Property
 from ._runner import Report, Result, check, check_backend, properties, run, run_property

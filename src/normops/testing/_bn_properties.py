@@ -1,43 +1,49 @@
 """Properties of batch normalization's forward pass, running statistics and eval mode."""
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
+from numpy.typing import NDArray
 
 from .._halves import round_to
 from ._compare import assert_close, running_scales, term_scales, tolerance, variance_floor
 from ._dtypes import finfo, ulp
-from ._implementation import REFERENCE, assert_steps_close, bn_step
+from ._implementation import REFERENCE, Implementation, Step, assert_steps_close, bn_step
 from ._property import prop
-from ._cases import REGIMES, make_case
+from ._cases import REGIMES, Case, make_case
 from .strategies import cases, dtypes
 
 
-def draw_cases(impl, **options):
+def draw_cases(impl: Implementation, **options: Any) -> st.SearchStrategy[Case]:
     """Cases in the dtypes ``impl`` takes and the regimes it asks for."""
     return cases(**{"dtypes": impl.dtypes, "regimes": impl.regimes, **options})
 
 
-def fixed_regimes(impl, default):
+def fixed_regimes(impl: Implementation, default: tuple[str, ...]) -> tuple[str, ...]:
     """The regimes of a property that draws its own (``default``), or the extra ones
     (outside REGIMES, such as extreme_scales) that ``impl`` asks for instead."""
     return tuple(r for r in impl.regimes if r not in REGIMES) or default
 
 
-def forward(impl, case, *, training=True, running=(None, None), convention="pytorch"):
+def forward(impl: Implementation, case: Case, *, training: bool = True,
+            running: Sequence[NDArray[Any] | None] = (None, None),
+            convention: str = "pytorch") -> Any:
     y, _ = impl.batch_norm(case.x, case.gamma, case.beta, *running, training=training,
                            momentum=case.momentum, eps=case.eps, axis=case.axis,
                            convention=convention)
     return y
 
 
-def batch_scales(case):
+def batch_scales(case: Case) -> dict[str, NDArray[Any]]:
     """Term scales of a training step, from the case's batch statistics."""
     mean, var = case.batch_mean_var()
     return term_scales(case, mean, 1.0 / np.sqrt(var + case.eps))
 
 
 @prop("batch_norm", lambda impl: dict(case=draw_cases(impl, affine=False)))
-def bn_zero_mean_unit_variance(impl, case):
+def bn_zero_mean_unit_variance(impl: Implementation, case: Case) -> None:
     """Training output has mean 0 and variance var_B / (var_B + eps) in every channel."""
     _, var = case.batch_mean_var()
     y = forward(impl, case).astype(np.float64)
@@ -54,7 +60,7 @@ def bn_zero_mean_unit_variance(impl, case):
 
 
 @prop("batch_norm", lambda impl: dict(case=draw_cases(impl, affine=False)))
-def bn_identity_recovery(impl, case):
+def bn_identity_recovery(impl: Implementation, case: Case) -> None:
     """gamma = sqrt(var_B + eps) and beta = mu_B give back y = x.
 
     In float16 or bfloat16 (gamma and beta in float32 or x's dtype) y = x holds to the
@@ -66,7 +72,7 @@ def bn_identity_recovery(impl, case):
     assert_close(forward(impl, case), case.x, case.x.dtype, scale=scale, what="y")
 
 
-def exact_affine_change(case, seed):
+def exact_affine_change(case: Case, seed: int) -> tuple[Case, Case, NDArray[Any]]:
     """(case with x on a grid, the same with x * s + t, s) where s = 2^k > 0 and t per
     channel, and every value is exact in x's dtype: the property then compares two
     inputs that really are an affine change of each other, not one rounded version."""
@@ -89,7 +95,7 @@ def exact_affine_change(case, seed):
 
 
 @prop("batch_norm", lambda impl: dict(case=draw_cases(impl), seed=st.integers(0, 2**32 - 1)))
-def bn_affine_input_invariance(impl, case, seed):
+def bn_affine_input_invariance(impl: Implementation, case: Case, seed: int) -> None:
     """For per-channel s > 0 and t, x * s + t gives the same y and dgamma, dx / s (eps negligible)."""
     case, moved, s = exact_affine_change(case, seed)
     # a constant channel has no scale to be invariant to
@@ -111,7 +117,8 @@ def bn_affine_input_invariance(impl, case, seed):
 
 @prop("batch_norm", lambda impl: dict(case=draw_cases(impl), which=st.integers(0, 4),
                                       order_seed=st.integers(0, 2**32 - 1)))
-def bn_batch_permutation_equivariance(impl, case, which, order_seed):
+def bn_batch_permutation_equivariance(impl: Implementation, case: Case, which: int,
+                                      order_seed: int) -> None:
     """Permuting the batch permutes y and dx; statistics, dgamma and dbeta stay the same."""
     # the ``which``-th reduced axis longer than 1 (training has one), in a random order
     axes = [a for a in case.reduce_axes if case.x.shape[a] > 1]
@@ -126,7 +133,7 @@ def bn_batch_permutation_equivariance(impl, case, which, order_seed):
 
 @prop("batch_norm", lambda impl: dict(case=draw_cases(impl),
                                       convention=st.sampled_from(impl.conventions)))
-def bn_running_stats_update(impl, case, convention):
+def bn_running_stats_update(impl: Implementation, case: Case, convention: str) -> None:
     """running = (1 - momentum) running + momentum batch, with the unbiased (pytorch) or biased (keras) variance."""
     rm, rv = case.running()
     forward(impl, case, running=(rm, rv), convention=convention)
@@ -142,14 +149,15 @@ def bn_running_stats_update(impl, case, convention):
 
 
 @prop("batch_norm", lambda impl: dict(case=draw_cases(impl, training=False)))
-def bn_eval_formulas(impl, case):
+def bn_eval_formulas(impl: Implementation, case: Case) -> None:
     """Eval mode: y = gamma (x - running_mean) / sqrt(running_var + eps) + beta, dx = dy gamma invstd; running stats untouched."""
     rm, rv = (a.astype(np.float64) for a in case.running())
     check_eval_step(case, bn_step(impl, case, training=False), rm, 1 / np.sqrt(rv + case.eps),
                     "running_var")
 
 
-def check_eval_step(case, step, mean, invstd, second):
+def check_eval_step(case: Case, step: Step, mean: NDArray[np.float64],
+                    invstd: NDArray[np.float64], second: str) -> None:
     """An eval-mode step (BN's or BRN's) against y = gamma (x - mean) invstd + beta,
     dx = dy gamma invstd, dgamma = sum(dy x_hat), dbeta = sum(dy); the running statistics
     (``second``: the name of the second one) untouched."""
@@ -167,7 +175,7 @@ def check_eval_step(case, step, mean, invstd, second):
 
 
 @prop("batch_norm", lambda impl: dict(case=draw_cases(impl)))
-def bn_eval_equals_training_with_batch_stats(impl, case):
+def bn_eval_equals_training_with_batch_stats(impl: Implementation, case: Case) -> None:
     """Eval mode with running stats equal to the batch statistics gives the training output."""
     mean, var = case.batch_mean_var()
     train = bn_step(impl, case, with_running=False)
@@ -188,10 +196,12 @@ def bn_eval_equals_training_with_batch_stats(impl, case):
 @prop("batch_norm", lambda impl: dict(case=draw_cases(impl), training=st.booleans(),
                                       convention=st.sampled_from(impl.conventions),
                                       with_running=st.booleans()))
-def bn_matches_reference(impl, case, training, convention, with_running):
+def bn_matches_reference(impl: Implementation, case: Case, training: bool, convention: str,
+                         with_running: bool) -> None:
     """y, running stats, dx, dgamma and dbeta equal normops's reference backend."""
     assume(training or with_running)
-    options = dict(training=training, convention=convention, with_running=with_running)
+    options: dict[str, Any] = dict(training=training, convention=convention,
+                                   with_running=with_running)
     assert_steps_close(bn_step(impl, case, **options), bn_step(REFERENCE, case, **options), case)
 
 
@@ -199,7 +209,8 @@ def bn_matches_reference(impl, case, training, convention, with_running):
     m=st.integers(2**14, 2**16), channels=st.integers(1, 3), inner=st.sampled_from([1, 8]),
     dtype=dtypes(impl.dtypes), regime=st.sampled_from(fixed_regimes(impl, ("large_offset", "moderate"))),
     seed=st.integers(0, 2**32 - 1)))
-def bn_large_batch_matches_reference(impl, m, channels, inner, dtype, regime, seed):
+def bn_large_batch_matches_reference(impl: Implementation, m: int, channels: int, inner: int,
+                                     dtype: np.dtype[Any], regime: str, seed: int) -> None:
     """With 2^14 to 2^16 values per channel (sums that float32 accumulators get wrong), training y, running stats and gradients equal the reference."""
     case = make_case((m // inner, channels, inner), 1, dtype.name, regime=regime, seed=seed)
     assert_steps_close(bn_step(impl, case), bn_step(REFERENCE, case), case)

@@ -5,8 +5,13 @@ but BN's outputs are differences of larger terms: y = a*x + b with a large offse
 dx = p*dy + q*x + s. So each result is held to ``tol`` times the size of the terms it is
 made of (its *scale*), not to its own size, which may cancel to near 0.
 """
-import numpy as np
+from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
+from .._typing import ArrayLike, DTypeLike
+from ._cases import Case
 from ._dtypes import HALVES, finfo, is_float, ulp
 
 # float32: about 80 units in the last place, room for a few roundings of the terms;
@@ -21,30 +26,78 @@ from ._dtypes import HALVES, finfo, is_float, ulp
 # of the terms, and float32 arithmetic inside adds 1e-5 of them (0.01 eps of float16);
 # 4 eps leaves room for that, while arithmetic in the half dtype itself (a running sum,
 # E[x^2] - E[x]^2, both off by many eps at these sizes) fails.
-TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10,
-       **{half: 4 * float(finfo(half).eps) for half in HALVES}}
+#: The relative tolerance by dtype of x: 1e-5 for float32, 1e-10 for float64, 4 eps for
+#: float16 and bfloat16.
+TOL: dict[np.dtype[Any], float] = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10,
+                                   **{half: 4 * float(finfo(half).eps) for half in HALVES}}
 
 
-def tolerance(dtype):
+def tolerance(dtype: DTypeLike) -> float:
+    """Give the kit's relative tolerance for results computed in a dtype.
+
+    Parameters
+    ----------
+    dtype : dtype-like
+        The dtype of x: the precision the op computes in.
+
+    Returns
+    -------
+    float
+        ``TOL[dtype]``; 4 eps of the dtype for one not in ``TOL`` (a bfloat16 made after
+        the kit's import found no ml_dtypes).
+
+    Raises
+    ------
+    TypeError
+        If ``dtype`` is not a NumPy dtype or anything ``numpy.dtype`` accepts.
+    """
     dtype = np.dtype(dtype)
     if dtype not in TOL:   # bfloat16 made after the kit's import found no ml_dtypes
         return 4 * float(finfo(dtype).eps)
     return TOL[dtype]
 
 
-def assert_close(actual, expected, dtype=None, *, tol=None, scale=None, what=""):
-    """|actual - expected| <= tol * (|expected| + scale) elementwise, else an
-    AssertionError naming ``what``, the worst element against its bound and how many
-    elements are beyond theirs.
+def assert_close(actual: ArrayLike, expected: ArrayLike, dtype: DTypeLike = None, *,
+                 tol: float | None = None, scale: ArrayLike | None = None,
+                 what: str = "") -> None:
+    """Assert ``|actual - expected| <= tol * (|expected| + scale)`` elementwise.
 
-    ``scale`` (broadcastable, e.g. per channel) is the size of the terms the result was
-    computed from; its default is max|expected|. NaNs must match; infinities must be equal.
-    A result is only asked to be as exact as ``dtype`` can hold it: an expected value
-    beyond its largest finite value is its infinity, and errors below its smallest normal
-    number (where it has no relative precision left) pass. The range is that of
-    ``actual``'s dtype when it is a float array (float32 dgamma or running statistics of
-    half x), else ``dtype``'s; the tolerance is ``dtype``'s (x's: the precision the op
-    computes in).
+    ``scale`` is the size of the terms the result was computed from, so that a result
+    that cancels far below its terms is held to their precision, not to its own size.
+
+    Parameters
+    ----------
+    actual : array_like
+        The result under test.
+    expected : array_like
+        The value it should have, of the same shape.
+    dtype : dtype-like, optional
+        The dtype of x, which sets the tolerance (``tolerance(dtype)``) and, unless
+        ``actual`` is a float array, the range. Default: ``expected``'s dtype.
+    tol : float, optional
+        The relative tolerance instead of ``tolerance(dtype)``.
+    scale : array_like, optional
+        The size of the terms the result was computed from, broadcastable against
+        ``expected`` (e.g. per channel). Default: max|expected| over its finite elements.
+    what : str, optional
+        The result's name, which the message starts with.
+
+    Raises
+    ------
+    AssertionError
+        If the shapes differ (the message names both), or if any element is beyond its
+        tolerance: the message names ``what``, the worst element (by its error over its
+        bound) with its actual and expected values, its tolerance and the terms of it,
+        and how many elements are beyond theirs, all as plain numbers.
+
+    Notes
+    -----
+    NaNs must match; infinities must be equal. A result is only asked to be as exact as
+    ``dtype`` can hold it: an expected value beyond its largest finite value is its
+    infinity, and errors below its smallest normal number (where it has no relative
+    precision left) pass. The range is that of ``actual``'s dtype when it is a float
+    array (float32 dgamma or running statistics of half x), else ``dtype``'s; the
+    tolerance is ``dtype``'s (x's: the precision the op computes in).
     """
     dtype = np.dtype(dtype or np.asarray(expected).dtype)
     if tol is None:
@@ -70,18 +123,38 @@ def assert_close(actual, expected, dtype=None, *, tol=None, scale=None, what="")
         excess[np.isnan(excess)] = np.inf
     i = np.unravel_index(np.argmax(excess), excess.shape)
     raise AssertionError(
-        f"{what}: worst error {error[i]:.3g} at {tuple(map(int, i))} (actual {actual[i]!r}, "
-        f"expected {expected[i]!r}) against a tolerance of {bound[i]:.3g} "
+        f"{what}: worst error {error[i]:.3g} at {tuple(map(int, i))} (actual "
+        f"{float(actual[i])!r}, expected {float(expected[i])!r}) against a tolerance of "
+        f"{bound[i]:.3g} "
         f"= {tol:g} x (|expected| + scale {np.broadcast_to(scale, expected.shape)[i]:.3g}); "
         f"{np.count_nonzero(~ok)} of {ok.size} elements beyond their tolerance")
 
 
-def term_scales(case, mean, invstd, r=None, d=None, training=True):
-    """Per channel, the size of the terms of each result for the statistics (``mean``,
-    ``invstd``, BRN's ``r`` and ``d``) the op normalized with: y = a*x + b and
-    dx = p*dy + q*x + s (``"y"``, ``"dx"``, shaped to broadcast against x), and
-    dgamma = sum(dy * (r * invstd * (x - mean) + d)), dbeta = sum(dy) (shape (C,)),
-    where x - mean is only as exact as the mean, a sum of values up to max|x|."""
+def term_scales(case: Case, mean: ArrayLike, invstd: ArrayLike, r: ArrayLike | None = None,
+                d: ArrayLike | None = None, training: bool = True) -> dict[str, NDArray[Any]]:
+    """Give per channel the size of the terms each result of a step is made of.
+
+    The results are y = a*x + b and dx = p*dy + q*x + s, and
+    dgamma = sum(dy * (r * invstd * (x - mean) + d)), dbeta = sum(dy), where x - mean is
+    only as exact as the mean, a sum of values up to max|x|.
+
+    Parameters
+    ----------
+    case : Case
+        The step's inputs.
+    mean, invstd : array_like
+        The per-channel statistics the op normalized with.
+    r, d : array_like, optional
+        BRN's per-channel correction (None for BN).
+    training : bool, optional
+        Whether the step trains (dx then has the terms of the batch statistics' gradient).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        The scales of "y" and "dx" (shaped to broadcast against x) and of "dgamma" and
+        "dbeta" (shape (C,)), in float64.
+    """
     scale = np.abs(invstd * (1.0 if r is None else r))
     gain = scale if case.gamma is None else scale * np.abs(case.gamma.astype(np.float64))
     shift = 0.0 if case.beta is None else np.abs(case.beta.astype(np.float64))
@@ -101,18 +174,45 @@ def term_scales(case, mean, invstd, r=None, d=None, training=True):
                 dgamma=(scale * (x_max + np.abs(mean)) + d) * dy_sum, dbeta=dy_sum)
 
 
-def variance_floor(case):
-    """Per channel, how far the batch variance is known: its mean is a sum of values up to
-    max|x|, known to tol * max|x|, which moves the variance by up to the square of that
-    (all that a constant channel's variance is made of)."""
+def variance_floor(case: Case) -> NDArray[np.float64]:
+    """Give per channel how far the batch variance is known.
+
+    Its mean is a sum of values up to max|x|, known to tol * max|x|, which moves the
+    variance by up to the square of that (all that a constant channel's variance is made
+    of).
+
+    Parameters
+    ----------
+    case : Case
+        The inputs.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(tol * max|x|) ** 2`` per channel, in float64, with tol x's ``tolerance``.
+    """
     x_max = np.abs(case.x).max(axis=case.reduce_axes).astype(np.float64)
-    return (tolerance(case.x.dtype) * x_max) ** 2
+    floor: NDArray[np.float64] = (tolerance(case.x.dtype) * x_max) ** 2
+    return floor
 
 
-def running_scales(case):
-    """Per channel, the size of the terms of the running-statistics updates
-    ``(1 - momentum) * running + momentum * batch``, and of how far the batch statistics
-    are known (see variance_floor)."""
+def running_scales(case: Case) -> dict[str, NDArray[np.float64]]:
+    """Give per channel the size of the terms of the running-statistics updates.
+
+    The updates are ``(1 - momentum) * running + momentum * batch``; the size includes
+    how far the batch statistics are known (see ``variance_floor``).
+
+    Parameters
+    ----------
+    case : Case
+        The inputs of a training step.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        The scales of "running_mean", "running_var" (BN) and "running_std" (BRN), per
+        channel, in float64.
+    """
     mean, var = case.batch_mean_var()
     keep, mom = 1.0 - case.momentum, case.momentum
     tol = tolerance(case.x.dtype)

@@ -9,41 +9,51 @@ lands within a rounding of 0, on either side). The backward is handed the fused
 forward's y, and dz must be dy masked by it: dy where y > 0 or y is NaN, else 0
 (relu's derivative at 0 is 0, as in PyTorch).
 """
+from typing import Any
+
 import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
+from numpy.typing import NDArray
 
 from .._halves import round_to
+from .._typing import ArrayLike
 from ._bn_properties import draw_cases
-from ._cases import MEMORY, as_memory
+from ._cases import MEMORY, Case, as_memory
 from ._compare import assert_close
 from ._gradient_properties import assert_matches_differences, small_f64_cases
-from ._implementation import step_scales
+from ._implementation import Backward, Forward, Implementation, step_scales
 from ._property import prop
 
 ACTIVATIONS = (None, "relu")
 
 
-def _forward_op(impl, renorm):
-    return impl.batch_renorm if renorm else impl.batch_norm
+def _forward_op(impl: Implementation, renorm: bool) -> Forward:
+    op = impl.batch_renorm if renorm else impl.batch_norm
+    assert op is not None   # the BRN properties run only where impl.renorm
+    return op
 
 
-def _backward_op(impl, renorm):
-    return impl.batch_renorm_backward if renorm else impl.batch_norm_backward
+def _backward_op(impl: Implementation, renorm: bool) -> Backward:
+    op = impl.batch_renorm_backward if renorm else impl.batch_norm_backward
+    assert op is not None   # the BRN properties run only where impl.renorm
+    return op
 
 
-def forward(impl, case, renorm, training, **epilogue):
+def forward(impl: Implementation, case: Case, renorm: bool, training: bool,
+            **epilogue: Any) -> tuple[Any, Any, tuple[NDArray[Any], NDArray[Any]]]:
     """(y, saved, running statistics after the step) of one forward, fused when
     ``epilogue`` holds residual= / activation=."""
     running = case.running()
-    options = (dict(rmax=3.0, dmax=5.0) if renorm else dict(convention="pytorch"))
+    options: dict[str, Any] = (dict(rmax=3.0, dmax=5.0) if renorm
+                               else dict(convention="pytorch"))
     y, saved = _forward_op(impl, renorm)(case.x, case.gamma, case.beta, *running,
                                          training=training, momentum=case.momentum,
                                          eps=case.eps, axis=case.axis, **options, **epilogue)
     return y, saved, running
 
 
-def residual(case, y_plain, seed, memory):
+def residual(case: Case, y_plain: ArrayLike, seed: int, memory: str) -> NDArray[Any]:
     """z of x's shape and dtype: normal values of y's size, and -y_plain (so that
     y_plain + z is exactly 0) at a quarter of the elements; in memory arrangement
     ``memory``."""
@@ -54,25 +64,26 @@ def residual(case, y_plain, seed, memory):
     return as_memory(round_to(z, case.x.dtype), memory, case.axis)
 
 
-def relu(v):
+def relu(v: NDArray[Any]) -> NDArray[Any]:
     """0 where v < 0, else v (-0.0 and NaN stay)."""
     return np.where(v < 0, 0.0, v)
 
 
-def through_relu(dy, y):
+def through_relu(dy: NDArray[Any], y: ArrayLike) -> NDArray[Any]:
     """dy masked by y: 0 where y <= 0, else dy (NaN y lets dy through)."""
     return np.where(np.asarray(y, dtype=np.float64) <= 0, np.zeros_like(dy), dy)
 
 
-def fused_draws(impl, **options):
+def fused_draws(impl: Implementation, **options: Any) -> dict[str, st.SearchStrategy[Any]]:
     return dict(case=draw_cases(impl, renorm=options.pop("renorm", False), **options),
                 training=st.booleans(), activation=st.sampled_from(ACTIVATIONS),
                 with_residual=st.booleans(), memory=st.sampled_from(MEMORY),
                 seed=st.integers(0, 2**32 - 1))
 
 
-def check_against_composition(impl, case, renorm, training, activation, with_residual,
-                              memory, seed):
+def check_against_composition(impl: Implementation, case: Case, renorm: bool, training: bool,
+                              activation: str | None, with_residual: bool, memory: str,
+                              seed: int) -> None:
     assume(activation is not None or with_residual)
     y_plain, saved_plain, running_plain = forward(impl, case, renorm, training)
     z = residual(case, y_plain, seed, memory) if with_residual else None
@@ -118,20 +129,24 @@ def check_against_composition(impl, case, renorm, training, activation, with_res
 
 
 @prop("fused", lambda impl: fused_draws(impl))
-def fused_bn_equals_composition(impl, case, training, activation, with_residual, memory, seed):
+def fused_bn_equals_composition(impl: Implementation, case: Case, training: bool,
+                                activation: str | None, with_residual: bool, memory: str,
+                                seed: int) -> None:
     """Fused BN (residual, relu) equals BN, add, relu; its backward the plain one on the masked dy; dz is that mask."""
     check_against_composition(impl, case, False, training, activation, with_residual, memory, seed)
 
 
 @prop(("fused", "batch_renorm"), lambda impl: fused_draws(impl, renorm=True))
-def fused_brn_equals_composition(impl, case, training, activation, with_residual, memory, seed):
+def fused_brn_equals_composition(impl: Implementation, case: Case, training: bool,
+                                 activation: str | None, with_residual: bool, memory: str,
+                                 seed: int) -> None:
     """Fused BRN (residual, relu) equals BRN, add, relu; its backward the plain one on the masked dy."""
     check_against_composition(impl, case, True, training, activation, with_residual, memory, seed)
 
 
 @prop("fused", lambda impl: dict(case=draw_cases(impl), training=st.booleans(),
                                  seed=st.integers(0, 2**32 - 1)))
-def fused_relu_nan_and_mask(impl, case, training, seed):
+def fused_relu_nan_and_mask(impl: Implementation, case: Case, training: bool, seed: int) -> None:
     """A NaN in z gives NaN in y and lets dy through there; y is never negative; dz is dy masked by y."""
     y_plain, _, _ = forward(impl, case, False, training)
     z = np.array(residual(case, y_plain, seed, "contiguous"))
@@ -150,7 +165,8 @@ def fused_relu_nan_and_mask(impl, case, training, seed):
 
 @prop("fused", lambda impl: dict(case=small_f64_cases(impl), training=st.booleans(),
                                  seed=st.integers(0, 2**32 - 1)))
-def fused_gradients_finite_differences(impl, case, training, seed):
+def fused_gradients_finite_differences(impl: Implementation, case: Case, training: bool,
+                                       seed: int) -> None:
     """dx, dgamma, dbeta and dz of relu(BN(x) + z) equal central finite differences, away from the kink."""
     y_plain, _, _ = forward(impl, case, False, training)
     y64 = np.asarray(y_plain, np.float64)
@@ -159,9 +175,11 @@ def fused_gradients_finite_differences(impl, case, training, seed):
     # BN(x) + z at least size/4 from 0, far beyond what the steps below move it by
     target = size * np.where(rng.random(y64.shape) < 0.5, -1.0, 1.0) * (0.25 + rng.random(y64.shape))
     z = target - y64
+    assert case.gamma is not None and case.beta is not None   # small_f64_cases: affine
     x, gamma, beta = case.x.copy(), case.gamma.copy(), case.beta.copy()
 
-    def run(x, gamma, beta, z):
+    def run(x: NDArray[Any], gamma: NDArray[Any], beta: NDArray[Any],
+            z: NDArray[Any]) -> tuple[Any, Any, tuple[NDArray[Any], NDArray[Any]]]:
         return forward(impl, case.replace(x=x, gamma=gamma, beta=beta), False, training,
                        residual=z, activation="relu")
 
@@ -171,7 +189,7 @@ def fused_gradients_finite_differences(impl, case, training, seed):
     # each y is as exact as the terms it is made of (a x + b + z may cancel)
     y_terms = step_scales(case, dict(training=training))["y"] + np.abs(z)
 
-    def f():
+    def f() -> tuple[float, float]:
         out = np.asarray(run(x, gamma, beta, z)[0], dtype=np.float64)
         return float(np.sum(out * case.dy)), float(np.sum(np.abs(case.dy) * (np.abs(out) + y_terms)))
 

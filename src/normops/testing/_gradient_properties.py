@@ -7,12 +7,18 @@ constants (stop_gradient); its x-gradient is checked by finite differences where
 clips saturate (r and d locally constant) and, in every regime, through the identity
 BRN(x; gamma, beta) = BN(x; gamma * r, gamma * d + beta) with r, d fixed.
 """
+from typing import Any, Callable
+
 import numpy as np
 from hypothesis import strategies as st
+from numpy.typing import NDArray
 
+from .._typing import ArrayLike
 from ._bn_properties import batch_scales, draw_cases, fixed_regimes
+from ._cases import Case
 from ._compare import assert_close, tolerance
-from ._implementation import assert_steps_close, bn_step, brn_step, step_scales
+from ._implementation import (Implementation, Step, assert_steps_close, bn_step, brn_step,
+                              step_scales)
 from ._property import prop
 from ._renorm_properties import affine, renorm_cases, renorm_constants
 from .strategies import cases
@@ -20,15 +26,21 @@ from .strategies import cases
 FD_TOL = 1e-6
 
 # small float64 inputs whose loss is smooth on the finite-difference step's scale
-SMALL_F64 = dict(dtypes=(np.float64,), affine=True, max_size=60, max_ndim=4)
+SMALL_F64: dict[str, Any] = dict(dtypes=(np.float64,), affine=True, max_size=60, max_ndim=4)
 SMALL_F64_REGIMES = ("moderate", "constant_channels")
 
+#: The loss and the size of its terms, ``(L, size) = f()``, at the current inputs.
+Loss = Callable[[], tuple[float, float]]
+#: A forward op's y for (x, gamma, beta), the rest of its arguments fixed.
+ForwardY = Callable[[NDArray[Any], NDArray[Any], NDArray[Any]], Any]
 
-def small_f64_cases(impl, **options):
+
+def small_f64_cases(impl: Implementation, **options: Any) -> st.SearchStrategy[Case]:
     return cases(regimes=fixed_regimes(impl, SMALL_F64_REGIMES), **SMALL_F64, **options)
 
 
-def central_differences(f, v, h):
+def central_differences(f: Loss, v: NDArray[Any],
+                        h: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """dL/dv for (L, size) = f(), perturbing ``v`` in place one element at a time by the
     steps ``h`` (broadcast against v), and the rounding noise of that estimate: 100
     ulps of the size of the terms L is made of (L itself may cancel far below them),
@@ -47,20 +59,23 @@ def central_differences(f, v, h):
     return grad, noise
 
 
-def assert_matches_differences(analytic, f, v, h, what):
+def assert_matches_differences(analytic: ArrayLike, f: Loss, v: NDArray[Any], h: ArrayLike,
+                               what: str) -> None:
     numeric, noise = central_differences(f, v, h)
     scale = float(np.max(np.abs(numeric)))
     bound = FD_TOL * np.abs(numeric) + FD_TOL * scale + noise
-    error = np.abs(np.asarray(analytic, dtype=np.float64) - numeric)
+    analytic = np.asarray(analytic, dtype=np.float64)
+    error = np.abs(analytic - numeric)
     if not np.all(error <= bound):
         i = np.unravel_index(np.argmax(error / bound), error.shape)
         raise AssertionError(
             f"{what}: worst error {error[i]:.3g} at {tuple(map(int, i))} (analytic "
-            f"{analytic[i]!r}, finite differences {numeric[i]!r}) against a tolerance of "
-            f"{bound[i]:.3g}; {np.count_nonzero(error > bound)} of {error.size} elements beyond")
+            f"{float(analytic[i])!r}, finite differences {float(numeric[i])!r}) against a "
+            f"tolerance of {bound[i]:.3g}; {np.count_nonzero(error > bound)} of {error.size} "
+            f"elements beyond")
 
 
-def check_against_differences(case, step, forward):
+def check_against_differences(case: Case, step: Step, forward: ForwardY) -> None:
     """dx, dgamma and dbeta of ``step`` against central differences of
     L = sum(forward(x, gamma, beta) * dy), so dL/dy = dy.
 
@@ -68,10 +83,11 @@ def check_against_differences(case, step, forward):
     are 1e-4 sigma_B (truncation error ~1e-8 relative); y is linear in gamma and beta,
     so their steps are large, for less rounding noise. Each y is as exact as the terms
     it is made of (a*x + b may cancel), which sets L's noise."""
+    assert case.gamma is not None and case.beta is not None   # small_f64_cases: affine
     x, gamma, beta = case.x.copy(), case.gamma.copy(), case.beta.copy()
     y_sizes = step_scales(case, step)["y"]
 
-    def f():
+    def f() -> tuple[float, float]:
         y = np.asarray(forward(x, gamma, beta), dtype=np.float64)
         return float(np.sum(y * case.dy)), float(np.sum(np.abs(case.dy) * (np.abs(y) + y_sizes)))
 
@@ -83,11 +99,11 @@ def check_against_differences(case, step, forward):
 
 
 @prop("batch_norm", lambda impl: dict(case=small_f64_cases(impl), training=st.booleans()))
-def bn_gradients_finite_differences(impl, case, training):
+def bn_gradients_finite_differences(impl: Implementation, case: Case, training: bool) -> None:
     """dx, dgamma and dbeta equal central finite differences of the forward pass (training and eval)."""
     step = bn_step(impl, case, training=training)
 
-    def forward(x, gamma, beta):
+    def forward(x: NDArray[Any], gamma: NDArray[Any], beta: NDArray[Any]) -> Any:
         rm, rv = case.running()
         return impl.batch_norm(x, gamma, beta, rm, rv, training=training, momentum=case.momentum,
                                eps=case.eps, axis=case.axis, convention="pytorch")[0]
@@ -96,7 +112,7 @@ def bn_gradients_finite_differences(impl, case, training):
 
 
 @prop("batch_norm", lambda impl: dict(case=draw_cases(impl)))
-def bn_gradient_channel_sums(impl, case):
+def bn_gradient_channel_sums(impl: Implementation, case: Case) -> None:
     """In training, sum(dx) = 0 and sum(dx x_hat) = gamma invstd sum(dy x_hat) eps / (var_B + eps) per channel (0 as eps -> 0)."""
     step = bn_step(impl, case)
     mean, var = case.batch_mean_var()
@@ -114,24 +130,28 @@ def bn_gradient_channel_sums(impl, case):
     assert_close(case.channel_sum(dx * x_hat), expected, tol=tol, scale=size, what="sum(dx * x_hat)")
 
 
-def renorm_forward(impl, case, training, rmax, dmax):
-    def forward(x, gamma, beta):
+def renorm_forward(impl: Implementation, case: Case, training: bool, rmax: float,
+                   dmax: float) -> ForwardY:
+    batch_renorm = impl.batch_renorm
+    assert batch_renorm is not None   # the properties using it run only where impl.renorm
+
+    def forward(x: NDArray[Any], gamma: NDArray[Any], beta: NDArray[Any]) -> Any:
         mu, sigma = case.running()
-        return impl.batch_renorm(x, gamma, beta, mu, sigma, training=training, rmax=rmax,
-                                 dmax=dmax, momentum=case.momentum, eps=case.eps,
-                                 axis=case.axis)[0]
+        return batch_renorm(x, gamma, beta, mu, sigma, training=training, rmax=rmax,
+                            dmax=dmax, momentum=case.momentum, eps=case.eps,
+                            axis=case.axis)[0]
     return forward
 
 
 @prop("batch_renorm", lambda impl: dict(case=small_f64_cases(impl, renorm=True)))
-def brn_eval_gradients_finite_differences(impl, case):
+def brn_eval_gradients_finite_differences(impl: Implementation, case: Case) -> None:
     """Eval mode: dx, dgamma and dbeta equal central finite differences of the forward pass."""
     step = brn_step(impl, case, training=False)
     check_against_differences(case, step, renorm_forward(impl, case, False, 3.0, 5.0))
 
 
 @prop("batch_renorm", lambda impl: dict(case=small_f64_cases(impl, renorm=True), high=st.booleans()))
-def brn_training_gradients_saturated_clips(impl, case, high):
+def brn_training_gradients_saturated_clips(impl: Implementation, case: Case, high: bool) -> None:
     """Training with r and d clipped (locally constant): dx, dgamma, dbeta equal finite differences."""
     # running sigma far below (or above) sigma_B and running mean far away: r = rmax (or
     # 1/rmax) and d = +-dmax stay put under the finite-difference perturbations
@@ -146,7 +166,8 @@ def brn_training_gradients_saturated_clips(impl, case, high):
 
 @prop("batch_renorm", lambda impl: dict(case=renorm_cases(impl, dtypes=(np.float64,)),
                                         clip=st.sampled_from([(3.0, 5.0), (1.5, 0.5), (1.0, 0.0)])))
-def brn_training_is_bn_with_r_d_folded(impl, case, clip):
+def brn_training_is_bn_with_r_d_folded(impl: Implementation, case: Case,
+                                       clip: tuple[float, float]) -> None:
     """Training: y and dx equal BN's with gamma r and gamma d + beta; dgamma = r dgamma_BN + d dbeta."""
     rmax, dmax = clip
     brn = brn_step(impl, case, rmax=rmax, dmax=dmax)

@@ -11,13 +11,18 @@ half an ulp; the bound of 1 ulp leaves room for the reference's own float64 roun
 and for a double rounding through float32 (float64 -> float32 -> bfloat16 misses by at
 most an ulp at a tie, see normops._halves), which this property therefore does not
 catch."""
+from typing import Any
+
 import numpy as np
 from hypothesis import strategies as st
+from numpy.typing import NDArray
 
 from .._halves import round_to
+from .._typing import ArrayLike
 from ._bn_properties import draw_cases
+from ._cases import Case
 from ._dtypes import is_float, is_half, ulp
-from ._implementation import REFERENCE, bn_step, brn_step, step_scales
+from ._implementation import REFERENCE, Implementation, Step, bn_step, brn_step, step_scales
 from ._property import prop
 from .strategies import renorm_clips
 
@@ -30,11 +35,11 @@ from .strategies import renorm_clips
 CANCELLATION = 1e-12
 
 
-def half_dtypes(impl):
+def half_dtypes(impl: Implementation) -> tuple[np.dtype[Any], ...]:
     return tuple(d for d in map(np.dtype, impl.dtypes) if is_half(d))
 
 
-def upcast(case):
+def upcast(case: Case) -> Case:
     """The case with x, dy, gamma, beta and the running statistics in float64 (the same
     values: every half and float32 value is a double)."""
     wide = {k: getattr(case, k).astype(np.float64) for k in
@@ -43,7 +48,8 @@ def upcast(case):
     return case.replace(**wide)
 
 
-def ulp_error(actual, expected, scale):
+def ulp_error(actual: NDArray[Any], expected: ArrayLike,
+              scale: ArrayLike) -> NDArray[np.float64]:
     """Per element, |actual - expected| in ulps of ``actual``'s dtype at |expected|, less
     the cancellation allowance (0 where it covers the error); 0 where actual is the
     expected value rounded (an overflow to inf included) or both are NaN."""
@@ -56,7 +62,7 @@ def ulp_error(actual, expected, scale):
     return np.where(same, 0.0, np.where(np.isnan(ulps), np.inf, ulps))
 
 
-def assert_within_one_ulp(actual, expected, scale, what):
+def assert_within_one_ulp(actual: Any, expected: ArrayLike, scale: ArrayLike, what: str) -> None:
     if not (isinstance(actual, np.ndarray) and is_float(actual.dtype)):
         raise AssertionError(f"{what}: {type(actual).__name__}, expected a float array")
     if actual.shape != np.shape(expected):
@@ -67,8 +73,9 @@ def assert_within_one_ulp(actual, expected, scale, what):
     i = np.unravel_index(np.argmax(ulps), ulps.shape)
     raise AssertionError(
         f"{what}: {ulps[i]:.3g} ulps of {actual.dtype} from the float64 result at "
-        f"{tuple(map(int, i))} (actual {actual[i]!r}, float64 result "
-        f"{np.asarray(expected)[i]!r}, rounded {round_to(np.asarray(expected)[i], actual.dtype)!r}); "
+        f"{tuple(map(int, i))} (actual {float(actual[i])!r}, float64 result "
+        f"{float(np.asarray(expected)[i])!r}, rounded "
+        f"{float(round_to(np.asarray(expected)[i], actual.dtype))!r}); "
         f"{np.count_nonzero(ulps > 1.0)} of {ulps.size} elements beyond 1 ulp")
 
 
@@ -76,12 +83,17 @@ def assert_within_one_ulp(actual, expected, scale, what):
     case=draw_cases(impl, dtypes=half_dtypes(impl)), training=st.booleans(),
     with_running=st.booleans(), convention=st.sampled_from(impl.conventions),
     renorm=st.booleans() if impl.renorm else st.just(False), clip=renorm_clips()), halves=True)
-def half_outputs_within_one_ulp(impl, case, training, with_running, convention, renorm, clip):
+def half_outputs_within_one_ulp(impl: Implementation, case: Case, training: bool,
+                                with_running: bool, convention: str, renorm: bool,
+                                clip: tuple[float, float]) -> None:
     """float16/bfloat16 x: y, dx, dgamma, dbeta and the running stats are each within 1 ulp of their dtype of the float64 result (rounded once)."""
     # the float64 result: the reference backend on the same values upcast to float64;
     # each output is compared in its own dtype (y, dx: x's; dgamma, dbeta: gamma's or
     # float32; running statistics: theirs), element-wise, in ulps at the float64 value
     wide = upcast(case)
+    options: dict[str, Any]
+    got: Step
+    want: Step
     if renorm:
         case, wide = case.as_renorm(), wide.replace(running_second=case.as_renorm().running_second
                                                     .astype(np.float64))

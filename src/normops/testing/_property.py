@@ -1,37 +1,89 @@
 """A property of BN/BRN: a check over drawn inputs, and the registry of all of them."""
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, TypeAlias, TypeVar
+
+from hypothesis import strategies as st
 
 from ._dtypes import is_half
+from ._implementation import Implementation
 
-PROPERTIES = {}
+#: What a property draws for an implementation: its checks' keyword arguments by name,
+#: each a Hypothesis strategy.
+Draws: TypeAlias = Callable[[Implementation], dict[str, st.SearchStrategy[Any]]]
+#: A property's check, ``check(impl, **drawn)``: it returns when the property holds and
+#: raises AssertionError when it does not.
+Check: TypeAlias = Callable[..., None]
+_C = TypeVar("_C", bound=Check)
 
 
 @dataclass(frozen=True)
 class Property:
-    """``check(impl, **drawn)`` raises AssertionError when ``impl`` violates the property
-    on ``drawn``, which ``draws(impl)`` (a dict of Hypothesis strategies) generates.
-    ``needs``: "batch_norm", or "batch_renorm" for a property that is "n/a" without BRN,
-    or "fused" for one that is "n/a" without the fused epilogue (Implementation.fused),
-    or a tuple of those;
-    ``halves``: the property is about float16/bfloat16 x only, "n/a" for an
-    implementation whose ``dtypes`` hold neither."""
+    """A property of BN/BRN, checked on an implementation over drawn inputs.
+
+    ``check(impl, **drawn)`` raises AssertionError when ``impl`` violates the property on
+    ``drawn``, which ``draws(impl)`` (a dict of Hypothesis strategies) generates. The
+    constructor takes the attributes below as its arguments, in this order.
+
+    Attributes
+    ----------
+    name : str
+        The property's name, as ``properties`` and ``run(..., names=...)`` take it.
+    summary : str
+        What the property states, in one line.
+    needs : str or tuple of str
+        "batch_norm"; or "batch_renorm" for a property that is "n/a" without BRN; or
+        "fused" for one that is "n/a" without the fused epilogue
+        (``Implementation.fused``); or a tuple of those.
+    draws : callable
+        ``draws(impl)``: the check's keyword arguments for ``impl``, as a dict of
+        Hypothesis strategies by name.
+    check : callable
+        ``check(impl, **drawn)``: returns when the property holds for ``impl`` on
+        ``drawn``, raises AssertionError when it does not.
+    halves : bool
+        The property is about float16/bfloat16 x only: "n/a" for an implementation whose
+        ``dtypes`` hold neither.
+    """
 
     name: str
     summary: str
-    needs: str
-    draws: Callable
-    check: Callable
+    needs: str | tuple[str, ...]
+    draws: Draws
+    check: Check
     halves: bool = False
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
-    def applies_to(self, impl):
+    def applies_to(self, impl: Implementation) -> bool:
+        """Say whether the property applies to an implementation.
+
+        Parameters
+        ----------
+        impl : Implementation
+            The implementation under test.
+
+        Returns
+        -------
+        bool
+            True when the property applies to ``impl`` (``why_not`` gives no reason).
+        """
         return self.why_not(impl) is None
 
-    def why_not(self, impl):
-        """Why the property does not apply to ``impl`` (None when it does)."""
+    def why_not(self, impl: Implementation) -> str | None:
+        """Say why the property does not apply to an implementation.
+
+        Parameters
+        ----------
+        impl : Implementation
+            The implementation under test.
+
+        Returns
+        -------
+        str or None
+            Why the property is "n/a" for ``impl`` (it has no batch_renorm, no fused
+            epilogue, or takes no half dtype the property needs), or None when it applies.
+        """
         needs = (self.needs,) if isinstance(self.needs, str) else self.needs
         if "batch_renorm" in needs and not impl.renorm:
             return f"{impl.name} has no batch_renorm"
@@ -43,11 +95,44 @@ class Property:
         return None
 
 
-def prop(needs, draws, halves=False):
-    """Register the decorated check as a property named after it; the first line of its
-    docstring is its summary."""
-    def register(check):
+#: The registered properties by name, in the order their modules register them.
+PROPERTIES: dict[str, Property] = {}
+
+
+def prop(needs: str | tuple[str, ...], draws: Draws, halves: bool = False) -> Callable[[_C], _C]:
+    """Register the decorated check as a property named after it.
+
+    The first line of the check's docstring is the property's summary.
+
+    Parameters
+    ----------
+    needs : str or tuple of str
+        What the property needs of an implementation (see ``Property.needs``).
+    draws : callable
+        ``draws(impl)``: the check's arguments as Hypothesis strategies by name.
+    halves : bool, optional
+        The property is about float16/bfloat16 x only (see ``Property.halves``).
+
+    Returns
+    -------
+    callable
+        The decorator, which registers the check in ``PROPERTIES`` and returns it unchanged.
+    """
+    def register(check: _C) -> _C:
+        """Register ``check`` as the property named after it.
+
+        Parameters
+        ----------
+        check : callable
+            The property's check; its docstring's first line is the summary.
+
+        Returns
+        -------
+        callable
+            ``check`` itself.
+        """
         name = check.__name__
+        assert check.__doc__ is not None, f"the property {name} has no docstring to summarize"
         PROPERTIES[name] = Property(name, check.__doc__.strip().splitlines()[0], needs, draws,
                                     check, halves)
         return check
