@@ -334,14 +334,15 @@ def _extreme_parameters(rng: np.random.Generator, g: NDArray[np.float64], b: NDA
     return g, b, dy_scale, eps * float(np.min(spread)) ** 2
 
 
+# (the lint of the source sees no __init__, and so no parameters, in a dataclass)
 @dataclass(frozen=True, eq=False, repr=False)
-class Case:
+class Case:  # numpydoc ignore=PR02
     """One full argument set for BN/BRN (see ``make_case``, which makes them).
 
     Its repr is the ``make_case`` call that built it (``recipe``), else its ``summary``.
     The constructor takes the attributes below as its arguments, in this order.
 
-    Attributes
+    Parameters
     ----------
     x : numpy.ndarray
         The input.
@@ -363,7 +364,7 @@ class Case:
         The ``make_case`` call that built the case ("" when made otherwise; a modified
         case's says what was replaced).
     param_dtype : numpy.dtype or None
-        gamma's and beta's dtype, even when they are absent (None: x's).
+        The dtype of gamma and beta, even when they are absent (None: x's).
     """
 
     x: NDArray[Any]

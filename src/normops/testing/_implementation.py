@@ -29,8 +29,9 @@ Backward: TypeAlias = Callable[..., Sequence[Array]]
 Step: TypeAlias = dict[str, Any]
 
 
+# (the lint of the source sees no __init__, and so no parameters, in a dataclass)
 @dataclass(frozen=True)
-class Implementation:
+class Implementation:  # numpydoc ignore=PR02
     """An implementation under test, given as callables with normops's signatures.
 
     ``batch_norm(x, gamma, beta, running_mean, running_var, *, training, momentum, eps,
@@ -41,7 +42,7 @@ class Implementation:
     ``batch_renorm_backward`` (the BRN properties are "n/a" without them). The
     constructor takes the attributes below as its arguments, in this order.
 
-    Attributes
+    Parameters
     ----------
     name : str
         The implementation's name, in reports.

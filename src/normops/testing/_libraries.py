@@ -26,8 +26,9 @@ INSTALL: dict[str, str] = {
 LIBRARIES: tuple[str, ...] = tuple(INSTALL)
 
 
+# (the lint of the source sees no __init__, and so no parameters, in a dataclass)
 @dataclass(frozen=True)
-class ArrayLibrary:
+class ArrayLibrary:  # numpydoc ignore=PR02
     """One array library on one device, as the kit hands an implementation its arrays.
 
     ``to_library`` makes its array from a NumPy array (keeping the memory arrangement
@@ -36,7 +37,7 @@ class ArrayLibrary:
     constructor takes the attributes below as its arguments, in this order. Its str is
     the name, and the device where there is one.
 
-    Attributes
+    Parameters
     ----------
     name : str
         The library's name (one of ``LIBRARIES`` for the kit's adapters).

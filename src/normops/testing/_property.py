@@ -16,15 +16,16 @@ Check: TypeAlias = Callable[..., None]
 _C = TypeVar("_C", bound=Check)
 
 
+# (the lint of the source sees no __init__, and so no parameters, in a dataclass)
 @dataclass(frozen=True)
-class Property:
+class Property:  # numpydoc ignore=PR02
     """A property of BN/BRN, checked on an implementation over drawn inputs.
 
     ``check(impl, **drawn)`` raises AssertionError when ``impl`` violates the property on
     ``drawn``, which ``draws(impl)`` (a dict of Hypothesis strategies) generates. The
     constructor takes the attributes below as its arguments, in this order.
 
-    Attributes
+    Parameters
     ----------
     name : str
         The property's name, as ``properties`` and ``run(..., names=...)`` take it.

@@ -18,13 +18,14 @@ from ._profiles import profile_settings
 from ._property import PROPERTIES, Property
 
 
+# (the lint of the source sees no __init__, and so no parameters, in a dataclass)
 @dataclass(frozen=True)
-class Result:
+class Result:  # numpydoc ignore=PR02
     """The outcome of one property on one implementation.
 
     The constructor takes the attributes below as its arguments, in this order.
 
-    Attributes
+    Parameters
     ----------
     name : str
         The property's name.
@@ -57,15 +58,16 @@ class Result:
         return self.status == "FAILED"
 
 
+# (the lint of the source sees no __init__, and so no parameters, in a dataclass)
 @dataclass(frozen=True)
-class Report:
+class Report:  # numpydoc ignore=PR02
     """The outcome of a run of the kit on one implementation.
 
     Its str is the report: a table of the results, every failure's message, and a
     summary line of the counts. The constructor takes the attributes below as its
     arguments, in this order.
 
-    Attributes
+    Parameters
     ----------
     implementation : str
         The implementation's name.
