@@ -103,8 +103,8 @@ def batch_norm(x: ArrayLike, gamma: ArrayLike | None = None, beta: ArrayLike | N
         residual.
     comm : mpi4py.MPI.Comm, optional
         An mpi4py intracommunicator to normalize with the statistics of every rank's
-        batch together (see the documentation's "Synchronized BN over MPI" page). ``saved`` keeps it, so that
-        batch_norm_backward syncs too.
+        batch together (see the documentation's "Synchronized BN over MPI" page).
+        ``saved`` keeps it, so that batch_norm_backward syncs too.
     backend : str, optional
         The name of the backend to run on; default: the one selected for x's library
         (see :func:`use_backend`).
