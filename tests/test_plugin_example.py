@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from doc_blocks import doc_block
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plugin_backend"
 BACKENDS_DOC = Path(__file__).resolve().parents[1] / "docs" / "backends.md"
 TIMEOUT = 600
@@ -167,6 +169,10 @@ def test_check_catches_the_broken_backend(plugin):
     # the bug is in the training-mode gradient only: forward properties still hold
     for name in ("bn_zero_mean_unit_variance", "bn_identity_recovery"):
         assert results.get(name) == "passed", f"{name}: {results.get(name)}\n" + _report(proc)
+    # the failure docs/testing-kit.md shows is the one the kit prints
+    shown = doc_block("test: broken plugin's failure")
+    assert " ".join(shown.split()) in " ".join(proc.stdout.split()), \
+        "docs/testing-kit.md shows a failure the kit no longer prints\n" + _report(proc)
     # the figures docs/backends.md gives for it are these
     said = re.search(r"(\d+) of its (\d+) properties\s+fail with the ci profile", BACKENDS_DOC.read_text())
     assert said, "docs/backends.md no longer gives the broken variant's figures"

@@ -61,7 +61,7 @@ def cmd_check(args):
     except ValueError as exc:
         print(f"python -m normops check: HYPOTHESIS_PROFILE: {exc}", file=sys.stderr)
         return 2
-    print(f"checking {impl.name!r}: {len(chosen)} properties, profile {profile} "
+    print(f"checking {impl.name!r}: {len(chosen)} {'property' if len(chosen) == 1 else 'properties'}, profile {profile} "
           f"(up to {testing.PROFILES[profile].max_examples} examples each)", flush=True)
 
     def progress(result):
