@@ -3,6 +3,7 @@ backends every property runs on."""
 import os
 
 import hypothesis
+import pytest
 
 import normops
 from kernels_only import KernelsOnly
@@ -35,3 +36,23 @@ def pytest_generate_tests(metafunc):
     if "kit_run" in metafunc.fixturenames:
         metafunc.parametrize("kit_run", KIT_RUNS,
                              ids=[name if lib is None else f"{name}-on-{lib}" for name, lib in KIT_RUNS])
+
+
+@pytest.fixture
+def register():
+    """register(name, factory, **kw); everything registered is removed afterwards, and
+    the default and the context are restored."""
+    from normops import _registry as registry
+    names = []
+
+    def _register(name, factory, **kwargs):
+        normops.register_backend(name, factory, **kwargs)
+        names.append(name)
+
+    default = registry._default, registry._default_origin
+    yield _register
+    for name in names:
+        if name in registry._entries:
+            normops.unregister_backend(name)
+    registry._default, registry._default_origin = default
+    registry._table_changed()

@@ -7,30 +7,11 @@ import numpy as np
 import pytest
 
 from normops import testing
+from test_kit import unbiased_batch_norm   # BN with the biased/unbiased mix-up
 
 REFERENCE = testing.backend_implementation("reference")
 NUMPY_REPR = re.compile(r"\bnp\.\w+\(|\bdtype\(")
 RECIPE = re.compile(r"case=(make_case\(.*?renorm=(?:True|False)\))")
-
-
-def unbiased_batch_norm(x, gamma, beta, running_mean, running_var, *, training, momentum, eps,
-                        axis, convention):
-    """BN normalizing with the unbiased variance in training (the biased/unbiased mix-up):
-    y is off by sqrt((m - 1) / m)."""
-    y, saved = REFERENCE.batch_norm(x, gamma, beta, running_mean, running_var,
-                                    training=training, momentum=momentum, eps=eps, axis=axis,
-                                    convention=convention)
-    if not training:
-        return y, saved
-    m = x.size // x.shape[axis]
-    shape = [1] * x.ndim
-    shape[axis] = -1
-    g = 1.0 if gamma is None else gamma.astype(np.float64).reshape(shape)
-    b = 0.0 if beta is None else beta.astype(np.float64).reshape(shape)
-    x_hat = (x - saved.mean.reshape(shape)) * saved.invstd.reshape(shape)
-    var = 1 / saved.invstd ** 2 - eps
-    y = g * x_hat * np.sqrt((var + eps) / (var * m / (m - 1) + eps)).reshape(shape) + b
-    return y.astype(x.dtype), saved
 
 
 def steep_backward(dy, x, saved, gamma, *, axis):

@@ -31,23 +31,6 @@ class Recording(KernelsOnly):
         self.batch_stats = batch_stats
 
 
-@pytest.fixture
-def register():
-    """register(name, factory, **kw); everything registered is removed afterwards."""
-    names = []
-
-    def _register(name, factory, **kwargs):
-        normops.register_backend(name, factory, **kwargs)
-        names.append(name)
-
-    default = registry._default, registry._default_origin
-    yield _register
-    for name in names:
-        if name in registry._entries:
-            normops.unregister_backend(name)
-    registry._default, registry._default_origin = default
-
-
 def x_batch():
     return np.random.default_rng(0).normal(size=(4, 3))
 

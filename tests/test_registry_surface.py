@@ -18,25 +18,6 @@ REFERENCE = normops.get_backend("reference")
 BUILTIN_NAMES = ("reference", "cpu", "array-api", "torch", "cupy")
 
 
-@pytest.fixture
-def register():
-    """register(name, factory, **kw); everything registered is removed afterwards, and
-    the default and the context are restored."""
-    names = []
-
-    def _register(name, factory, **kwargs):
-        normops.register_backend(name, factory, **kwargs)
-        names.append(name)
-
-    default = registry._default, registry._default_origin
-    yield _register
-    for name in names:
-        if name in registry._entries:
-            normops.unregister_backend(name)
-    registry._default, registry._default_origin = default
-    registry._table_changed()
-
-
 def kernels():
     return KernelsOnly(REFERENCE)
 
@@ -215,15 +196,16 @@ def test_registered_and_builtin_backends_keep_their_sources(register):
     assert all(sources[name] == "built-in" for name in BUILTIN_NAMES)
 
 
-def test_shadowing_an_entry_point_warns_at_the_register_call(register):
+def test_shadowing_an_entry_point_warns_at_the_register_call():
     registry._entries["shadowed-ep"] = registry._Entry(
         "shadowed-ep", "nowhere:Nothing", "entry point (somedist)", None, None, None)
     try:
         with pytest.warns(RuntimeWarning, match="'shadowed-ep' from the entry point "
                                                 "\\(somedist\\) is shadowed") as caught:
-            register("shadowed-ep", kernels())
+            normops.register_backend("shadowed-ep", kernels())   # called here, not in a fixture
     finally:
         registry._entries.pop("shadowed-ep", None)
+        registry._table_changed()
     assert caught[0].filename == __file__
 
 
