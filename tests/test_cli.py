@@ -97,6 +97,17 @@ def test_check_list_needs_no_backend_and_check_without_one_says_so():
     assert done.stderr.startswith("python -m normops check: --backend NAME is required")
 
 
+def test_messages_name_the_command_as_invoked(capsys):
+    from normops.__main__ import main
+    for prog in ("normops", "python -m normops"):
+        assert main(["check"], prog=prog) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"{prog} check: --backend NAME is required (see: {prog} backends)"), err
+        assert main(["check", "--backend", "no-such-backend"], prog=prog) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"{prog} check: ") and "no-such-backend" in err, err
+
+
 def test_every_command_has_a_one_line_summary(capsys):
     text = help_text("normops", capsys=capsys)
     for name in COMMANDS:

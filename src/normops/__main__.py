@@ -37,14 +37,14 @@ def cmd_check(args):
     try:
         from normops import testing
     except ImportError as exc:
-        print(f"python -m normops check: {exc}", file=sys.stderr)
+        print(f"{args.prog} check: {exc}", file=sys.stderr)
         return 2
     if args.list:
         for prop in testing.properties():
             print(f"{prop.name}: {prop.summary}")
         return 0
     if args.backend is None:
-        print("python -m normops check: --backend NAME is required (see: python -m normops backends)",
+        print(f"{args.prog} check: --backend NAME is required (see: {args.prog} backends)",
               file=sys.stderr)
         return 2
     try:
@@ -54,12 +54,12 @@ def cmd_check(args):
         if unknown:
             raise ValueError(f"unknown value regimes {unknown}; known: {', '.join(testing.ALL_REGIMES)}")
     except (normops.BackendError, ValueError, ImportError) as exc:
-        print(f"python -m normops check: {exc}", file=sys.stderr)
+        print(f"{args.prog} check: {exc}", file=sys.stderr)
         return 2
     try:
         profile = testing.profile_name(args.profile)
     except ValueError as exc:
-        print(f"python -m normops check: HYPOTHESIS_PROFILE: {exc}", file=sys.stderr)
+        print(f"{args.prog} check: HYPOTHESIS_PROFILE: {exc}", file=sys.stderr)
         return 2
     print(f"checking {impl.name!r}: {len(chosen)} {'property' if len(chosen) == 1 else 'properties'}, profile {profile} "
           f"(up to {testing.PROFILES[profile].max_examples} examples each)", flush=True)
@@ -177,6 +177,7 @@ def main(argv=None, prog="normops"):
     the usage lines show ("normops" for the console script, "python -m normops" when run
     as a module). Returns the exit status."""
     args = build_parser(prog).parse_args(argv)
+    args.prog = prog          # messages name the command as it was invoked, as usage does
     return args.run(args)
 
 
