@@ -41,7 +41,7 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture
 def register():
     """register(name, factory, **kw); everything registered is removed afterwards, and
-    the default and the context are restored."""
+    the process-wide default is restored."""
     from normops import _registry as registry
     names = []
 

@@ -56,7 +56,7 @@ def test_public_callable_is_annotated(name, obj):
         return                   # a constructor of Python's (object's, an exception's): no code of ours
     hints = typing.get_type_hints(target)
     params = [p for p in inspect.signature(target).parameters if p not in ("self", "cls")]
-    missing = [p for p in params if p not in hints and not p.startswith("*")]
+    missing = [p for p in params if p not in hints]
     assert not missing, f"{name}: parameters without annotations: {missing}"
     if not inspect.isclass(obj):
         assert "return" in hints, f"{name} has no return annotation"

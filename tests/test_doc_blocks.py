@@ -26,6 +26,7 @@ from optional_torch import import_torch
 tomllib = pytest.importorskip("tomllib", reason="the TOML checks need Python 3.11's tomllib")
 
 KINDS = {"python", "sh", "toml", "text"}
+DIRECTIVES = {"{toctree}", "{include}"}     # MyST markup, not code
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 EXTRAS = set(PYPROJECT["project"]["optional-dependencies"])
 TESTS = ROOT / "tests"
@@ -46,8 +47,24 @@ def test_documents_have_blocks():
 
 @pytest.mark.parametrize("block", ALL, ids=_id)
 def test_block_is_of_a_known_kind(block):
-    assert block.lang in KINDS or block.lang.startswith("{"), \
-        f"{block.where}: a block of language {block.lang!r}; use one of {sorted(KINDS)} (text for output)"
+    assert block.lang in KINDS or block.lang.split()[0] in DIRECTIVES, \
+        f"{block.where}: a block of language {block.lang!r}; use one of {sorted(KINDS)} (text for " \
+        f"output), or a markup directive of {sorted(DIRECTIVES)}"
+
+
+@pytest.mark.parametrize("path", documents(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_fence_belongs_to_a_block(path):
+    """No fence that the block finder does not see (``~~~``, four backticks, a tab)."""
+    fences = [line for line in path.read_text().splitlines() if line.lstrip().startswith(("```", "~~~"))]
+    found = sum(b.path == path for b in ALL)
+    assert len(fences) == 2 * found, f"{path}: {len(fences)} fence lines for {found} blocks"
+
+
+@pytest.mark.parametrize("block", [b for b in ALL if b.lang == "python"], ids=_id)
+def test_python_block_compiles(block):
+    """Every Python block, the marked ones too (which their own tests run, some only
+    with a GPU or MPI), is valid Python."""
+    compile(block.body, block.where, "exec")
 
 
 @pytest.mark.parametrize("block", [b for b in ALL if b.marker], ids=_id)
@@ -58,8 +75,9 @@ def test_marked_block_has_its_runner(block):
         assert name in runner, f"{block.where}: .ci/run does not look for {name!r}"
         return
     assert name.startswith(("test:", "kit:")), f"{block.where}: unknown marker {block.marker!r}"
-    users = [p.name for p in TESTS.glob("test_*.py") if f'"{name}"' in p.read_text()]
-    assert users, f"{block.where}: no test runs the block marked {name!r}"
+    call = re.compile(rf'\b(?:run_)?doc_block\(\s*"{re.escape(name)}"\s*\)')   # run_doc_block( too
+    users = [p.name for p in TESTS.glob("test_*.py") if call.search(p.read_text())]
+    assert users, f"{block.where}: no test calls doc_block/run_doc_block({name!r})"
 
 
 PYTHON = [b for b in ALL if b.lang == "python" and not b.marker]
