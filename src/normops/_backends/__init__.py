@@ -16,7 +16,7 @@ BUILTINS: tuple[tuple[str, str, str, int, Optional[str]], ...] = (
      COMPAT_INSTALL),
     ("torch", "normops._backends.torch:TorchBackend", "torch", 10,
      "pip install 'normops[torch]' (PyTorch and array-api-compat)"),
-    ("cupy", "normops._backends.cupy:CupyBackend", "cupy", 10,
+    ("cupy", "normops._backends.cupy:load", "cupy", 10,
      "pip install 'normops[cupy]' (CuPy for CUDA 12 and array-api-compat; for another CUDA, "
      "the cupy-cudaXXx wheel that matches it) on a machine with an NVIDIA GPU"),
 )

@@ -115,21 +115,28 @@ class ArrayApiBackend(BuiltinBackend):
         return xp.reshape(arrays.astype(xp, v, x.dtype), (1, x.shape[1], 1))
 
     def _centred(self, xp, x, a, b):
-        """a x + b as a (x - c) + (b + a c), per channel, with c = -b/a rounded to x's
-        dtype: the point where the map is 0, near the channel's values, so that x - c is
-        exact where a common offset would make a x and b cancel (y of float32 data at
-        1e4 spreads was 1e-3 off, is 1e-7). c is 0 where -b/a is not finite. Returns the
-        (1, C, 1) columns c and b + a c, in x's dtype."""
-        ratio = -b / xp.where(a == 0, xp.ones_like(a), a)
-        info = xp.finfo(x.dtype)
-        usable = xp.isfinite(ratio) & (xp.abs(ratio) <= info.max) & (a != 0)
-        zero = xp.zeros_like(ratio)
-        centre = arrays.astype(xp, xp.where(usable, ratio, zero), x.dtype)
-        shift = b + xp.where(usable, a * arrays.astype(xp, centre, a.dtype), zero)
-        return (xp.reshape(centre, (1, x.shape[1], 1)), self._column(xp, shift, x))
+        """a x + b as (x - c) a + (b + a c), as (1, C, 1) columns in x's dtype (see
+        centred)."""
+        centre, shift = centred(xp, x.dtype, a, b)
+        return (xp.reshape(arrays.astype(xp, centre, x.dtype), (1, x.shape[1], 1)),
+                self._column(xp, shift, x))
 
     def _deviations(self, xp, x, mean):
         """(centre, x - centre): ``mean`` rounded to x's dtype, and the deviations from
         it in x's dtype, exact for values near it."""
         centre = arrays.astype(xp, mean, x.dtype)
         return centre, x - self._column(xp, centre, x)
+
+
+def centred(xp, dtype, a, b):
+    """a x + b as a (x - c) + (b + a c), per channel, with c = -b/a rounded to ``dtype``
+    (x's): the point where the map is 0, near the channel's values, so that x - c is
+    exact where a common offset would make a x and b cancel (y of float32 data at 1e4
+    spreads was 1e-3 off, is 1e-7). c is 0 where -b/a is not finite. Returns c (holding
+    values of ``dtype``) and b + a c, both in a's dtype."""
+    ratio = -b / xp.where(a == 0, xp.ones_like(a), a)
+    info = xp.finfo(dtype)
+    usable = xp.isfinite(ratio) & (xp.abs(ratio) <= info.max) & (a != 0)
+    zero = xp.zeros_like(ratio)
+    centre = arrays.astype(xp, arrays.astype(xp, xp.where(usable, ratio, zero), dtype), a.dtype)
+    return centre, b + xp.where(usable, a * centre, zero)

@@ -1,0 +1,237 @@
+"""The CUDA kernels of the fused cupy backend, written once with numba-cuda.
+
+The same functions run on a GPU (compiled by numba-cuda, launched on CuPy arrays) and,
+in CI, on NumPy arrays in Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``), which
+executes every thread of every block, ``syncthreads`` included. So the code keeps to
+what the simulator has: shared-memory reductions, no warp shuffles, and each
+``cuda.shared.array`` on a line of its own (two on one line alias in the simulator).
+
+Every kernel walks the canonical (outer, C, inner) view with one mapping: block (bx, by)
+of grid (ceil(C / bx), chunks); thread (tx, ty) serves channel ``blockIdx.x * bx + tx``
+and the positions q = n * inner + i of its chunk from ``ty`` in steps of ``by``. With
+channels apart in memory (NCHW) the launch takes bx = 1, so a warp reads consecutive i
+of one channel; with channels adjacent (NHWC, NC) bx spans channels, so a warp reads
+consecutive channels of one position. Either way loads are coalesced and each thread
+keeps its channel's parameters in registers. (cuda_launch picks the shapes.)
+
+Sums are in float64, whatever x's dtype. Batch statistics are shifted sums per thread
+(the shift: the channel's first value, so deviations stay near the spread and the
+one-pass M2 = S2 - S1^2 / n loses nothing to an offset), turned into (count, mean, M2)
+and merged with Chan's formula: across a block by a tree in shared memory, across
+blocks by a second kernel in chunk order. No floating-point atomics: for one shape and
+layout the order of every operation is fixed, so results are the same bit for bit on
+every run.
+"""
+import math
+
+from numba import cuda, float64
+
+# The largest block the launcher uses: the size of the kernels' shared arrays.
+MAX_THREADS = 256
+
+
+@cuda.jit(device=True)
+def _position(q, inner):
+    """(n, i) of position q = n * inner + i."""
+    if inner == 1:
+        return q, 0
+    n = q // inner
+    return n, q - n * inner
+
+
+@cuda.jit(device=True)
+def _chan(na, ma, m2a, nb, mb, m2b):
+    """Chan's merge of two (count, mean, M2) triples."""
+    if nb == 0:
+        return na, ma, m2a
+    if na == 0:
+        return nb, mb, m2b
+    n = na + nb
+    delta = mb - ma
+    return n, ma + delta * (nb / n), m2a + m2b + delta * delta * (na * (nb / n))
+
+
+@cuda.jit(device=True)
+def _masked(dy, y, n, c, i, masked):
+    """dy[n, c, i] in float64, 0 where the forward's relu output y is <= 0 (NaN y lets
+    dy through, as the composition's mask does)."""
+    if masked and y[n, c, i] <= 0:
+        return 0.0
+    return float64(dy[n, c, i])
+
+
+@cuda.jit
+def batch_stats_partial(x, partial, per_chunk):
+    """partial[:, chunk, c] = (count, mean - shift, M2) of the block's positions."""
+    sh_count = cuda.shared.array(MAX_THREADS, float64)
+    sh_mean = cuda.shared.array(MAX_THREADS, float64)
+    sh_m2 = cuda.shared.array(MAX_THREADS, float64)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    bx, by = cuda.blockDim.x, cuda.blockDim.y
+    c = cuda.blockIdx.x * bx + tx
+    channels, inner = x.shape[1], x.shape[2]
+    q0 = cuda.blockIdx.y * per_chunk
+    q1 = min(q0 + per_chunk, x.shape[0] * inner)
+    count = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    if c < channels:
+        shift = float64(x[0, c, 0])
+        for q in range(q0 + ty, q1, by):
+            n, i = _position(q, inner)
+            d = float64(x[n, c, i]) - shift
+            s1 += d
+            s2 += d * d
+            count += 1.0
+    t = ty * bx + tx
+    sh_count[t] = count
+    sh_mean[t] = s1 / count if count > 0 else 0.0
+    sh_m2[t] = s2 - s1 * sh_mean[t]
+    cuda.syncthreads()
+    stride = by // 2
+    while stride > 0:
+        if ty < stride:
+            u = t + stride * bx
+            n_, m_, m2_ = _chan(sh_count[t], sh_mean[t], sh_m2[t],
+                                sh_count[u], sh_mean[u], sh_m2[u])
+            sh_count[t] = n_
+            sh_mean[t] = m_
+            sh_m2[t] = m2_
+        cuda.syncthreads()
+        stride //= 2
+    if ty == 0 and c < channels:
+        partial[0, cuda.blockIdx.y, c] = sh_count[t]
+        partial[1, cuda.blockIdx.y, c] = sh_mean[t]
+        partial[2, cuda.blockIdx.y, c] = sh_m2[t]
+
+
+@cuda.jit
+def batch_stats_merge(x, partial, mean, m2):
+    """mean and M2 of each channel from its chunks' partials, merged in chunk order; a
+    channel with a NaN or inf, or whose M2 overflows, gets NaN for both."""
+    c = cuda.grid(1)
+    if c >= mean.shape[0]:
+        return
+    count, m, s = 0.0, 0.0, 0.0
+    for k in range(partial.shape[1]):
+        count, m, s = _chan(count, m, s, partial[0, k, c], partial[1, k, c], partial[2, k, c])
+    m = float64(x[0, c, 0]) + m
+    s = max(s, 0.0)
+    if math.isfinite(m) and math.isfinite(s):
+        mean[c] = m
+        m2[c] = s
+    else:
+        mean[c] = math.nan
+        m2[c] = math.nan
+
+
+@cuda.jit
+def grad_stats_partial(dy, x, y, mean, partial, per_chunk, masked):
+    """partial[:, chunk, c] = (sum dy, sum dy * (x - mean)) of the block's positions, dy
+    masked by y when ``masked``."""
+    sh_dy = cuda.shared.array(MAX_THREADS, float64)
+    sh_dyx = cuda.shared.array(MAX_THREADS, float64)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    bx, by = cuda.blockDim.x, cuda.blockDim.y
+    c = cuda.blockIdx.x * bx + tx
+    channels, inner = x.shape[1], x.shape[2]
+    q0 = cuda.blockIdx.y * per_chunk
+    q1 = min(q0 + per_chunk, x.shape[0] * inner)
+    s0 = 0.0
+    s1 = 0.0
+    if c < channels:
+        mu = mean[c]
+        for q in range(q0 + ty, q1, by):
+            n, i = _position(q, inner)
+            g = _masked(dy, y, n, c, i, masked)
+            s0 += g
+            s1 += g * (float64(x[n, c, i]) - mu)
+    t = ty * bx + tx
+    sh_dy[t] = s0
+    sh_dyx[t] = s1
+    cuda.syncthreads()
+    stride = by // 2
+    while stride > 0:
+        if ty < stride:
+            sh_dy[t] += sh_dy[t + stride * bx]
+            sh_dyx[t] += sh_dyx[t + stride * bx]
+        cuda.syncthreads()
+        stride //= 2
+    if ty == 0 and c < channels:
+        partial[0, cuda.blockIdx.y, c] = sh_dy[t]
+        partial[1, cuda.blockIdx.y, c] = sh_dyx[t]
+
+
+@cuda.jit
+def grad_stats_merge(partial, sum_dy, sum_dy_xmu):
+    """Each channel's two sums from its chunks' partials, added in chunk order."""
+    c = cuda.grid(1)
+    if c >= sum_dy.shape[0]:
+        return
+    s0, s1 = 0.0, 0.0
+    for k in range(partial.shape[1]):
+        s0 += partial[0, k, c]
+        s1 += partial[1, k, c]
+    sum_dy[c] = s0
+    sum_dy_xmu[c] = s1
+
+
+@cuda.jit
+def scale_shift(x, centre, scale, shift, z, out, per_chunk, residual, relu):
+    """out = act(round((x - centre) * scale + shift) + z), per channel: the map a x + b
+    written about centre = -b/a (rounded to x's dtype), so x - centre is exact where an
+    offset would make a x and b cancel; z added when ``residual``, relu when ``relu``."""
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    c = cuda.blockIdx.x * cuda.blockDim.x + tx
+    channels, inner = x.shape[1], x.shape[2]
+    if c >= channels:
+        return
+    q0 = cuda.blockIdx.y * per_chunk
+    q1 = min(q0 + per_chunk, x.shape[0] * inner)
+    cen, a, b = centre[c], scale[c], shift[c]
+    for q in range(q0 + ty, q1, cuda.blockDim.y):
+        n, i = _position(q, inner)
+        out[n, c, i] = (float64(x[n, c, i]) - cen) * a + b   # rounded once to x's dtype
+        if residual or relu:
+            v = out[n, c, i]
+            if residual:
+                v = v + z[n, c, i]
+            if relu and v < 0:
+                v = 0.0
+            out[n, c, i] = v
+
+
+@cuda.jit
+def grad_input(dy, x, y, p, centre, q_, shift, out, per_chunk, masked):
+    """out = p dy + ((x - centre) * q + shift), per channel, with dy masked by y when
+    ``masked`` (the backward's affine map dx = p dy + q x + s, s about centre = -s/q)."""
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    c = cuda.blockIdx.x * cuda.blockDim.x + tx
+    channels, inner = x.shape[1], x.shape[2]
+    if c >= channels:
+        return
+    q0 = cuda.blockIdx.y * per_chunk
+    q1 = min(q0 + per_chunk, x.shape[0] * inner)
+    pc, cen, qc, b = p[c], centre[c], q_[c], shift[c]
+    for q in range(q0 + ty, q1, cuda.blockDim.y):
+        n, i = _position(q, inner)
+        g = _masked(dy, y, n, c, i, masked)
+        out[n, c, i] = g * pc + ((float64(x[n, c, i]) - cen) * qc + b)
+
+
+@cuda.jit
+def relu_mask(dy, y, out, per_chunk):
+    """out = dy, 0 where y <= 0 (the gradient through relu; NaN y lets dy through)."""
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    c = cuda.blockIdx.x * cuda.blockDim.x + tx
+    channels, inner = dy.shape[1], dy.shape[2]
+    if c >= channels:
+        return
+    q0 = cuda.blockIdx.y * per_chunk
+    q1 = min(q0 + per_chunk, dy.shape[0] * inner)
+    for q in range(q0 + ty, q1, cuda.blockDim.y):
+        n, i = _position(q, inner)
+        if y[n, c, i] <= 0:
+            out[n, c, i] = 0
+        else:
+            out[n, c, i] = dy[n, c, i]

@@ -1,0 +1,62 @@
+"""The fused CUDA kernels on NumPy arrays, executed by Numba's CUDA simulator: the
+same kernels (normops._backends.cuda_kernels) and launch code (cuda_fused) as the cupy
+backend's with NORMOPS_CUPY_KERNELS=fused, every thread of every block run on the CPU.
+
+The simulator must be switched on before numba is first imported; ``simulated()``
+does that (or finds numba already simulating) and says why not otherwise. Small
+blocks keep it quick: a simulated block costs milliseconds, mostly in syncthreads,
+and a short thread switch interval (set around each call) cuts that five-fold.
+"""
+import contextlib
+import os
+import sys
+
+import numpy
+
+from normops._backends.array_api import ArrayApiBackend
+from normops._backends.cuda_fused import FusedKernels
+
+SWITCH_INTERVAL_S = 1e-4
+
+
+def simulated():
+    """None when numba-cuda runs in its simulator here, else why not."""
+    if "numba" not in sys.modules:
+        os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+    try:
+        from numba import config
+        from numba import cuda  # noqa: F401 - numba-cuda, not only numba
+    except ImportError as exc:
+        return f"numba-cuda is not installed ({exc})"
+    if not config.ENABLE_CUDASIM:
+        return "numba was imported before the CUDA simulator could be switched on"
+    return None
+
+
+@contextlib.contextmanager
+def quick_threads():
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+class SimulatedFusedBackend(FusedKernels, ArrayApiBackend):
+    """The fused kernels on NumPy arrays in the simulator. ``threads``, ``reduce_blocks``
+    and ``map_blocks`` are the launch constants (small by default; several chunks and
+    a partial tile still happen on small arrays)."""
+
+    device = "cpu"
+
+    def __init__(self, threads=4, reduce_blocks=6, map_blocks=4):
+        super().__init__()
+        self.threads, self.reduce_blocks, self.map_blocks = threads, reduce_blocks, map_blocks
+
+    def namespace(self, x):
+        return numpy
+
+    def _launch(self, kernel, grid, block, *args):
+        with quick_threads():
+            super()._launch(kernel, grid, block, *args)
