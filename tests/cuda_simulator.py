@@ -60,3 +60,11 @@ class SimulatedFusedBackend(FusedKernels, ArrayApiBackend):
     def _launch(self, kernel, grid, block, *args):
         with quick_threads():
             super()._launch(kernel, grid, block, *args)
+
+    def _argument(self, a):
+        """A NumPy array as the simulator's device array over the same memory (strided
+        views included), as the GPU path takes a CuPy array without a copy."""
+        if not isinstance(a, numpy.ndarray):
+            return a
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+        return FakeCUDAArray(a)

@@ -48,13 +48,15 @@ class ArrayApiBackend(BuiltinBackend):
         with arrays.no_autograd(x):
             return _composed.batch_renorm(self, x, *args, **options)
 
-    def batch_norm_backward(self, dy, x, saved, gamma):
+    # y: the forward's output, for the mask of a fused relu (given to a backend whose
+    # kernels take the epilogue, as the fused cupy one's do; see _interface)
+    def batch_norm_backward(self, dy, x, saved, gamma, y=None):
         with arrays.no_autograd(x):
-            return _composed.batch_norm_backward(self, dy, x, saved, gamma)
+            return _composed.batch_norm_backward(self, dy, x, saved, gamma, y=y)
 
-    def batch_renorm_backward(self, dy, x, saved, gamma):
+    def batch_renorm_backward(self, dy, x, saved, gamma, y=None):
         with arrays.no_autograd(x):
-            return _composed.batch_renorm_backward(self, dy, x, saved, gamma)
+            return _composed.batch_renorm_backward(self, dy, x, saved, gamma, y=y)
 
     # --- the four kernels -----------------------------------------------------------
 

@@ -30,7 +30,7 @@ from numba import cuda, float64
 MAX_THREADS = 256
 
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, inline="always")
 def _position(q, inner):
     """(n, i) of position q = n * inner + i."""
     if inner == 1:
@@ -39,7 +39,7 @@ def _position(q, inner):
     return n, q - n * inner
 
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, inline="always")
 def _chan(na, ma, m2a, nb, mb, m2b):
     """Chan's merge of two (count, mean, M2) triples."""
     if nb == 0:
@@ -51,7 +51,7 @@ def _chan(na, ma, m2a, nb, mb, m2b):
     return n, ma + delta * (nb / n), m2a + m2b + delta * delta * (na * (nb / n))
 
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, inline="always")
 def _masked(dy, y, n, c, i, masked):
     """dy[n, c, i] in float64, 0 where the forward's relu output y is <= 0 (NaN y lets
     dy through, as the composition's mask does)."""
