@@ -1,15 +1,17 @@
-"""GPU check of normops: the conformance kit on the cupy backend (CuPy arrays) and on the
-torch backend with tensors on --device (CUDA by default); both set against the reference
-backend on fixed cases (max relative error of y, dx, dgamma, dbeta and the running
-statistics); forward-train, backward and inference timed for normops-cupy, normops-torch
-and PyTorch's own batch norm, with the effective bandwidth set against a device-to-device
-copy of x timed in the same blocks. Prints one table on stdout (progress goes to stderr).
+"""GPU check of normops: the conformance kit on the cupy backend (CuPy arrays) with its
+array-API kernels and with its fused CUDA kernels (NORMOPS_CUPY_KERNELS=fused, here the
+backend "cupy-fused"), and on the torch backend with tensors on --device (CUDA by
+default); each set against the reference backend on fixed cases (max relative error of
+y, dx, dgamma, dbeta and the running statistics); forward-train, backward and inference
+timed for normops-cupy, normops-cupy-fused, normops-torch and PyTorch's own batch norm,
+with the effective bandwidth set against a device-to-device copy of x timed in the same
+blocks. Prints one table on stdout (progress goes to stderr).
 
     python benchmarks/gpu_check.py                  # on a GPU (benchmarks/gpu_check.sh runs it)
     python benchmarks/gpu_check.py --device cpu --quick   # CPU tensors, tiny shapes (CI)
 
-The cupy part runs whenever CuPy finds a GPU; otherwise its rows say why it was skipped
-(--strict makes a skipped part a failure). Exit status: 0 when every part that ran passed,
+The cupy parts run whenever CuPy finds a GPU (the fused one also needs numba-cuda);
+otherwise their rows say why they were skipped (--strict makes a skipped part a failure). Exit status: 0 when every part that ran passed,
 1 otherwise, 2 for bad arguments.
 """
 import argparse
@@ -29,19 +31,24 @@ from normops._bench.columns import GB, OPS, PASSES, normops_ops, pytorch_ops
 from normops._bench.shapes import SEED, Inputs, Shape
 from normops._bench.timing import RepeatPolicy, pooled, time_in_rounds, timing_of
 
-# (name, layout, dims): float32, channel axis 1 for NCHW and -1 for NHWC
+# (name, layout, dims): float32, channel axis 1 for NCHW and NC, -1 for NHWC; x is 205 MB,
+# 205 MB and 268 MB
 SHAPES = (("NCHW-256x64x56x56", "NCHW", (256, 64, 56, 56)),
-          ("NHWC-256x56x56x64", "NHWC", (256, 56, 56, 64)))
+          ("NHWC-256x56x56x64", "NHWC", (256, 56, 56, 64)),
+          ("NC-65536x1024", "NC", (65536, 1024)))
 QUICK_SHAPES = (("NCHW-8x16x14x14", "NCHW", (8, 16, 14, 14)),
-                ("NHWC-8x14x14x16", "NHWC", (8, 14, 14, 16)))
+                ("NHWC-8x14x14x16", "NHWC", (8, 14, 14, 16)),
+                ("NC-256x64", "NC", (256, 64)))
 # timed calls per cell, split into alternating blocks (as python -m normops bench does)
 REPEATS, ROUNDS = 100, 10
 QUICK_REPEATS, QUICK_ROUNDS = 6, 3
 # --quick runs every property on this many examples instead of the profile's
 QUICK_EXAMPLES = 3
 # seconds the kit may take per backend before the rest of its properties are left out
-# (and the check fails): 2 x 120 s keeps benchmarks/gpu_check.sh under 8 minutes
-KIT_BUDGET_S = 120.0
+# (and the check fails): 3 x 90 s keeps benchmarks/gpu_check.sh under 8 minutes
+KIT_BUDGET_S = 90.0
+# the name the cupy backend with its fused kernels is registered under here
+FUSED = "cupy-fused"
 
 
 def fixed_cases():
@@ -114,6 +121,19 @@ def cupy_library():
 
     return Library("cupy", "cupy", adapter=testing.array_library("cupy"),
                    sync=cupy.cuda.runtime.deviceSynchronize, copy_of=copy_of)
+
+
+def cupy_fused_library():
+    """CuPy through the cupy backend's fused CUDA kernels (what NORMOPS_CUPY_KERNELS=fused
+    gives the "cupy" backend), registered as "cupy-fused" so both run in one process."""
+    if FUSED not in {info.name for info in normops.backends()}:
+        normops.register_backend(FUSED, "normops._backends.cupy_fused:FusedCupyBackend")
+    library = cupy_library()
+    reason = library.reason or backend_reason(FUSED)
+    if reason is not None:
+        return Library("cupy", FUSED, reason=reason)
+    library.backend = FUSED
+    return library
 
 
 def torch_library(device):
@@ -404,8 +424,8 @@ def main(argv=None):
     policy = RepeatPolicy(0.0, 1, 1, fixed=QUICK_REPEATS if args.quick else REPEATS)
     rounds = QUICK_ROUNDS if args.quick else ROUNDS
 
-    cupy_lib, torch_lib = cupy_library(), torch_library(args.device)
-    libraries = (cupy_lib, torch_lib)
+    torch_lib = torch_library(args.device)
+    libraries = (cupy_library(), cupy_fused_library(), torch_lib)
     for lib in libraries:
         progress(f"{lib.target}: {lib.where if lib.available else 'skipped: ' + lib.reason}")
 

@@ -4,12 +4,16 @@
 #   bash benchmarks/gpu_check.sh [options of benchmarks/gpu_check.py]
 # It installs normops from this checkout into that python3, then runs
 # benchmarks/gpu_check.py --strict: the conformance kit (HYPOTHESIS_PROFILE=ci) on the
-# cupy backend and on the torch backend with CUDA tensors, both against the reference
-# backend on fixed cases, and the timings against PyTorch's CUDA batch norm and a
-# device-to-device copy. One table on stdout; exit status 0 when everything passed.
-# Takes under 8 minutes (the kit stops at --kit-budget seconds per backend, 120 s by default;
+# cupy backend with its array-API kernels and with its fused CUDA kernels (numba-cuda,
+# NORMOPS_CUPY_KERNELS=fused) and on the torch backend with CUDA tensors, each against
+# the reference backend on fixed cases, and the timings against PyTorch's CUDA batch norm
+# and a device-to-device copy on NCHW 256x64x56x56, NHWC 256x56x56x64 and NC 65536x1024
+# float32. One table on stdout; exit status 0 when everything passed.
+# Takes under 8 minutes (the kit stops at --kit-budget seconds per backend, 90 s by default;
 # a hard stop at 7 minutes for the script itself).
 #
+# numba-cuda compiles the fused kernels (with the CUDA toolkit's NVVM, or numba-cuda's
+# cu12/cu13 extra); without it the cupy-fused rows say so and --strict fails.
 # array-api-compat (pure Python) is needed too: the cupy backend and CUDA tensors go
 # through it. Without network, carry its wheel (on a machine with network:
 # python3 -m pip download --no-deps array-api-compat -d wheels) and point

@@ -20,7 +20,7 @@ import_torch("the GPU check script's CPU run")
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
-SHAPES = ("NCHW-8x16x14x14", "NHWC-8x14x14x16")
+SHAPES = ("NCHW-8x16x14x14", "NHWC-8x14x14x16", "NC-256x64")
 
 
 def _run(*args, timeout=240):
@@ -97,10 +97,12 @@ def test_the_cupy_part_says_why_it_was_skipped(cpu_run):
     if reason is None:
         pytest.skip("CuPy finds a GPU here: its part ran")
     done, _ = cpu_run
-    cupy_rows = [r for r in _table_rows(done.stdout) if r[1] == "normops-cupy"]
-    assert [r[0] for r in cupy_rows] == ["kit", "vs reference", "time"]
-    for row in cupy_rows:
-        assert row[3] == f"skipped: {reason}"
+    rows = _table_rows(done.stdout)
+    for target in ("normops-cupy", "normops-cupy-fused"):   # the fused kernels' too
+        cupy_rows = [r for r in rows if r[1] == target]
+        assert [r[0] for r in cupy_rows] == ["kit", "vs reference", "time"], target
+        for row in cupy_rows:
+            assert row[3] == f"skipped: {reason}"
 
 
 def test_strict_makes_a_skipped_part_a_failure():
