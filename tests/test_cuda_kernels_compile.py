@@ -1,7 +1,8 @@
 """The fused CUDA kernels compile with numba-cuda (NVVM, no GPU needed) to PTX for
-sm_80 (A100) and sm_90 (H100), for float32 and float64 arrays of any layout, and their
-PTX holds no atomic instruction: partial sums meet in a fixed order, so results are
-deterministic. In a process of its own (tests/cuda_compile.py): the simulator tests
+sm_80 (A100) and sm_90 (H100), for float16, float32 and float64 arrays of any layout.
+Their PTX holds no atomic instruction (partial sums meet in a fixed order, so results
+are deterministic), and every conversion to x's dtype is one round-to-nearest from
+float64 (a half result is not rounded twice through float32). In a process of its own (tests/cuda_compile.py): the simulator tests
 switch numba into its simulator in this one."""
 import json
 import os
@@ -36,10 +37,20 @@ def compiled():
 
 def test_every_kernel_compiles_for_sm80_and_sm90(compiled):
     got = {(r["kernel"], r["dtype"], r["cc"]) for r in compiled}
-    assert got == {(k, d, cc) for k in KERNELS for d in ("float32", "float64") for cc in (80, 90)}
+    assert got == {(k, d, cc) for k in KERNELS for d in ("float16", "float32", "float64")
+                   for cc in (80, 90)}
     for r in compiled:
         assert r["target"] == f"sm_{r['cc']}" and r["entry"], r
 
 
 def test_no_kernel_uses_atomics(compiled):
     assert [r for r in compiled if r["atomics"]] == []
+
+
+def test_results_are_rounded_once_from_float64(compiled):
+    for r in compiled:
+        bits = r["dtype"].removeprefix("float")
+        allowed = [] if bits == "64" else [f"cvt.rn.f{bits}.f64"]
+        assert r["narrowing"] == [] or r["narrowing"] == allowed, r
+        if r["kernel"] in ("scale_shift", "grad_input"):
+            assert r["narrowing"] == allowed, r

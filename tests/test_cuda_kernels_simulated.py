@@ -59,7 +59,7 @@ def _layouts(rng, dtype, offset=0.0):
     ]
 
 
-DTYPES = ("float32", "float64")
+DTYPES = ("float16", "float32", "float64")
 
 
 def _within(got, want, tol, label):
@@ -245,22 +245,62 @@ def test_grad_input_is_its_formula(sim, dtype, masked):
                                    atol=8 * np.finfo(dtype).eps * np.abs(ref).max(), err_msg=label)
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (7,), (3, 4)])
-def test_relu_mask_of_any_rank(sim, shape):
-    rng = np.random.default_rng(8)
-    dy, y = rng.standard_normal(shape), rng.standard_normal(shape)
-    y.flat[0] = np.nan
-    y.flat[-1] = 0.0
-    want = np.where(y <= 0, 0.0, dy)
-    assert np.array_equal(sim.relu_mask(dy, y), want)
+def _relu_mask_inputs(rng):
+    """(label, dy, y): every rank, a channels-last view, a strided slice, one element."""
+    nhwc = rng.standard_normal((2, 4, 5, 3))
+    return [
+        ("NCHW", rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((2, 3, 4, 5))),
+        ("1-D", rng.standard_normal(7), rng.standard_normal(7)),
+        ("2-D", rng.standard_normal((3, 4)), rng.standard_normal((3, 4))),
+        ("channels_last view", rng.standard_normal((2, 3, 4, 5)), nhwc.transpose(0, 3, 1, 2)),
+        ("strided", rng.standard_normal((4, 3)), rng.standard_normal((4, 6))[:, ::2]),
+        ("one element", rng.standard_normal((1, 1)), -np.ones((1, 1))),
+    ]
 
 
-def test_halves_and_empty_arrays_take_the_array_api_kernels(sim):
-    rng = np.random.default_rng(9)
-    x = rng.standard_normal((4, 3, 5)).astype(np.float16)
-    a, b = _per_channel(rng, 3), rng.standard_normal(3)
+def test_relu_mask_of_any_rank_and_layout(sim):
+    for label, dy, y in _relu_mask_inputs(np.random.default_rng(8)):
+        y = np.array(y, copy=True, order="K") if label != "strided" else y
+        y.flat[0] = np.nan if y.size > 1 else y.flat[0]
+        y.flat[-1] = 0.0 if y.size > 1 else y.flat[-1]
+        got = sim.relu_mask(dy, y)
+        assert np.array_equal(got, np.where(y <= 0, 0.0, dy)), label
+        if label == "channels_last view":   # laid out as y
+            assert np.argsort(got.strides).tolist() == np.argsort(y.strides).tolist(), label
+
+
+def _array_api_on_numpy():
     plain = ArrayApiBackend()
     plain.namespace = lambda v: np
+    return plain
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_float16_maps_round_as_the_array_api_path(sim, residual):
+    """Computed in float64 and rounded once: the same halves as the array-API kernels
+    and the composition's epilogue give."""
+    rng = np.random.default_rng(9)
+    plain = _array_api_on_numpy()
+    for label, x in _layouts(rng, "float16", offset=8.0):
+        c = x.shape[1]
+        a, b = _per_channel(rng, c), 8.0 * _per_channel(rng, c)
+        z = rng.standard_normal(x.shape).astype(np.float16) if residual else None
+        want = plain.scale_shift(x, a, b)
+        if residual:
+            want = np.maximum(want + z, np.float16(0))
+        got = sim.scale_shift(x, a, b, residual=z, activation="relu" if residual else None)
+        assert got.dtype == np.float16 and np.array_equal(got, want), label
+        dy = rng.standard_normal(x.shape).astype(np.float16)
+        p, q, s = _per_channel(rng, c), _per_channel(rng, c, 0.01, 0.1), rng.standard_normal(c)
+        assert np.array_equal(sim.grad_input(dy, x, p, q, s), plain.grad_input(dy, x, p, q, s)), label
+
+
+def test_bfloat16_and_empty_arrays_take_the_array_api_kernels(sim):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((4, 3, 5)).astype(ml_dtypes.bfloat16)
+    a, b = _per_channel(rng, 3), rng.standard_normal(3)
+    plain = _array_api_on_numpy()
     assert np.array_equal(sim.scale_shift(x, a, b), plain.scale_shift(x, a, b))
     for got, want in zip(sim.batch_stats(x)[1:], plain.batch_stats(x)[1:]):
         assert np.array_equal(got, want)

@@ -4,9 +4,10 @@ arrays on a GPU, or NumPy arrays in Numba's CUDA simulator, where CI runs these 
 lines. The whole ops stay the composition (_composed) of these kernels: 2 passes over x
 forward (statistics, then the map with its epilogue), 3 backward.
 
-float16 and bfloat16 arrays, and arrays with no values, go to the array-API kernels of
-the class this is mixed into (the rounding of a half result, and the empty cases, are
-theirs to keep).
+float16 arrays take the kernels too: they read halves, compute in float64 and round each
+result once to float16 (cvt.rn.f16.f64), as the array-API path's rounding does.
+bfloat16 arrays (which CuPy does not have, nor numba) and arrays with no values go to
+the array-API kernels of the class this is mixed into.
 
 Launch shapes depend on the array's shape and layout and the class's three constants
 alone, never on the device: a result is the same bit for bit from run to run and from
@@ -28,6 +29,8 @@ REDUCE_BLOCKS = 1024
 MAP_BLOCKS = 8192
 MAX_GRID_Y = 65535
 MERGE_THREADS = 128
+# the dtypes of x the kernels take
+KERNEL_DTYPES = ("float16", "float32", "float64")
 
 
 def channels_adjacent(x3):
@@ -144,24 +147,26 @@ class FusedKernels:
         return out
 
     def relu_mask(self, dy, y):
-        """dy, 0 where y <= 0, for x-shaped arrays of any rank."""
+        """dy, 0 where y <= 0, for x-shaped arrays of any rank: walked as one flat row in
+        y's memory order (a view of a dense y; the output is laid out as y)."""
         xp = self.namespace(y)
-        shape = tuple(y.shape)
-        if self._not_ours(y) or len(shape) == 0:
+        if self._not_ours(y) or len(y.shape) == 0:
             return _composed.relu_mask(None, xp, dy, y)
-        dy3, y3 = (xp.reshape(v, (1, 1, math.prod(shape))) if len(shape) != 3 else v
-                   for v in (dy, y))
-        out = self._empty_as(xp, dy3)
+        order = self._memory_order(y)
+        dy_, y_ = (xp.permute_dims(v, order) for v in (dy, y))
+        flat = (1, 1, arrays.size(y))
+        dy3, y3 = xp.reshape(dy_, flat), xp.reshape(y_, flat)
+        out = xp.empty(flat, dtype=dy.dtype, device=arrays.device(dy))
         grid, block, per_chunk = self._shape(y3, self.map_blocks)
         with self._launch_context(y3):
             self._launch(self._kernels().relu_mask, grid, block, dy3, y3, out, per_chunk)
-        return xp.reshape(out, shape)
+        return xp.permute_dims(xp.reshape(out, y_.shape), tuple(order.index(k) for k in range(len(order))))
 
     # --- helpers ------------------------------------------------------------------------
 
     def _not_ours(self, x):
-        """Arrays the kernels leave to the array-API path: halves, and no values."""
-        return halves.is_half(x.dtype) or arrays.size(x) == 0
+        """Arrays the kernels leave to the array-API path: bfloat16, and no values."""
+        return halves.name_of(x.dtype) not in KERNEL_DTYPES or arrays.size(x) == 0
 
     def _wide(self, x):
         xp = self.namespace(x)
@@ -178,17 +183,23 @@ class FusedKernels:
         kernel[grid, block, self._stream()](*(self._argument(a) for a in args))
 
     @staticmethod
-    def _empty_as(xp, x3):
+    def _memory_order(v):
+        """v's axes from the farthest apart in memory to the nearest (axes of one element
+        last), or in order where the library gives no strides."""
+        strides = getattr(v, "strides", None)
+        if strides is None:
+            return tuple(range(len(v.shape)))
+        return tuple(sorted(range(len(v.shape)),
+                            key=lambda k: -abs(strides[k]) if v.shape[k] > 1 else 0))
+
+    def _empty_as(self, xp, x3):
         """An uninitialised array of x3's shape and dtype, laid out in memory as x3 is (its
         axes in the order of x3's strides), so that the kernels' writes coalesce as their
         reads do."""
-        strides = getattr(x3, "strides", None)
-        if strides is None:
-            return xp.empty(x3.shape, dtype=x3.dtype, device=arrays.device(x3))
-        order = sorted(range(3), key=lambda k: -abs(strides[k]) if x3.shape[k] > 1 else 0)
+        order = self._memory_order(x3)
         buffer = xp.empty(tuple(x3.shape[k] for k in order), dtype=x3.dtype,
                           device=arrays.device(x3))
-        return xp.permute_dims(buffer, tuple(order.index(k) for k in range(3)))
+        return xp.permute_dims(buffer, tuple(order.index(k) for k in range(len(order))))
 
     def _masked(self, dy, y):
         """dy through relu, by array ops (the composition's mask); dy without y."""

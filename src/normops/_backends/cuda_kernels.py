@@ -232,6 +232,6 @@ def relu_mask(dy, y, out, per_chunk):
     for q in range(q0 + ty, q1, cuda.blockDim.y):
         n, i = _position(q, inner)
         if y[n, c, i] <= 0:
-            out[n, c, i] = 0
+            out[n, c, i] = 0.0
         else:
             out[n, c, i] = dy[n, c, i]
