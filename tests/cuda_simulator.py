@@ -57,9 +57,9 @@ class SimulatedFusedBackend(FusedKernels, ArrayApiBackend):
     def namespace(self, x):
         return numpy
 
-    def _launch(self, kernel, grid, block, *args):
+    def _launch(self, name, grid, block, *args):
         with quick_threads():
-            super()._launch(kernel, grid, block, *args)
+            super()._launch(name, grid, block, *args)
 
     def _argument(self, a):
         """A NumPy array as the simulator's device array over the same memory (strided

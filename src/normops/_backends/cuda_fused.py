@@ -63,7 +63,7 @@ def launch_shape(shape, adjacent, threads, blocks):
 
 class FusedKernels:
     """The kernels, mixed into an array-API backend class whose arrays numba-cuda takes.
-    Hooks: ``_kernel(fn)`` (the numba kernel to launch, by name), ``_launch_context(x)``
+    Hooks: ``_kernel(name)`` (the compiled kernel), ``_launch_context(x)``
     (the device), ``_stream()`` and ``_argument(a)`` (an array as a kernel argument)."""
 
     epilogue = True
@@ -73,9 +73,9 @@ class FusedKernels:
 
     # --- what the backend class supplies -----------------------------------------------
 
-    def _kernels(self):
+    def _kernel(self, name):
         from . import cuda_kernels
-        return cuda_kernels
+        return cuda_kernels.compiled(name)
 
     def _launch_context(self, x):
         return contextlib.nullcontext()
@@ -98,9 +98,8 @@ class FusedKernels:
         mean = xp.empty((channels,), dtype=wide, device=arrays.device(x))
         m2 = xp.empty_like(mean)
         with self._launch_context(x):
-            k = self._kernels()
-            self._launch(k.batch_stats_partial, grid, block, x, partial, per_chunk)
-            self._launch(k.batch_stats_merge, *self._merge_shape(channels), x, partial, mean, m2)
+            self._launch("batch_stats_partial", grid, block, x, partial, per_chunk)
+            self._launch("batch_stats_merge", *self._merge_shape(channels), x, partial, mean, m2)
         return x.shape[0] * x.shape[2], mean, m2
 
     def scale_shift(self, x, a, b, residual=None, activation=None):
@@ -111,7 +110,7 @@ class FusedKernels:
         out = self._empty_as(xp, x)
         grid, block, per_chunk = self._shape(x, self.map_blocks)
         with self._launch_context(x):
-            self._launch(self._kernels().scale_shift, grid, block, x, centre, a, shift,
+            self._launch("scale_shift", grid, block, x, centre, a, shift,
                          x if residual is None else residual, out, per_chunk,
                          residual is not None, activation == "relu")
         return out
@@ -126,10 +125,9 @@ class FusedKernels:
         sum_dy = xp.empty((channels,), dtype=wide, device=arrays.device(x))
         sum_dy_xmu = xp.empty_like(sum_dy)
         with self._launch_context(x):
-            k = self._kernels()
-            self._launch(k.grad_stats_partial, grid, block, dy, x, x if y is None else y,
+            self._launch("grad_stats_partial", grid, block, dy, x, x if y is None else y,
                          mean, partial, per_chunk, y is not None)
-            self._launch(k.grad_stats_merge, *self._merge_shape(channels), partial, sum_dy,
+            self._launch("grad_stats_merge", *self._merge_shape(channels), partial, sum_dy,
                          sum_dy_xmu)
         return sum_dy, sum_dy_xmu
 
@@ -141,7 +139,7 @@ class FusedKernels:
         out = self._empty_as(xp, x)
         grid, block, per_chunk = self._shape(x, self.map_blocks)
         with self._launch_context(x):
-            self._launch(self._kernels().grad_input, grid, block, dy, x,
+            self._launch("grad_input", grid, block, dy, x,
                          x if y is None else y, p, centre, q, shift, out, per_chunk,
                          y is not None)
         return out
@@ -159,7 +157,7 @@ class FusedKernels:
         out = xp.empty(flat, dtype=dy.dtype, device=arrays.device(dy))
         grid, block, per_chunk = self._shape(y3, self.map_blocks)
         with self._launch_context(y3):
-            self._launch(self._kernels().relu_mask, grid, block, dy3, y3, out, per_chunk)
+            self._launch("relu_mask", grid, block, dy3, y3, out, per_chunk)
         return xp.permute_dims(xp.reshape(out, y_.shape), tuple(order.index(k) for k in range(len(order))))
 
     # --- helpers ------------------------------------------------------------------------
@@ -179,7 +177,8 @@ class FusedKernels:
     def _merge_shape(channels):
         return (-(-channels // MERGE_THREADS),), (MERGE_THREADS,)
 
-    def _launch(self, kernel, grid, block, *args):
+    def _launch(self, name, grid, block, *args):
+        kernel = self._kernel(name)
         kernel[grid, block, self._stream()](*(self._argument(a) for a in args))
 
     @staticmethod

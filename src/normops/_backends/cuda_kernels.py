@@ -14,6 +14,12 @@ of one channel; with channels adjacent (NHWC, NC) bx spans channels, so a warp r
 consecutive channels of one position. Either way loads are coalesced and each thread
 keeps its channel's parameters in registers. (cuda_launch picks the shapes.)
 
+Each kernel is compiled (``compiled(name)``, on first use) for its signatures alone:
+x-shaped arrays of float16, float32 or float64 in any layout ("A": contiguous arrays
+convert to it), per-channel vectors and partial sums in float64. So a process compiles
+each kernel three times at most, whatever layouts it meets, and CI compiles the same
+list to PTX (tests/cuda_compile.py).
+
 Sums are in float64, whatever x's dtype. Batch statistics are shifted sums per thread
 (the shift: the channel's first value, so deviations stay near the spread and the
 one-pass M2 = S2 - S1^2 / n loses nothing to an offset), turned into (count, mean, M2)
@@ -22,9 +28,10 @@ blocks by a second kernel in chunk order. No floating-point atomics: for one sha
 layout the order of every operation is fixed, so results are the same bit for bit on
 every run.
 """
+import functools
 import math
 
-from numba import cuda, float64
+from numba import cuda, float64, types
 
 # The largest block the launcher uses: the size of the kernels' shared arrays.
 MAX_THREADS = 256
@@ -60,7 +67,6 @@ def _masked(dy, y, n, c, i, masked):
     return float64(dy[n, c, i])
 
 
-@cuda.jit
 def batch_stats_partial(x, partial, per_chunk):
     """partial[:, chunk, c] = (count, mean - shift, M2) of the block's positions."""
     sh_count = cuda.shared.array(MAX_THREADS, float64)
@@ -105,7 +111,6 @@ def batch_stats_partial(x, partial, per_chunk):
         partial[2, cuda.blockIdx.y, c] = sh_m2[t]
 
 
-@cuda.jit
 def batch_stats_merge(x, partial, mean, m2):
     """mean and M2 of each channel from its chunks' partials, merged in chunk order; a
     channel with a NaN or inf, or whose M2 overflows, gets NaN for both."""
@@ -125,7 +130,6 @@ def batch_stats_merge(x, partial, mean, m2):
         m2[c] = math.nan
 
 
-@cuda.jit
 def grad_stats_partial(dy, x, y, mean, partial, per_chunk, masked):
     """partial[:, chunk, c] = (sum dy, sum dy * (x - mean)) of the block's positions, dy
     masked by y when ``masked``."""
@@ -162,7 +166,6 @@ def grad_stats_partial(dy, x, y, mean, partial, per_chunk, masked):
         partial[1, cuda.blockIdx.y, c] = sh_dyx[t]
 
 
-@cuda.jit
 def grad_stats_merge(partial, sum_dy, sum_dy_xmu):
     """Each channel's two sums from its chunks' partials, added in chunk order."""
     c = cuda.grid(1)
@@ -176,7 +179,6 @@ def grad_stats_merge(partial, sum_dy, sum_dy_xmu):
     sum_dy_xmu[c] = s1
 
 
-@cuda.jit
 def scale_shift(x, centre, scale, shift, z, out, per_chunk, residual, relu):
     """out = act(round((x - centre) * scale + shift) + z), per channel: the map a x + b
     written about centre = -b/a (rounded to x's dtype), so x - centre is exact where an
@@ -201,7 +203,6 @@ def scale_shift(x, centre, scale, shift, z, out, per_chunk, residual, relu):
             out[n, c, i] = v
 
 
-@cuda.jit
 def grad_input(dy, x, y, p, centre, q_, shift, out, per_chunk, masked):
     """out = p dy + ((x - centre) * q + shift), per channel, with dy masked by y when
     ``masked`` (the backward's affine map dx = p dy + q x + s, s about centre = -s/q)."""
@@ -219,7 +220,6 @@ def grad_input(dy, x, y, p, centre, q_, shift, out, per_chunk, masked):
         out[n, c, i] = g * pc + ((float64(x[n, c, i]) - cen) * qc + b)
 
 
-@cuda.jit
 def relu_mask(dy, y, out, per_chunk):
     """out = dy, 0 where y <= 0 (the gradient through relu; NaN y lets dy through)."""
     tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
@@ -235,3 +235,35 @@ def relu_mask(dy, y, out, per_chunk):
             out[n, c, i] = 0.0
         else:
             out[n, c, i] = dy[n, c, i]
+
+
+# --- signatures ------------------------------------------------------------------------
+
+def _signatures():
+    vec = types.Array(types.float64, 1, "A")
+    partial = types.Array(types.float64, 3, "A")
+    i, flag = types.int64, types.boolean
+    table = {}
+    for dtype in (types.float16, types.float32, types.float64):
+        x = types.Array(dtype, 3, "A")
+        for name, sig in {
+            "batch_stats_partial": (x, partial, i),
+            "batch_stats_merge": (x, partial, vec, vec),
+            "grad_stats_partial": (x, x, x, vec, partial, i, flag),
+            "scale_shift": (x, vec, vec, vec, x, x, i, flag, flag),
+            "grad_input": (x, x, x, vec, vec, vec, vec, x, i, flag),
+            "relu_mask": (x, x, x, i),
+        }.items():
+            table.setdefault(name, []).append(sig)
+    table["grad_stats_merge"] = [(partial, vec, vec)]
+    return table
+
+
+#: Each kernel's signatures, by name.
+SIGNATURES = _signatures()
+
+
+@functools.cache
+def compiled(name):
+    """The kernel ``name`` compiled for its signatures (in the simulator: ready to run)."""
+    return cuda.jit(SIGNATURES[name])(globals()[name])
