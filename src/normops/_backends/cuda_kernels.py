@@ -47,6 +47,15 @@ def _position(q, inner):
 
 
 @cuda.jit(device=True, inline="always")
+def _span(shape, per_chunk):
+    """This thread's channel c and its positions: range(first, stop, step)."""
+    c = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    q0 = cuda.blockIdx.y * per_chunk
+    stop = min(q0 + per_chunk, shape[0] * shape[2])
+    return c, q0 + cuda.threadIdx.y, stop, cuda.blockDim.y
+
+
+@cuda.jit(device=True, inline="always")
 def _chan(na, ma, m2a, nb, mb, m2b):
     """Chan's merge of two (count, mean, M2) triples."""
     if nb == 0:
@@ -72,24 +81,21 @@ def batch_stats_partial(x, partial, per_chunk):
     sh_count = cuda.shared.array(MAX_THREADS, float64)
     sh_mean = cuda.shared.array(MAX_THREADS, float64)
     sh_m2 = cuda.shared.array(MAX_THREADS, float64)
-    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-    bx, by = cuda.blockDim.x, cuda.blockDim.y
-    c = cuda.blockIdx.x * bx + tx
+    c, first, stop, by = _span(x.shape, per_chunk)
     channels, inner = x.shape[1], x.shape[2]
-    q0 = cuda.blockIdx.y * per_chunk
-    q1 = min(q0 + per_chunk, x.shape[0] * inner)
     count = 0.0
     s1 = 0.0
     s2 = 0.0
     if c < channels:
         shift = float64(x[0, c, 0])
-        for q in range(q0 + ty, q1, by):
+        for q in range(first, stop, by):
             n, i = _position(q, inner)
             d = float64(x[n, c, i]) - shift
             s1 += d
             s2 += d * d
             count += 1.0
-    t = ty * bx + tx
+    ty, bx = cuda.threadIdx.y, cuda.blockDim.x
+    t = ty * bx + cuda.threadIdx.x
     sh_count[t] = count
     sh_mean[t] = s1 / count if count > 0 else 0.0
     sh_m2[t] = s2 - s1 * sh_mean[t]
@@ -135,22 +141,19 @@ def grad_stats_partial(dy, x, y, mean, partial, per_chunk, masked):
     masked by y when ``masked``."""
     sh_dy = cuda.shared.array(MAX_THREADS, float64)
     sh_dyx = cuda.shared.array(MAX_THREADS, float64)
-    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-    bx, by = cuda.blockDim.x, cuda.blockDim.y
-    c = cuda.blockIdx.x * bx + tx
+    c, first, stop, by = _span(x.shape, per_chunk)
     channels, inner = x.shape[1], x.shape[2]
-    q0 = cuda.blockIdx.y * per_chunk
-    q1 = min(q0 + per_chunk, x.shape[0] * inner)
     s0 = 0.0
     s1 = 0.0
     if c < channels:
         mu = mean[c]
-        for q in range(q0 + ty, q1, by):
+        for q in range(first, stop, by):
             n, i = _position(q, inner)
             g = _masked(dy, y, n, c, i, masked)
             s0 += g
             s1 += g * (float64(x[n, c, i]) - mu)
-    t = ty * bx + tx
+    ty, bx = cuda.threadIdx.y, cuda.blockDim.x
+    t = ty * bx + cuda.threadIdx.x
     sh_dy[t] = s0
     sh_dyx[t] = s1
     cuda.syncthreads()
@@ -183,16 +186,12 @@ def scale_shift(x, centre, scale, shift, z, out, per_chunk, residual, relu):
     """out = act(round((x - centre) * scale + shift) + z), per channel: the map a x + b
     written about centre = -b/a (rounded to x's dtype), so x - centre is exact where an
     offset would make a x and b cancel; z added when ``residual``, relu when ``relu``."""
-    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-    c = cuda.blockIdx.x * cuda.blockDim.x + tx
-    channels, inner = x.shape[1], x.shape[2]
-    if c >= channels:
+    c, first, stop, step = _span(x.shape, per_chunk)
+    if c >= x.shape[1]:
         return
-    q0 = cuda.blockIdx.y * per_chunk
-    q1 = min(q0 + per_chunk, x.shape[0] * inner)
     cen, a, b = centre[c], scale[c], shift[c]
-    for q in range(q0 + ty, q1, cuda.blockDim.y):
-        n, i = _position(q, inner)
+    for q in range(first, stop, step):
+        n, i = _position(q, x.shape[2])
         out[n, c, i] = (float64(x[n, c, i]) - cen) * a + b   # rounded once to x's dtype
         if residual or relu:
             v = out[n, c, i]
@@ -206,31 +205,23 @@ def scale_shift(x, centre, scale, shift, z, out, per_chunk, residual, relu):
 def grad_input(dy, x, y, p, centre, q_, shift, out, per_chunk, masked):
     """out = p dy + ((x - centre) * q + shift), per channel, with dy masked by y when
     ``masked`` (the backward's affine map dx = p dy + q x + s, s about centre = -s/q)."""
-    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-    c = cuda.blockIdx.x * cuda.blockDim.x + tx
-    channels, inner = x.shape[1], x.shape[2]
-    if c >= channels:
+    c, first, stop, step = _span(x.shape, per_chunk)
+    if c >= x.shape[1]:
         return
-    q0 = cuda.blockIdx.y * per_chunk
-    q1 = min(q0 + per_chunk, x.shape[0] * inner)
     pc, cen, qc, b = p[c], centre[c], q_[c], shift[c]
-    for q in range(q0 + ty, q1, cuda.blockDim.y):
-        n, i = _position(q, inner)
+    for q in range(first, stop, step):
+        n, i = _position(q, x.shape[2])
         g = _masked(dy, y, n, c, i, masked)
         out[n, c, i] = g * pc + ((float64(x[n, c, i]) - cen) * qc + b)
 
 
 def relu_mask(dy, y, out, per_chunk):
     """out = dy, 0 where y <= 0 (the gradient through relu; NaN y lets dy through)."""
-    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-    c = cuda.blockIdx.x * cuda.blockDim.x + tx
-    channels, inner = dy.shape[1], dy.shape[2]
-    if c >= channels:
+    c, first, stop, step = _span(dy.shape, per_chunk)
+    if c >= dy.shape[1]:
         return
-    q0 = cuda.blockIdx.y * per_chunk
-    q1 = min(q0 + per_chunk, dy.shape[0] * inner)
-    for q in range(q0 + ty, q1, cuda.blockDim.y):
-        n, i = _position(q, inner)
+    for q in range(first, stop, step):
+        n, i = _position(q, dy.shape[2])
         if y[n, c, i] <= 0:
             out[n, c, i] = 0.0
         else:
