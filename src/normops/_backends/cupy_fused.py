@@ -4,6 +4,7 @@ are compiled by numba-cuda on first use and launched on CuPy's current stream, o
 GPU that holds x."""
 import contextlib
 
+from .._registry import BackendUnavailableError
 from .cuda_fused import FusedKernels
 from .cupy import CupyBackend
 
@@ -19,6 +20,14 @@ class FusedCupyBackend(FusedKernels, CupyBackend):
             raise ImportError(f"numba-cuda is not installed ({NUMBA_INSTALL}); it compiles "
                               f"the fused kernels that NORMOPS_CUPY_KERNELS=fused asks "
                               f"for") from exc
+        try:   # NVVM compiles the kernels on first use: missing, it would fail inside an op
+            from numba.cuda.cudadrv import nvvm
+            nvvm.NVVM()
+        except Exception as exc:
+            raise BackendUnavailableError(
+                f"numba-cuda finds no NVVM to compile the fused kernels ({exc}); install the "
+                f"CUDA toolkit, or pip install 'numba-cuda[cu12]' (or [cu13], as CuPy's "
+                f"CUDA)") from exc
         import cupy
         self._cuda, self._cupy = cuda, cupy
         self._streams = {}
