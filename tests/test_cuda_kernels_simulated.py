@@ -3,6 +3,12 @@ the numba-cuda kernels and their launch code run in Numba's CUDA simulator on Nu
 arrays (tests/cuda_simulator.py), set against the reference backend and against the
 formulas they implement, on layouts, tiles and chunks chosen to reach every branch.
 Small blocks (4 threads) make several chunks and partial channel tiles on small arrays.
+
+The simulator rounds every operation; on a GPU, NVVM contracts multiply-adds into FMAs
+(one rounding for two), so the checks "bit for bit against the formula" hold here and,
+for float16 and float32 results computed in float64, on a GPU too, while float64
+results there may differ in their last bits (the comparisons with the reference hold
+either way).
 """
 import math
 import os
@@ -111,6 +117,7 @@ def test_channels_adjacent_reads_the_layout():
     nhwc_as_nchw = np.zeros((2, 4, 5, 3), np.float32).transpose(0, 3, 1, 2).reshape(2, 3, 20)
     assert channels_adjacent(nhwc_as_nchw)
     assert not channels_adjacent(np.zeros((2, 1, 20)))
+    assert not channels_adjacent(np.zeros((40, 3), order="F")[:, :, None])   # column-major NC
 
 
 # ---------------------------------------------------------------------------- the kernels
@@ -147,14 +154,40 @@ def test_batch_stats_give_nan_to_the_channels_with_nan_or_inf_only(sim):
         assert np.isfinite(mean[~bad]).all() and np.isfinite(m2[~bad]).all(), label
 
 
-def test_batch_stats_merge_partials_in_chunk_order():
-    """More blocks than positions per thread: chunks of one or two values, merged by
-    the second kernel (Chan's formula on counts of 1 and 0)."""
+def test_batch_stats_of_many_tiny_chunks():
+    """More blocks than positions per thread: chunks of one or two values and threads
+    with none, merged by the second kernel (Chan's formula on counts of 1 and 0)."""
     many = SimulatedFusedBackend(threads=2, reduce_blocks=64)
     x = np.random.default_rng(3).standard_normal((7, 2, 3))
     count, mean, m2 = many.batch_stats(x)
     np.testing.assert_allclose(mean, x.mean(axis=(0, 2)), rtol=1e-13)
     np.testing.assert_allclose(m2, x.var(axis=(0, 2)) * count, rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")   # the squares that overflow
+@pytest.mark.parametrize("layout", ["NCHW", "NC"])
+def test_batch_stats_with_an_outlier_first_value(sim, layout):
+    """The first value of a channel (and of a thread) far from the others: the shifted
+    sums lose nothing (the shift is one of the values summed), and where their squares
+    overflow (1e154 in float64, while M2 itself does not) the threads redo their values
+    with Welford's updates instead of giving NaN."""
+    rng = np.random.default_rng(13)
+    shape = (24, 2, 5) if layout == "NCHW" else (40, 2, 1)
+    for outlier in (1e8, 1e154):
+        x = rng.standard_normal(shape)
+        x[0, :, 0] = outlier
+        count, mean, m2 = sim.batch_stats(x)
+        _, want_mean, want_m2 = ReferenceBackend().batch_stats(x)
+        assert np.isfinite(mean).all() and np.isfinite(m2).all(), outlier
+        spread = np.sqrt(want_m2 / count)
+        _within(mean, want_mean, 1e-14 * (np.abs(want_mean) + spread), f"mean, outlier {outlier:g}")
+        _within(m2, want_m2, 1e-12 * want_m2, f"M2, outlier {outlier:g}")
+
+
+def test_launch_shape_refuses_blocks_the_reductions_cannot_halve():
+    for threads in (0, 3, 6, 257, 512):
+        with pytest.raises(ValueError, match="power of two from 1 to 256"):
+            launch_shape((4, 3, 5), False, threads, 8)
 
 
 def _map_expected(x, a, b, z, relu):
@@ -287,9 +320,11 @@ def test_float16_maps_round_as_the_array_api_path(sim, residual):
         z = rng.standard_normal(x.shape).astype(np.float16) if residual else None
         want = plain.scale_shift(x, a, b)
         if residual:
-            want = np.maximum(want + z, np.float16(0))
+            want = want + z
+            want = np.where(want < 0, np.zeros_like(want), want)
         got = sim.scale_shift(x, a, b, residual=z, activation="relu" if residual else None)
         assert got.dtype == np.float16 and np.array_equal(got, want), label
+        assert np.array_equal(np.signbit(got), np.signbit(want)), label
         dy = rng.standard_normal(x.shape).astype(np.float16)
         p, q, s = _per_channel(rng, c), _per_channel(rng, c, 0.01, 0.1), rng.standard_normal(c)
         assert np.array_equal(sim.grad_input(dy, x, p, q, s), plain.grad_input(dy, x, p, q, s)), label
@@ -331,22 +366,28 @@ def test_ops_match_the_reference(registered, label, recipe, training, renorm):
                                step(reference, case, training=training), case)
 
 
+@pytest.mark.parametrize("renorm", [False, True])
+@pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("axis", [1, -1])
-def test_fused_ops_match_the_reference(registered, residual, axis):
+def test_fused_ops_match_the_reference(registered, residual, axis, training, renorm):
     rng = np.random.default_rng(12)
     x = (rng.standard_normal((4, 3, 3, 5)) + 2).astype(np.float32)
     z = rng.standard_normal(x.shape).astype(np.float32) if residual else None
     c = x.shape[axis]
     gamma, beta = _per_channel(rng, c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
+    forward = normops.batch_renorm if renorm else normops.batch_norm
+    backward = normops.batch_renorm_backward if renorm else normops.batch_norm_backward
     outs = {}
     for backend in (registered, "reference"):
-        rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
-        y, saved = normops.batch_norm(x, gamma, beta, rm, rv, training=True, axis=axis,
-                                      residual=z, activation="relu", backend=backend)
-        grads = normops.batch_norm_backward(dy, x, saved, gamma, y=y, backend=backend)
+        rm = (0.1 * np.arange(c)).astype(np.float32)
+        rv = np.linspace(0.5, 1.5, c).astype(np.float32)
+        y, saved = forward(x, gamma, beta, rm, rv, training=training, axis=axis,
+                           residual=z, activation="relu", backend=backend)
+        grads = backward(dy, x, saved, gamma, y=y, backend=backend)
         outs[backend] = (y, rm, rv, *grads)
+    assert len(outs[registered]) == 6 + residual
     for got, want in zip(outs[registered], outs["reference"]):
         assert got.shape == want.shape and got.dtype == want.dtype
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * (np.abs(want).max() + 1))

@@ -10,8 +10,7 @@ bfloat16 arrays (which CuPy does not have, nor numba) and arrays with no values 
 the array-API kernels of the class this is mixed into.
 
 Launch shapes depend on the array's shape and layout and the class's three constants
-alone, never on the device: a result is the same bit for bit from run to run and from
-one GPU to another.
+alone, never on the device: on one GPU, a result is the same bit for bit from run to run.
 """
 import contextlib
 import math
@@ -25,6 +24,8 @@ from .array_api import centred
 # blocks than the maps: their second kernel merges a channel's chunks one by one.
 # (Chosen for an H100's 132 SMs; not yet measured on a GPU.)
 THREADS = 256
+# the most threads a block may have: the size of the kernels' shared arrays
+MAX_THREADS = 256
 REDUCE_BLOCKS = 1024
 MAP_BLOCKS = 8192
 MAX_GRID_Y = 65535
@@ -35,21 +36,27 @@ KERNEL_DTYPES = ("float16", "float32", "float64")
 
 def channels_adjacent(x3):
     """Whether neighbouring channels of x3 (outer, C, inner) are nearer in memory than
-    neighbouring positions: NHWC and NC, where a warp should span channels."""
-    _, channels, inner = x3.shape
-    if inner == 1:
-        return True
+    neighbouring positions (along inner, or along outer where inner is 1): NHWC and
+    row-major NC, where a warp should span channels."""
+    outer, channels, inner = x3.shape
     strides = getattr(x3, "strides", None)
-    if strides is None or channels == 1:
+    if strides is None:
+        return inner == 1
+    if channels == 1:
         return False
-    return abs(strides[1]) < abs(strides[2])
+    along = 2 if inner > 1 else 0
+    return outer * inner == 1 or abs(strides[1]) < abs(strides[along])
 
 
 def launch_shape(shape, adjacent, threads, blocks):
     """(grid, block, per_chunk) of a kernel over an (outer, C, inner) array: blocks of
     ``threads`` threads, (bx, by) = (1, threads) for channels apart in memory, else bx
     channels of one position (at most 32, a warp's width); about ``blocks`` blocks in
-    all, each over a chunk of per_chunk positions n * inner + i."""
+    all, each over a chunk of per_chunk positions n * inner + i. ``threads`` must be a
+    power of two (the block reductions halve it) of at most MAX_THREADS."""
+    if not (0 < threads <= MAX_THREADS and threads & (threads - 1) == 0):
+        raise ValueError(f"threads per block must be a power of two from 1 to {MAX_THREADS}, "
+                         f"got {threads}")
     outer, channels, inner = shape
     bx = min(32, threads, 1 << max(channels - 1, 0).bit_length()) if adjacent else 1
     by = threads // bx

@@ -20,21 +20,24 @@ convert to it), per-channel vectors and partial sums in float64. So a process co
 each kernel three times at most, whatever layouts it meets, and CI compiles the same
 list to PTX (tests/cuda_compile.py).
 
-Sums are in float64, whatever x's dtype. Batch statistics are shifted sums per thread
-(the shift: the channel's first value, so deviations stay near the spread and the
-one-pass M2 = S2 - S1^2 / n loses nothing to an offset), turned into (count, mean, M2)
-and merged with Chan's formula: across a block by a tree in shared memory, across
-blocks by a second kernel in chunk order. No floating-point atomics: for one shape and
-layout the order of every operation is fixed, so results are the same bit for bit on
-every run.
+Sums are in float64, whatever x's dtype. Batch statistics are shifted sums per thread,
+turned into (count, mean, M2) and merged with Chan's formula: across a block by a tree
+in shared memory, across blocks by a second kernel in chunk order. The shift is the
+thread's first value: a value among those summed is within sqrt(n) standard deviations
+of their mean, so the one-pass M2 = S2 - S1^2 / n loses at most about n^2 ulps to
+cancellation, whatever the offset (an outlier shift included). Means are kept relative
+to the channel's first value, which bounds the error of the merges the same way.
+Where the shifted squares overflow (values near 1e154 in float64) a thread redoes its
+values with Welford's updates, so statistics are NaN only where M2 itself overflows or
+a value is NaN or inf. No floating-point atomics: for one shape and layout the order of
+every operation is fixed, so results are the same bit for bit from run to run.
 """
 import functools
 import math
 
 from numba import cuda, float64, types
 
-# The largest block the launcher uses: the size of the kernels' shared arrays.
-MAX_THREADS = 256
+from .cuda_fused import MAX_THREADS   # the size of the kernels' shared arrays
 
 
 @cuda.jit(device=True, inline="always")
@@ -48,11 +51,49 @@ def _position(q, inner):
 
 @cuda.jit(device=True, inline="always")
 def _span(shape, per_chunk):
-    """This thread's channel c and its positions: range(first, stop, step)."""
+    """This thread's channel c, its first position (n, i), how many positions it visits
+    (0 for a channel past C), and its step blockDim.y as (dn, di): the positions first,
+    first + step, ... of its chunk, walked by _advance without a division per element."""
+    inner = shape[2]
     c = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    step = cuda.blockDim.y
     q0 = cuda.blockIdx.y * per_chunk
-    stop = min(q0 + per_chunk, shape[0] * shape[2])
-    return c, q0 + cuda.threadIdx.y, stop, cuda.blockDim.y
+    first = q0 + cuda.threadIdx.y
+    stop = min(q0 + per_chunk, shape[0] * inner)
+    visits = 0
+    if c < shape[1] and first < stop:
+        visits = (stop - first + step - 1) // step
+    n, i = _position(first, inner)
+    dn, di = _position(step, inner)
+    return c, n, i, visits, dn, di
+
+
+@cuda.jit(device=True, inline="always")
+def _advance(n, i, dn, di, inner):
+    """The position a step of (dn, di) after (n, i)."""
+    i += di
+    n += dn
+    if i >= inner:
+        i -= inner
+        n += 1
+    return n, i
+
+
+@cuda.jit(device=True, inline="always")
+def _welford(x, c, n, i, visits, dn, di):
+    """(mean, M2) of a thread's values by Welford's updates: the rare path, for values
+    whose shifted squares overflow (or that hold a NaN or inf, which it passes on)."""
+    mean = 0.0
+    m2 = 0.0
+    k = 0.0
+    for _ in range(visits):
+        v = float64(x[n, c, i])
+        k += 1.0
+        delta = v - mean
+        mean += delta / k
+        m2 += delta * (v - mean)
+        n, i = _advance(n, i, dn, di, x.shape[2])
+    return mean, m2
 
 
 @cuda.jit(device=True, inline="always")
@@ -81,24 +122,32 @@ def batch_stats_partial(x, partial, per_chunk):
     sh_count = cuda.shared.array(MAX_THREADS, float64)
     sh_mean = cuda.shared.array(MAX_THREADS, float64)
     sh_m2 = cuda.shared.array(MAX_THREADS, float64)
-    c, first, stop, by = _span(x.shape, per_chunk)
-    channels, inner = x.shape[1], x.shape[2]
-    count = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    if c < channels:
-        shift = float64(x[0, c, 0])
-        for q in range(first, stop, by):
-            n, i = _position(q, inner)
+    c, n, i, visits, dn, di = _span(x.shape, per_chunk)
+    count = float64(visits)
+    mean = 0.0
+    m2 = 0.0
+    if visits > 0:
+        n0, i0 = n, i
+        shift = float64(x[n, c, i])   # one of the thread's values: see the module's notes
+        s1 = 0.0
+        s2 = 0.0
+        for _ in range(visits):
             d = float64(x[n, c, i]) - shift
             s1 += d
             s2 += d * d
-            count += 1.0
-    ty, bx = cuda.threadIdx.y, cuda.blockDim.x
+            n, i = _advance(n, i, dn, di, x.shape[2])
+        if math.isfinite(s1) and math.isfinite(s2):
+            mean = s1 / count
+            m2 = s2 - s1 * mean
+            mean += shift - float64(x[0, c, 0])
+        else:
+            mean, m2 = _welford(x, c, n0, i0, visits, dn, di)
+            mean -= float64(x[0, c, 0])
+    ty, bx, by = cuda.threadIdx.y, cuda.blockDim.x, cuda.blockDim.y
     t = ty * bx + cuda.threadIdx.x
     sh_count[t] = count
-    sh_mean[t] = s1 / count if count > 0 else 0.0
-    sh_m2[t] = s2 - s1 * sh_mean[t]
+    sh_mean[t] = mean
+    sh_m2[t] = m2
     cuda.syncthreads()
     stride = by // 2
     while stride > 0:
@@ -111,7 +160,7 @@ def batch_stats_partial(x, partial, per_chunk):
             sh_m2[t] = m2_
         cuda.syncthreads()
         stride //= 2
-    if ty == 0 and c < channels:
+    if ty == 0 and c < x.shape[1]:
         partial[0, cuda.blockIdx.y, c] = sh_count[t]
         partial[1, cuda.blockIdx.y, c] = sh_mean[t]
         partial[2, cuda.blockIdx.y, c] = sh_m2[t]
@@ -141,18 +190,17 @@ def grad_stats_partial(dy, x, y, mean, partial, per_chunk, masked):
     masked by y when ``masked``."""
     sh_dy = cuda.shared.array(MAX_THREADS, float64)
     sh_dyx = cuda.shared.array(MAX_THREADS, float64)
-    c, first, stop, by = _span(x.shape, per_chunk)
-    channels, inner = x.shape[1], x.shape[2]
+    c, n, i, visits, dn, di = _span(x.shape, per_chunk)
     s0 = 0.0
     s1 = 0.0
-    if c < channels:
+    if visits > 0:
         mu = mean[c]
-        for q in range(first, stop, by):
-            n, i = _position(q, inner)
+        for _ in range(visits):
             g = _masked(dy, y, n, c, i, masked)
             s0 += g
             s1 += g * (float64(x[n, c, i]) - mu)
-    ty, bx = cuda.threadIdx.y, cuda.blockDim.x
+            n, i = _advance(n, i, dn, di, x.shape[2])
+    ty, bx, by = cuda.threadIdx.y, cuda.blockDim.x, cuda.blockDim.y
     t = ty * bx + cuda.threadIdx.x
     sh_dy[t] = s0
     sh_dyx[t] = s1
@@ -164,7 +212,7 @@ def grad_stats_partial(dy, x, y, mean, partial, per_chunk, masked):
             sh_dyx[t] += sh_dyx[t + stride * bx]
         cuda.syncthreads()
         stride //= 2
-    if ty == 0 and c < channels:
+    if ty == 0 and c < x.shape[1]:
         partial[0, cuda.blockIdx.y, c] = sh_dy[t]
         partial[1, cuda.blockIdx.y, c] = sh_dyx[t]
 
@@ -186,12 +234,11 @@ def scale_shift(x, centre, scale, shift, z, out, per_chunk, residual, relu):
     """out = act(round((x - centre) * scale + shift) + z), per channel: the map a x + b
     written about centre = -b/a (rounded to x's dtype), so x - centre is exact where an
     offset would make a x and b cancel; z added when ``residual``, relu when ``relu``."""
-    c, first, stop, step = _span(x.shape, per_chunk)
-    if c >= x.shape[1]:
+    c, n, i, visits, dn, di = _span(x.shape, per_chunk)
+    if visits == 0:
         return
     cen, a, b = centre[c], scale[c], shift[c]
-    for q in range(first, stop, step):
-        n, i = _position(q, x.shape[2])
+    for _ in range(visits):
         out[n, c, i] = (float64(x[n, c, i]) - cen) * a + b   # rounded once to x's dtype
         if residual or relu:
             v = out[n, c, i]
@@ -200,32 +247,33 @@ def scale_shift(x, centre, scale, shift, z, out, per_chunk, residual, relu):
             if relu and v < 0:
                 v = 0.0
             out[n, c, i] = v
+        n, i = _advance(n, i, dn, di, x.shape[2])
 
 
 def grad_input(dy, x, y, p, centre, q_, shift, out, per_chunk, masked):
     """out = p dy + ((x - centre) * q + shift), per channel, with dy masked by y when
     ``masked`` (the backward's affine map dx = p dy + q x + s, s about centre = -s/q)."""
-    c, first, stop, step = _span(x.shape, per_chunk)
-    if c >= x.shape[1]:
+    c, n, i, visits, dn, di = _span(x.shape, per_chunk)
+    if visits == 0:
         return
     pc, cen, qc, b = p[c], centre[c], q_[c], shift[c]
-    for q in range(first, stop, step):
-        n, i = _position(q, x.shape[2])
+    for _ in range(visits):
         g = _masked(dy, y, n, c, i, masked)
         out[n, c, i] = g * pc + ((float64(x[n, c, i]) - cen) * qc + b)
+        n, i = _advance(n, i, dn, di, x.shape[2])
 
 
 def relu_mask(dy, y, out, per_chunk):
     """out = dy, 0 where y <= 0 (the gradient through relu; NaN y lets dy through)."""
-    c, first, stop, step = _span(dy.shape, per_chunk)
-    if c >= dy.shape[1]:
+    c, n, i, visits, dn, di = _span(dy.shape, per_chunk)
+    if visits == 0:
         return
-    for q in range(first, stop, step):
-        n, i = _position(q, dy.shape[2])
+    for _ in range(visits):
         if y[n, c, i] <= 0:
             out[n, c, i] = 0.0
         else:
             out[n, c, i] = dy[n, c, i]
+        n, i = _advance(n, i, dn, di, dy.shape[2])
 
 
 # --- signatures ------------------------------------------------------------------------

@@ -51,8 +51,10 @@ class FusedCupyBackend(FusedKernels, CupyBackend):
 
     def _argument(self, a):
         """A CuPy array as numba's view of the same memory, without the synchronisation
-        numba would otherwise do on taking it (the launch is on CuPy's stream)."""
+        numba would otherwise do on taking it, nor a numba stream for its stream: the
+        launch is on CuPy's current stream."""
         interface = getattr(a, "__cuda_array_interface__", None)
         if interface is None:
             return a
-        return self._cuda.from_cuda_array_interface(interface, owner=a, sync=False)
+        return self._cuda.from_cuda_array_interface(dict(interface, stream=None), owner=a,
+                                                    sync=False)
