@@ -89,12 +89,16 @@ def _mapped(backend, xp, x3, a, b, x, axis, residual, activation):
         def kernel(x3, a, b):
             return backend.scale_shift(x3, a, b, residual=z3, activation=activation)
         return xp.reshape(_elementwise(xp, kernel, x3, a, b), x.shape)
-    y3 = _elementwise(xp, backend.scale_shift, x3, a, b)
-    if z3 is not None:
-        y3 = y3 + z3
-    if activation == "relu":
-        y3 = relu(xp, y3)
+    y3 = epilogue(xp, _elementwise(xp, backend.scale_shift, x3, a, b), z3, activation)
     return xp.reshape(y3, x.shape)
+
+
+def epilogue(xp, y, z, activation):
+    """act(y + z) with array ops: z added when given (one rounding to y's dtype), then
+    relu when ``activation`` is "relu"."""
+    if z is not None:
+        y = y + z
+    return relu(xp, y) if activation == "relu" else y
 
 
 def relu(xp, v):

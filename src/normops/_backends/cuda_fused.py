@@ -110,8 +110,9 @@ class FusedKernels:
         return x.shape[0] * x.shape[2], mean, m2
 
     def scale_shift(self, x, a, b, residual=None, activation=None):
-        if self._not_ours(x):
-            return self._composed_scale_shift(x, a, b, residual, activation)
+        if self._not_ours(x):   # the array-API map, then the epilogue as _composed applies it
+            return _composed.epilogue(self.namespace(x), super().scale_shift(x, a, b),
+                                      residual, activation)
         xp, _ = self._wide(x)
         centre, shift = centred(xp, x.dtype, a, b)
         out = self._empty_as(xp, x)
@@ -158,14 +159,13 @@ class FusedKernels:
         if self._not_ours(y) or len(y.shape) == 0:
             return _composed.relu_mask(None, xp, dy, y)
         order = self._memory_order(y)
-        dy_, y_ = (xp.permute_dims(v, order) for v in (dy, y))
-        flat = (1, 1, arrays.size(y))
-        dy3, y3 = xp.reshape(dy_, flat), xp.reshape(y_, flat)
-        out = xp.empty(flat, dtype=dy.dtype, device=arrays.device(dy))
+        out = self._empty_as(xp, y)
+        flat = (1, 1, arrays.size(y))   # out's is a view: it is dense in that order
+        dy3, y3, out3 = (xp.reshape(xp.permute_dims(v, order), flat) for v in (dy, y, out))
         grid, block, per_chunk = self._shape(y3, self.map_blocks)
         with self._launch_context(y3):
-            self._launch("relu_mask", grid, block, dy3, y3, out, per_chunk)
-        return xp.permute_dims(xp.reshape(out, y_.shape), tuple(order.index(k) for k in range(len(order))))
+            self._launch("relu_mask", grid, block, dy3, y3, out3, per_chunk)
+        return out
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -199,9 +199,9 @@ class FusedKernels:
                             key=lambda k: -abs(strides[k]) if v.shape[k] > 1 else 0))
 
     def _empty_as(self, xp, x3):
-        """An uninitialised array of x3's shape and dtype, laid out in memory as x3 is (its
-        axes in the order of x3's strides), so that the kernels' writes coalesce as their
-        reads do."""
+        """An uninitialised array of x3's shape and dtype (any rank), laid out in memory as
+        x3 is (its axes in the order of x3's strides), so that the kernels' writes
+        coalesce as their reads do."""
         order = self._memory_order(x3)
         buffer = xp.empty(tuple(x3.shape[k] for k in order), dtype=x3.dtype,
                           device=arrays.device(x3))
@@ -210,11 +210,3 @@ class FusedKernels:
     def _masked(self, dy, y):
         """dy through relu, by array ops (the composition's mask); dy without y."""
         return dy if y is None else _composed.relu_mask(None, self.namespace(y), dy, y)
-
-    def _composed_scale_shift(self, x, a, b, residual, activation):
-        """The array-API map, then the epilogue with array ops, as _composed applies it
-        for a backend without one."""
-        y = super().scale_shift(x, a, b)
-        if residual is not None:
-            y = y + residual
-        return y if activation is None else _composed.relu(self.namespace(x), y)
